@@ -1,0 +1,16 @@
+"""lazykeops: kernel operations on CPUs and GPUs, with autodiff, without memory overflows.
+
+Nothing happens at import time: no compilation, no CUDA probing. Entry points:
+`lazykeops.torch` and `lazykeops.numpy` (Genred, generic_sum, generic_logsumexp, ...).
+"""
+
+__version__ = "0.1.0"
+
+from .errors import CompileError, LazyKeOpsError  # noqa: E402,F401
+
+
+def clean_cache():
+    """Remove every compiled kernel from the cache directory."""
+    from .compile.cache import clean_cache as _clean
+
+    _clean()

@@ -1,0 +1,94 @@
+"""Render a KernelSpec to a small, deterministic C++ source.
+
+The generated text defines only what is specific to the kernel: `struct LkFormula` (the
+argument table and `eval`, which computes the formula values for one (i, j) pair) and
+`using LkReduction = ...`; the loops live in the engine headers of lazykeops/csrc. `eval`
+is plain scalar code over a type T, marked LK_HD, so the same text compiles with g++ for
+the CPU engine and with nvcc for the CUDA engine.
+
+Each formula node becomes one local array filled by its op's emission rule, in
+topological order; interned nodes make shared subexpressions computed once. Variables
+and constants are read in place, never copied.
+"""
+
+from ..formula.elementwise import CONSTANT_VALUE
+from ..formula.emit import Ref
+from ..formula.node import OPS
+from ..formula.reductions import lookup
+from .spec import SUM_SCHEMES
+
+CPP_TYPES = {"float32": "float", "float64": "double"}
+
+
+def render_formula_struct(formulas, args):
+    """C++ text of `struct LkFormula` computing the concatenation of `formulas`."""
+    cats = ", ".join(str(c) for c, _ in args) or "0"
+    dims = ", ".join(str(d) for _, d in args) or "0"
+    dimout = sum(f.dim for f in formulas)
+    body = _render_eval_body(formulas)
+    lines = [
+        "struct LkFormula {",
+        f"  static constexpr int NARGS = {len(args)};",
+        f"  static constexpr int CAT[{max(len(args), 1)}] = {{{cats}}};",
+        f"  static constexpr int DIM[{max(len(args), 1)}] = {{{dims}}};",
+        f"  static constexpr int DIMOUT = {dimout};",
+        "  template <class T, class In>",
+        "  LK_HD static LK_INLINE void eval(const In& in, T* out) {",
+        *[f"    {line}" for line in body],
+        "  }",
+        "};",
+    ]
+    return "\n".join(lines)
+
+
+def _render_eval_body(formulas):
+    refs, lines = {}, []
+    counter = 0
+    nodes = []
+    seen = set()
+    for f in formulas:
+        for node in f.walk():
+            if id(node) not in seen:
+                seen.add(id(node))
+                nodes.append(node)
+    for node in nodes:
+        if node.op == "Var":
+            refs[node] = Ref(node.dim, f"in.template var<{node.params[0]}>({{k}})")
+        elif node.op in CONSTANT_VALUE:
+            refs[node] = Ref(node.dim, CONSTANT_VALUE[node.op](node.params))
+        else:
+            name = f"v{counter}"
+            counter += 1
+            out = Ref(node.dim, name + "[{k}]")
+            lines.append(f"T {name}[{node.dim}];  // {node.op}")
+            lines.extend(OPS[node.op].emit(out, [refs[a] for a in node.args], node.params))
+            refs[node] = out
+    offset = 0
+    for f in formulas:
+        ref = refs[f]
+        lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {ref('k')};")
+        offset += f.dim
+    return lines
+
+
+def reduction_policy(spec):
+    red = lookup(spec.reduction)
+    dim = spec.formulas[0].dim
+    wdim = spec.formulas[1].dim if len(spec.formulas) > 1 else 0
+    return red.policy.format(D=dim, E=wdim, K=spec.k, scheme=SUM_SCHEMES[spec.sum_scheme])
+
+
+def render_cpu_source(spec):
+    """The whole translation unit of a CPU kernel."""
+    text = " ; ".join(str(f) for f in spec.formulas)
+    return "\n".join([
+        f"// lazykeops kernel: {spec.reduction} over {text}",
+        f"// arguments (category, dim): {list(spec.args)}",
+        '#include "lk_cpu_engine.h"',
+        "",
+        render_formula_struct(spec.formulas, spec.args),
+        "",
+        f"using LkReduction = {reduction_policy(spec)};",
+        f"LK_CPU_ENTRY({CPP_TYPES[spec.dtype]})",
+        "",
+    ])

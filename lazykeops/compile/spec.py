@@ -1,0 +1,40 @@
+"""KernelSpec: everything that determines one compiled kernel, frozen and hashable.
+
+The front ends lower a reduction call to a KernelSpec; the code generator renders it to
+source text; the builder keys the cache on that text. Two calls with equal specs share
+one compiled library.
+"""
+
+from dataclasses import dataclass
+
+from ..formula.node import CAT_I, CAT_J, CAT_P
+
+DTYPES = ("float32", "float64")
+SUM_SCHEMES = {"auto": "lk::BlockSum", "block_sum": "lk::BlockSum",
+               "kahan_scheme": "lk::KahanSum", "direct_sum": "lk::DirectSum"}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """formulas: the formula node, then the weight formula for weighted reductions.
+    args: (category, dim) for each argument position, categories relative to the
+    reduction: CAT_I means indexed like the output, CAT_J indexed by the reduced index.
+    reduction: a ReductionSpec name; k: its K (or None); dtype: "float32" or "float64";
+    sum_scheme: key of SUM_SCHEMES; target: "cpu" (CUDA comes with its engine)."""
+
+    formulas: tuple
+    args: tuple
+    reduction: str
+    k: object
+    dtype: str
+    sum_scheme: str = "auto"
+    target: str = "cpu"
+
+    @property
+    def dimout(self):
+        return sum(f.dim for f in self.formulas)
+
+
+def swap_axis(category):
+    """Category seen by the engine when the reduction runs over i instead of j."""
+    return {CAT_I: CAT_J, CAT_J: CAT_I, CAT_P: CAT_P}[category]

@@ -1,0 +1,141 @@
+// lk_cpu_engine.h: the tiled CPU map-reduce engine.
+//
+// The generated source defines `struct LkFormula` (argument table and `eval`) and
+// `using LkReduction = ...`, then includes this header and instantiates LK_CPU_ENTRY(T).
+//
+// Layout: "i" below is the output index and "j" the reduced one (the Python side swaps
+// the categories for a reduction over i). For each batch, the j-variables are first
+// transposed into one structure-of-arrays buffer (component c of y_j at c * ystride + j),
+// so that the inner loop over j reads contiguous memory and vectorises; the i-variables
+// of the current row and the parameters are packed into small contiguous buffers.
+// OpenMP splits the output rows; each thread evaluates the formula on a tile of j into a
+// per-thread buffer (component k of term j at k * TILE + j), then folds the tile into the
+// row's reduction state. All indices are int64.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "lk_math.h"
+#include "lk_reductions.h"
+
+namespace lk {
+
+enum { CAT_I = 0, CAT_J = 1, CAT_P = 2 };
+
+// Offset of argument `pos` among the arguments of category `cat`, counted in scalars.
+template <class F>
+constexpr int packed_offset(int cat, int pos) {
+  int o = 0;
+  for (int v = 0; v < pos; ++v)
+    if (F::CAT[v] == cat) o += F::DIM[v];
+  return o;
+}
+
+template <class F>
+constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
+
+// What the generated `eval` reads its arguments through, for one (i, j) pair.
+template <class F, class T>
+struct CpuPair {
+  const T* xi;       // packed i-variables of the current row
+  const T* yj;       // j-variables in SoA layout, already offset to the current j
+  int64_t ystride;   // distance between two components of a j-variable
+  const T* pm;       // packed parameters
+
+  template <int POS>
+  LK_INLINE T var(int k) const {
+    constexpr int cat = F::CAT[POS];
+    constexpr int off = packed_offset<F>(cat, POS);
+    if constexpr (cat == CAT_I) return xi[off + k];
+    else if constexpr (cat == CAT_J) return yj[(int64_t)(off + k) * ystride];
+    else return pm[off + k];
+  }
+};
+
+// Tile width over j: wide enough for SIMD and loop overhead, small enough that the
+// per-thread buffer (TILE * DIMOUT scalars) stays in L1/L2.
+template <class F>
+constexpr int tile_width() {
+  int t = 16384 / (F::DIMOUT > 0 ? F::DIMOUT : 1);
+  t = t > 512 ? 512 : t;
+  t = t < 16 ? 16 : t;
+  return t - t % 16;
+}
+
+template <class F, class R, class T>
+int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
+            const int64_t* batch_strides, T* vals, int64_t* idx, int nthreads) {
+  constexpr int DI = packed_size<F>(CAT_I);
+  constexpr int DJ = packed_size<F>(CAT_J);
+  constexpr int DP = packed_size<F>(CAT_P);
+  constexpr int TILE = tile_width<F>();
+  const int64_t ystride = (ny + 15) / 16 * 16;
+  std::vector<T> ysoa((size_t)std::max<int64_t>(DJ * ystride, 1));
+  T pm[DP > 0 ? DP : 1];
+  const bool parallel = nthreads > 1 && nx * ny * (F::DIMOUT + DJ) > 200000;
+
+  for (int64_t b = 0; b < nbatch; ++b) {
+    for (int v = 0; v < F::NARGS; ++v) {
+      const T* src = args[v] + b * batch_strides[v];
+      const int dim = F::DIM[v];
+      if (F::CAT[v] == CAT_P) {
+        const int off = packed_offset<F>(CAT_P, v);
+        for (int k = 0; k < dim; ++k) pm[off + k] = src[k];
+      } else if (F::CAT[v] == CAT_J) {
+        T* dst = ysoa.data() + (int64_t)packed_offset<F>(CAT_J, v) * ystride;
+        for (int64_t j = 0; j < ny; ++j)
+          for (int k = 0; k < dim; ++k) dst[k * ystride + j] = src[j * dim + k];
+      }
+    }
+
+#pragma omp parallel num_threads(nthreads) if (parallel)
+    {
+      std::vector<T> tile_buf((size_t)TILE * F::DIMOUT);
+      T* buf = tile_buf.data();
+      T xi[DI > 0 ? DI : 1];
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t i = 0; i < nx; ++i) {
+        for (int v = 0; v < F::NARGS; ++v) {
+          if (F::CAT[v] != CAT_I) continue;
+          const T* src = args[v] + b * batch_strides[v] + i * F::DIM[v];
+          const int off = packed_offset<F>(CAT_I, v);
+          for (int k = 0; k < F::DIM[v]; ++k) xi[off + k] = src[k];
+        }
+        typename R::State st;
+        R::init(st);
+        for (int64_t j0 = 0; j0 < ny; j0 += TILE) {
+          const int n = (int)std::min<int64_t>(TILE, ny - j0);
+          const T* yj = ysoa.data() + j0;
+#pragma omp simd
+          for (int j = 0; j < n; ++j) {
+            CpuPair<F, T> in{xi, yj + j, ystride, pm};
+            T r[F::DIMOUT];
+            F::eval(in, r);
+            for (int k = 0; k < F::DIMOUT; ++k) buf[k * TILE + j] = r[k];
+          }
+          R::tile(st, buf, TILE, n, j0);
+        }
+        R::finalize(st, vals + (b * nx + i) * R::VALS, idx + (b * nx + i) * R::IDXS);
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace lk
+
+// The one symbol each generated library exports, called through ctypes.
+#define LK_CPU_ENTRY(T)                                                                  \
+  extern "C" int lk_run(int64_t nbatch, int64_t nx, int64_t ny, const void* const* args, \
+                        const int64_t* batch_strides, void* vals, int64_t* idx,          \
+                        int nthreads) {                                                  \
+    try {                                                                                \
+      return lk::cpu_run<LkFormula, LkReduction, T>(                                     \
+          nbatch, nx, ny, reinterpret_cast<const T* const*>(args), batch_strides,        \
+          static_cast<T*>(vals), idx, nthreads);                                         \
+    } catch (...) {                                                                      \
+      return 1;                                                                          \
+    }                                                                                    \
+  }

@@ -1,0 +1,241 @@
+// lk_reductions.h: reduction policies shared by the engines.
+//
+// A policy reduces the formula values of one output row over the reduced index.
+//   VALS, IDXS          widths of the value output (type T) and index output (int64)
+//   State               the running partial result of one row
+//   init(State&)
+//   tile(State&, buf, ld, n, j0)
+//                       fold n consecutive terms j0 .. j0+n-1; component k of term j
+//                       is buf[k * ld + j]; inner loops are written so that they vectorise
+//   merge(State&, const State&)
+//                       combine two partial results over disjoint ranges (split schemes)
+//   finalize(const State&, T* vals, int64_t* idx)
+// Partial sums of a tile are kept in T (SIMD lanes) and carried across tiles in double:
+// a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "lk_math.h"
+
+namespace lk {
+
+template <class T> LK_HD LK_INLINE T inf() { return std::numeric_limits<T>::infinity(); }
+
+// ---------------------------------------------------------------- Sum
+struct BlockSum {};   // tile partials in T, carried in double (default)
+struct KahanSum {};   // tile partials in T, carried in T with Kahan compensation
+struct DirectSum {};  // tile partials in T, carried in T
+
+template <int D, class Scheme>
+struct SumRed {
+  static constexpr int VALS = D, IDXS = 0;
+  struct State { double s[D]; double c[D]; };
+  LK_HD static void init(State& st) {
+    for (int k = 0; k < D; ++k) { st.s[k] = 0; st.c[k] = 0; }
+  }
+  template <class T>
+  static LK_INLINE void add(State& st, int k, T part) {
+    if constexpr (std::is_same_v<Scheme, KahanSum>) {
+      T y = part - T(st.c[k]);
+      T t = T(st.s[k]) + y;
+      st.c[k] = (t - T(st.s[k])) - y;
+      st.s[k] = t;
+    } else if constexpr (std::is_same_v<Scheme, DirectSum>) {
+      st.s[k] = T(T(st.s[k]) + part);
+    } else {
+      st.s[k] += part;
+    }
+  }
+  template <class T>
+  static void tile(State& st, const T* buf, int ld, int n, int64_t) {
+    for (int k = 0; k < D; ++k) {
+      const T* row = buf + (int64_t)k * ld;
+      T part = 0;
+#pragma omp simd reduction(+ : part)
+      for (int j = 0; j < n; ++j) part += row[j];
+      add(st, k, part);
+    }
+  }
+  LK_HD static void merge(State& st, const State& o) {
+    for (int k = 0; k < D; ++k) st.s[k] += o.s[k] - o.c[k];
+  }
+  template <class T>
+  LK_HD static void finalize(const State& st, T* vals, int64_t*) {
+    for (int k = 0; k < D; ++k) vals[k] = T(st.s[k]);
+  }
+};
+
+// ---------------------------------------------------------------- LogSumExp
+// Online and stable: the running maximum m and s = sum exp(f - m) * w. E = 0 means no
+// weights (then each of the D components is reduced on its own); with weights, f is
+// component 0 of the buffer and the E weights follow it.
+template <int D, int E>
+struct LogSumExpRed {
+  static constexpr int W = E == 0 ? D : E;  // number of (m, s) accumulators per max
+  static constexpr int NM = E == 0 ? D : 1; // number of maxima
+  static constexpr int VALS = W, IDXS = 0;
+  struct State { double m[NM]; double s[W]; };
+  LK_HD static void init(State& st) {
+    for (int k = 0; k < NM; ++k) st.m[k] = -inf<double>();
+    for (int k = 0; k < W; ++k) st.s[k] = 0;
+  }
+  // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
+  LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
+    if (tm == -inf<double>() || st.m[a] == inf<double>()) return;
+    if (tm > st.m[a]) {
+      double scale = lk::exp(st.m[a] - tm);
+      for (int k = 0; k < cnt; ++k) st.s[k0 + k] = st.s[k0 + k] * scale + ts[k];
+      st.m[a] = tm;
+    } else {
+      double scale = lk::exp(tm - st.m[a]);
+      for (int k = 0; k < cnt; ++k) st.s[k0 + k] += ts[k] * scale;
+    }
+  }
+  template <class T>
+  static void tile(State& st, const T* buf, int ld, int n, int64_t) {
+    for (int a = 0; a < NM; ++a) {
+      const T* f = buf + (int64_t)a * ld;
+      T tm = -inf<T>();
+#pragma omp simd reduction(max : tm)
+      for (int j = 0; j < n; ++j) tm = f[j] > tm ? f[j] : tm;
+      if (tm == -inf<T>()) continue;
+      if (tm == inf<T>()) { st.m[a] = inf<double>(); continue; }
+      if constexpr (E == 0) {
+        T part = 0;
+#pragma omp simd reduction(+ : part)
+        for (int j = 0; j < n; ++j) part += lk::exp(f[j] - tm);
+        double ts = part;
+        fold(st, a, tm, &ts, a, 1);
+      } else {
+        double ts[E];
+        for (int e = 0; e < E; ++e) {
+          const T* w = buf + (int64_t)(1 + e) * ld;
+          T part = 0;
+#pragma omp simd reduction(+ : part)
+          for (int j = 0; j < n; ++j) part += lk::exp(f[j] - tm) * w[j];
+          ts[e] = part;
+        }
+        fold(st, 0, tm, ts, 0, E);
+      }
+    }
+  }
+  LK_HD static void merge(State& st, const State& o) {
+    for (int a = 0; a < NM; ++a) {
+      if (E == 0) fold(st, a, o.m[a], o.s + a, a, 1);
+      else fold(st, 0, o.m[0], o.s, 0, W);
+    }
+  }
+  template <class T>
+  LK_HD static void finalize(const State& st, T* vals, int64_t*) {
+    for (int k = 0; k < W; ++k) {
+      double m = st.m[E == 0 ? k : 0];
+      vals[k] = m == inf<double>() ? inf<T>() : T(m + LK_STD::log(st.s[k]));
+    }
+  }
+};
+
+// ---------------------------------------------------------------- SumSoftMaxWeight
+// sum_j exp(f_j) w_j / sum_j exp(f_j): a weighted LogSumExp with one more weight, 1.
+template <int E>
+struct SoftMaxRed {
+  using Inner = LogSumExpRed<1, E>;
+  static constexpr int VALS = E, IDXS = 0;
+  struct State { typename Inner::State w; typename LogSumExpRed<1, 0>::State z; };
+  LK_HD static void init(State& st) { Inner::init(st.w); LogSumExpRed<1, 0>::init(st.z); }
+  template <class T>
+  static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
+    Inner::tile(st.w, buf, ld, n, j0);
+    LogSumExpRed<1, 0>::tile(st.z, buf, ld, n, j0);
+  }
+  LK_HD static void merge(State& st, const State& o) {
+    Inner::merge(st.w, o.w);
+    LogSumExpRed<1, 0>::merge(st.z, o.z);
+  }
+  template <class T>
+  LK_HD static void finalize(const State& st, T* vals, int64_t*) {
+    // Both sums share the same running maximum, so their ratio needs no rescaling.
+    for (int e = 0; e < E; ++e) vals[e] = T(st.w.s[e] / st.z.s[0]);
+  }
+};
+
+// ---------------------------------------------------------------- Min, Max, ArgMin, ...
+// Componentwise extremum and its first index; ties keep the smallest j.
+template <int D, int IS_MAX, int WANT_VALS, int WANT_IDX>
+struct ArgExtremumRed {
+  static constexpr int VALS = D * WANT_VALS, IDXS = D * WANT_IDX;
+  struct State { double v[D]; int64_t i[D]; };
+  LK_HD static LK_INLINE bool better(double a, double b) { return IS_MAX ? a > b : a < b; }
+  LK_HD static void init(State& st) {
+    for (int k = 0; k < D; ++k) { st.v[k] = IS_MAX ? -inf<double>() : inf<double>(); st.i[k] = 0; }
+  }
+  template <class T>
+  static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
+    for (int k = 0; k < D; ++k) {
+      const T* row = buf + (int64_t)k * ld;
+      T best = T(st.v[k]);
+      int where = -1;
+      for (int j = 0; j < n; ++j)
+        if (better(row[j], best)) { best = row[j]; where = j; }
+      if (where >= 0) { st.v[k] = best; st.i[k] = j0 + where; }
+    }
+  }
+  LK_HD static void merge(State& st, const State& o) {
+    for (int k = 0; k < D; ++k)
+      if (better(o.v[k], st.v[k]) || (o.v[k] == st.v[k] && o.i[k] < st.i[k])) {
+        st.v[k] = o.v[k]; st.i[k] = o.i[k];
+      }
+  }
+  template <class T>
+  LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
+    for (int k = 0; k < D; ++k) {
+      if (WANT_VALS) vals[k] = T(st.v[k]);
+      if (WANT_IDX) idx[k] = st.i[k];
+    }
+  }
+};
+
+// ---------------------------------------------------------------- KMin, ArgKMin, ...
+// The K smallest values of each component, sorted ascending, with their indices; output
+// component d of the k-th smallest at k * D + d.
+template <int D, int K, int WANT_VALS, int WANT_IDX>
+struct KMinRed {
+  static constexpr int VALS = D * K * WANT_VALS, IDXS = D * K * WANT_IDX;
+  struct State { double v[D][K]; int64_t i[D][K]; };
+  LK_HD static void init(State& st) {
+    for (int d = 0; d < D; ++d)
+      for (int k = 0; k < K; ++k) { st.v[d][k] = inf<double>(); st.i[d][k] = -1; }
+  }
+  // Insert after any equal value, so that ties keep the smaller index first.
+  LK_HD static LK_INLINE void insert(State& st, int d, double v, int64_t j) {
+    if (!(v < st.v[d][K - 1])) return;
+    int p = K - 1;
+    while (p > 0 && v < st.v[d][p - 1]) {
+      st.v[d][p] = st.v[d][p - 1]; st.i[d][p] = st.i[d][p - 1]; --p;
+    }
+    st.v[d][p] = v; st.i[d][p] = j;
+  }
+  template <class T>
+  static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
+    for (int d = 0; d < D; ++d) {
+      const T* row = buf + (int64_t)d * ld;
+      for (int j = 0; j < n; ++j) insert(st, d, row[j], j0 + j);
+    }
+  }
+  LK_HD static void merge(State& st, const State& o) {
+    for (int d = 0; d < D; ++d)
+      for (int k = 0; k < K && o.i[d][k] >= 0; ++k) insert(st, d, o.v[d][k], o.i[d][k]);
+  }
+  template <class T>
+  LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
+    for (int k = 0; k < K; ++k)
+      for (int d = 0; d < D; ++d) {
+        if (WANT_VALS) vals[k * D + d] = T(st.v[d][k]);
+        if (WANT_IDX) idx[k * D + d] = st.i[d][k];
+      }
+  }
+};
+
+}  // namespace lk

@@ -1,0 +1,7 @@
+"""The formula language: interned nodes, the op registry, the parser and reductions.
+
+Importing this package registers every op (the family modules fill `OPS` as they load).
+"""
+
+from . import elementwise, vector  # noqa: F401  (registration side effects)
+from .node import CAT_I, CAT_J, CAT_P, OPS, Node, make, var  # noqa: F401

@@ -1,0 +1,156 @@
+"""Formula graph: interned, immutable nodes and the op registry that defines them.
+
+A `Node` is an operation applied to child nodes and to integer parameters (such as the
+exponent of `Pow(f, 2)`). Nodes are interned: building the same expression twice returns
+the same object, so structural equality is identity and common subexpressions are shared
+for free. Each node's output dimension is computed by its op's dimension rule when the
+node is built, so an ill-formed formula never exists.
+
+Each operation is described once by an `OpSpec` in the registry `OPS`, filled by the family
+modules (`elementwise`, `vector`, `linalg`, `indexing`) at import time: its arity, its
+dimension rule, its C++ emission and its torch reference. The parser, the code generator,
+the reference evaluator and the registry-wide test all read this one table.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..errors import LazyKeOpsError
+
+# Variable categories, as in pykeops: indexed by i, indexed by j, or a parameter.
+CAT_I, CAT_J, CAT_P = 0, 1, 2
+CAT_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_P: "Pm"}
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything lazykeops knows about one operation.
+
+    name:        spelling in the formula language, e.g. "Exp".
+    arity:       number of formula (node) arguments.
+    params:      names of the integer parameters that follow them, e.g. ("n",) for Pow.
+    dim:         dim(arg_dims, params) -> output dim; raises LazyKeOpsError when invalid.
+    emit:        emit(out, args, params) -> list of C++ lines (see formula.emit).
+    reference:   reference(args, params) -> torch tensor; args are torch tensors whose last
+                 axis is the formula dimension and whose leading axes broadcast.
+    domain:      for the registry test, one sampler name per argument ("any", "positive",
+                 "unit", "nonzero") and a dict of example parameters.
+    vjp:         reserved for the autodiff issue: vjp(node, grad_node) -> tuple of nodes.
+    """
+
+    name: str
+    arity: int
+    params: tuple
+    dim: Callable
+    emit: Callable
+    reference: Callable
+    domain: tuple = ()
+    example_params: tuple = ()
+    example_dims: Optional[tuple] = None
+    vjp: Optional[Callable] = None
+    doc: str = ""
+
+
+OPS: dict = {}
+
+
+def register(spec: OpSpec) -> OpSpec:
+    if spec.name in OPS:
+        raise RuntimeError(f"operation {spec.name} registered twice")
+    OPS[spec.name] = spec
+    return spec
+
+
+class Node:
+    """One interned formula node. Build with `make`, never directly."""
+
+    __slots__ = ("op", "args", "params", "dim", "_str")
+
+    def __init__(self, op, args, params, dim):
+        self.op = op
+        self.args = args
+        self.params = params
+        self.dim = dim
+        self._str = None
+
+    def __repr__(self):
+        return f"Node({self})"
+
+    def __str__(self):
+        if self._str is None:
+            self._str = _render(self)
+        return self._str
+
+    # Convenience used by the code generator and the evaluator.
+    def walk(self):
+        """All nodes reachable from this one, children before parents, each once."""
+        order, seen = [], set()
+
+        def visit(node):
+            if id(node) in seen:
+                return
+            seen.add(id(node))
+            for child in node.args:
+                visit(child)
+            order.append(node)
+
+        visit(self)
+        return order
+
+    def variables(self):
+        """The Var nodes of the formula, sorted by position."""
+        found = {n.params[0]: n for n in self.walk() if n.op == "Var"}
+        return [found[k] for k in sorted(found)]
+
+
+_INTERNED: dict = {}
+
+
+def make(op, *args, params=()):
+    """Return the interned node `op(args; params)`, checking the dimension rule."""
+    spec = OPS.get(op)
+    if spec is None:
+        raise LazyKeOpsError(f"unknown operation '{op}'")
+    params = tuple(params)
+    key = (op, args, params)
+    node = _INTERNED.get(key)
+    if node is not None:
+        return node
+    if len(args) != spec.arity:
+        raise LazyKeOpsError(
+            f"operation {op} takes {spec.arity} formula argument(s), got {len(args)}")
+    if len(params) != len(spec.params):
+        raise LazyKeOpsError(
+            f"operation {op} takes {len(spec.params)} integer parameter(s) "
+            f"({', '.join(spec.params) or 'none'}), got {len(params)}")
+    dim = spec.dim([a.dim for a in args], params)
+    node = Node(op, args, params, dim)
+    _INTERNED[key] = node
+    return node
+
+
+def var(pos: int, dim: int, cat: int) -> Node:
+    """The formula variable number `pos`, of dimension `dim` and category `cat`."""
+    return make("Var", params=(pos, dim, cat))
+
+
+def _render(node):
+    """Formula-language text of a node (the parser reads it back)."""
+    if node.op == "Var":
+        pos, dim, cat = node.params
+        return f"Var({pos},{dim},{cat})"
+    if node.op == "IntCst":
+        return f"IntCst({node.params[0]})"
+    parts = [str(a) for a in node.args] + [_render_param(p) for p in node.params]
+    return f"{node.op}({','.join(parts)})"
+
+
+def _render_param(p):
+    if isinstance(p, tuple):
+        return "Ind(" + ",".join(str(x) for x in p) + ")"
+    return str(p)
+
+
+def dim_error(op, detail):
+    """The error a dimension rule raises: names the op and what did not fit."""
+    return LazyKeOpsError(f"dimension mismatch in {op}: {detail}")
