@@ -1,0 +1,1 @@
+"""Front ends: the framework-agnostic Genred core and the torch/numpy backends."""

@@ -1,0 +1,94 @@
+"""The minimal array protocol the framework-agnostic core needs: one class per framework.
+
+A backend says whether an object is one of its arrays, gives its dtype name, shape and
+data pointer, makes it contiguous, broadcasts it, allocates outputs, and tells how many
+threads the CPU engine should use. torch and numpy are imported lazily, when a backend
+is first used.
+"""
+
+import os
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        self.dtypes = {torch.float32: "float32", torch.float64: "float64",
+                       torch.float16: "float16", torch.bfloat16: "bfloat16"}
+        self.from_name = {"float32": torch.float32, "float64": torch.float64,
+                          "int64": torch.int64}
+
+    def is_array(self, x):
+        return isinstance(x, self.torch.Tensor)
+
+    def as_array(self, x, dtype_name):
+        return self.torch.as_tensor(x, dtype=self.from_name[dtype_name])
+
+    def dtype_name(self, x):
+        return self.dtypes.get(x.dtype, str(x.dtype).replace("torch.", ""))
+
+    def device(self, x):
+        return str(x.device)
+
+    def prepare(self, x, shape):
+        """x broadcast to `shape`, contiguous (copies only when it must)."""
+        if tuple(x.shape) != tuple(shape):
+            x = x.expand(shape)
+        return x.contiguous()
+
+    def data_ptr(self, x):
+        return x.data_ptr()
+
+    def empty(self, shape, dtype_name, like):
+        return self.torch.empty(shape, dtype=self.from_name[dtype_name], device=like.device)
+
+    def num_threads(self):
+        return self.torch.get_num_threads()
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def __init__(self):
+        import numpy
+
+        self.np = numpy
+
+    def is_array(self, x):
+        return isinstance(x, self.np.ndarray)
+
+    def as_array(self, x, dtype_name):
+        return self.np.asarray(x, dtype=dtype_name)
+
+    def dtype_name(self, x):
+        return str(x.dtype)
+
+    def device(self, x):
+        return "cpu"
+
+    def prepare(self, x, shape):
+        if tuple(x.shape) != tuple(shape):
+            x = self.np.broadcast_to(x, shape)
+        return self.np.ascontiguousarray(x)
+
+    def data_ptr(self, x):
+        return x.ctypes.data
+
+    def empty(self, shape, dtype_name, like):
+        return self.np.empty(shape, dtype=dtype_name)
+
+    def num_threads(self):
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+_INSTANCES = {}
+
+
+def get_backend(name):
+    backend = _INSTANCES.get(name)
+    if backend is None:
+        backend = _INSTANCES[name] = {"torch": TorchBackend, "numpy": NumpyBackend}[name]()
+    return backend

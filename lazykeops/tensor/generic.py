@@ -1,0 +1,35 @@
+"""The seed's string API on top of Genred: generic_sum, generic_logsumexp, generic_argmin
+and generic_argkmin. The second string names the output and its category, which picks the
+reduced axis: an i-indexed output ("A = Vi(2)", or the seed's "A = Vx(2)") is a
+reduction over j.
+"""
+
+from ..errors import LazyKeOpsError
+from ..formula import CAT_I, CAT_J
+from ..formula.parser import parse_output_alias
+
+
+def make_generic(genred_class, reduction_op):
+    def generic(formula, output, *aliases, **kwargs):
+        out = parse_output_alias(output, formula)
+        if out.cat not in (CAT_I, CAT_J):
+            raise LazyKeOpsError(f"output '{output}' of formula '{formula}' must be Vi/Vx "
+                                 "(reduction over j) or Vj/Vy (reduction over i)")
+        routine = genred_class(formula, list(aliases), reduction_op=reduction_op,
+                               axis=1 if out.cat == CAT_I else 0, **kwargs)
+        expected = _expected_width(routine, reduction_op)
+        if expected is not None and out.dim != expected:
+            raise LazyKeOpsError(f"output '{output}' declares dim {out.dim}, but the "
+                                 f"{reduction_op} of formula '{formula}' has dim {expected}")
+        return routine
+
+    generic.__name__ = f"generic_{reduction_op.lower()}"
+    generic.__doc__ = (f"generic_{reduction_op.lower()}(formula, output, *aliases, **kwargs): "
+                       f"a callable computing the {reduction_op} reduction of the formula.")
+    return generic
+
+
+def _expected_width(routine, reduction_op):
+    core = routine.core
+    vals, idx = core.reduction.outputs(core.formulas[0].dim, core._wdim(), core.k)
+    return vals or idx

@@ -1,0 +1,248 @@
+"""Genred: a reduction of a string formula, callable on torch tensors or numpy arrays.
+
+`GenredCore` is framework-agnostic: it parses the formula and aliases once, then on each
+call checks the arguments (count, shapes, dims, dtypes, devices, sizes, batch dims) before
+anything is compiled, lowers the call to a KernelSpec, fetches the compiled kernel (built
+and cached on first use) and launches it. The torch and numpy front ends bind it to their
+backend. Shapes follow pykeops: an i- or j-variable of dim D is an array (..., N, D), a
+parameter an array (..., D) (or a Python number when D = 1); leading batch dims broadcast.
+"""
+
+import ctypes
+
+from ..compile.build import load_kernel
+from ..compile.codegen import render_cpu_source
+from ..compile.spec import SUM_SCHEMES, KernelSpec, swap_axis
+from ..errors import LazyKeOpsError
+from ..formula import CAT_I, CAT_J, CAT_P, var
+from ..formula.parser import parse_aliases, parse_formula
+from ..formula.reductions import lookup
+from .backends import get_backend
+
+CAT_WORDS = {CAT_I: "i-indexed", CAT_J: "j-indexed", CAT_P: "a parameter"}
+BACKENDS = ("auto", "CPU")
+DTYPES_ACC = ("auto", "float32", "float64")
+
+
+class GenredCore:
+    """Parsed once, called many times. See `lazykeops.torch.Genred` for the arguments."""
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, opt_arg=None,
+                 formula2=None, dtype_acc="auto", sum_scheme="auto", framework="torch"):
+        self.text = formula if formula2 is None else f"{formula} ; weights {formula2}"
+        if isinstance(aliases, str):
+            aliases = [aliases]
+        self.aliases = sorted(parse_aliases(list(aliases), formula), key=lambda a: a.pos)
+        nodes = {a.name: var(a.pos, a.dim, a.cat) for a in self.aliases}
+        formulas = [parse_formula(formula, nodes)]
+        if formula2 is not None:
+            formulas.append(parse_formula(formula2, nodes))
+        self.formulas = tuple(formulas)
+        self.reduction = lookup(reduction_op, self.text)
+        wdim = self.formulas[1].dim if formula2 is not None else None
+        self.reduction.check(self.formulas[0].dim, wdim, opt_arg, self.text)
+        self.k = opt_arg if self.reduction.uses_k else None
+        if axis not in (0, 1):
+            raise LazyKeOpsError(f"axis must be 0 (reduce over i) or 1 (reduce over j), got "
+                                 f"{axis!r} for formula '{self.text}'")
+        self.axis = axis
+        if dtype_acc not in DTYPES_ACC:
+            raise LazyKeOpsError(f"dtype_acc must be one of {DTYPES_ACC}, got {dtype_acc!r} "
+                                 f"for formula '{self.text}'")
+        if sum_scheme not in SUM_SCHEMES:
+            raise LazyKeOpsError(f"sum_scheme must be one of {tuple(SUM_SCHEMES)}, got "
+                                 f"{sum_scheme!r} for formula '{self.text}'")
+        self.sum_scheme = "direct_sum" if dtype_acc == "float32" and sum_scheme == "auto" \
+            else sum_scheme
+        self._check_positions()
+        # Engine-relative categories: CAT_I is "indexed like the output".
+        self.engine_args = tuple((a.cat if axis == 1 else swap_axis(a.cat), a.dim)
+                                 for a in self.aliases)
+        self.backend = get_backend(framework)
+        self._kernels = {}
+
+    def _check_positions(self):
+        positions = [a.pos for a in self.aliases]
+        if positions != list(range(len(positions))):
+            raise LazyKeOpsError(f"argument positions {positions} of formula '{self.text}' "
+                                 "must be 0, 1, ..., n-1 with no gap")
+        for f in self.formulas:
+            for v in f.variables():
+                pos, dim, cat = v.params
+                if pos >= len(self.aliases) or (self.aliases[pos].dim, self.aliases[pos].cat) \
+                        != (dim, cat):
+                    raise LazyKeOpsError(f"variable Var({pos},{dim},{cat}) in formula "
+                                         f"'{self.text}' does not match the aliases")
+        cats = {a.cat for a in self.aliases}
+        for needed in (CAT_I, CAT_J):
+            if needed not in cats:
+                raise LazyKeOpsError(
+                    f"formula '{self.text}' has no {CAT_WORDS[needed]} variable, so the "
+                    f"number of {'rows' if needed == CAT_I else 'columns'} is unknown")
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, *args, backend="auto", out=None):
+        if backend not in BACKENDS:
+            raise LazyKeOpsError(f"backend must be one of {BACKENDS} for formula "
+                                 f"'{self.text}', got {backend!r} (the CUDA engine is not "
+                                 "available yet)")
+        if len(args) != len(self.aliases):
+            names = ", ".join(a.name for a in self.aliases)
+            raise LazyKeOpsError(f"formula '{self.text}' takes {len(self.aliases)} arguments "
+                                 f"({names}), got {len(args)}")
+        arrays, dtype = self._as_arrays(args)
+        sizes, batch = self._sizes(arrays)
+        nout = sizes[CAT_I if self.axis == 1 else CAT_J]
+        nred = sizes[CAT_J if self.axis == 1 else CAT_I]
+        if self.k is not None and self.k > nred:
+            raise LazyKeOpsError(f"reduction {self.reduction.name} with K={self.k} needs at "
+                                 f"least K terms, but the reduced axis has {nred}, for "
+                                 f"formula '{self.text}'")
+        prepared, strides = self._prepare(arrays, batch)
+        nvals, nidx = self.reduction.outputs(self.formulas[0].dim, self._wdim(), self.k)
+        B = self.backend
+        like = arrays[0]
+        vals = self._output(out, (*batch, nout, nvals), dtype, like) if nvals else None
+        idx = B.empty((*batch, nout, nidx), "int64", like) if nidx else None
+        nbatch = 1
+        for b in batch:
+            nbatch *= b
+        if nbatch and nout:
+            self._launch(dtype, nbatch, nout, nred, prepared, strides, vals, idx)
+        if vals is not None and idx is not None:
+            return vals, idx
+        return vals if vals is not None else idx
+
+    def _wdim(self):
+        return self.formulas[1].dim if len(self.formulas) > 1 else 0
+
+    def _as_arrays(self, args):
+        B = self.backend
+        dtype = None
+        for a, x in zip(self.aliases, args):
+            if B.is_array(x):
+                name = B.dtype_name(x)
+                if dtype is None:
+                    dtype = name
+                elif name != dtype:
+                    raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' has dtype "
+                                         f"{name}, but an earlier argument has dtype {dtype}: "
+                                         "all arrays must share one dtype")
+                if B.device(x) != "cpu":
+                    raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is on "
+                                         f"{B.device(x)}; only CPU arrays are supported yet")
+        dtype = dtype or "float64"
+        if dtype not in ("float32", "float64"):
+            raise LazyKeOpsError(f"formula '{self.text}' got arrays of dtype {dtype}; expected "
+                                 "float32 or float64")
+        arrays = []
+        for a, x in zip(self.aliases, args):
+            if not B.is_array(x):
+                if a.cat != CAT_P:
+                    raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' must be "
+                                         f"an array of shape (..., N, {a.dim}), got "
+                                         f"{type(x).__name__}")
+                try:
+                    x = B.as_array(x, dtype)
+                except (TypeError, ValueError) as err:
+                    raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is not "
+                                         f"a number or a list of numbers: {err}") from None
+            arrays.append(self._check_shape(a, x))
+        return arrays, dtype
+
+    def _check_shape(self, a, x):
+        shape = tuple(x.shape)
+        if a.cat == CAT_P:
+            if len(shape) == 0 and a.dim == 1:
+                return x.reshape(1)
+            ok = len(shape) >= 1 and shape[-1] == a.dim
+            expected = f"(..., {a.dim})"
+        else:
+            ok = len(shape) >= 2 and shape[-1] == a.dim
+            expected = f"(..., {'N' if a.cat == CAT_I else 'M'}, {a.dim})"
+        if not ok:
+            raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is "
+                                 f"{CAT_WORDS[a.cat]} of dim {a.dim}: expected shape "
+                                 f"{expected}, got {shape}")
+        return x
+
+    def _sizes(self, arrays):
+        sizes, owner, batches = {}, {}, []
+        for a, x in zip(self.aliases, arrays):
+            shape = tuple(x.shape)
+            if a.cat != CAT_P:
+                n = shape[-2]
+                if a.cat in sizes and sizes[a.cat] != n:
+                    letter = "N" if a.cat == CAT_I else "M"
+                    raise LazyKeOpsError(
+                        f"arguments {owner[a.cat]} and {a.name} of formula '{self.text}' are "
+                        f"both {CAT_WORDS[a.cat]} but have {letter} = {sizes[a.cat]} and {n}")
+                sizes[a.cat], owner[a.cat] = n, a.name
+                batches.append((a.name, shape[:-2]))
+            else:
+                batches.append((a.name, shape[:-1]))
+        return sizes, self._broadcast_batch(batches)
+
+    def _broadcast_batch(self, batches):
+        ndim = max(len(b) for _, b in batches)
+        result = [1] * ndim
+        for name, b in batches:
+            padded = (1,) * (ndim - len(b)) + tuple(b)
+            for k, size in enumerate(padded):
+                if size != 1 and result[k] not in (1, size):
+                    shown = ", ".join(f"{n}: {tuple(s)}" for n, s in batches)
+                    raise LazyKeOpsError(f"batch dimensions of formula '{self.text}' do not "
+                                         f"broadcast ({shown})")
+                result[k] = max(result[k], size)
+        return tuple(result)
+
+    def _prepare(self, arrays, batch):
+        """Contiguous arrays and their batch strides (0 when broadcast over the batch)."""
+        prepared, strides = [], []
+        for a, x in zip(self.aliases, arrays):
+            inner = tuple(x.shape[-1:] if a.cat == CAT_P else x.shape[-2:])
+            own = tuple(x.shape[:len(x.shape) - len(inner)])
+            per_batch = 1
+            for s in inner:
+                per_batch *= s
+            if all(s == 1 for s in own):
+                prepared.append(self.backend.prepare(x.reshape(inner), inner))
+                strides.append(0)
+            else:
+                prepared.append(self.backend.prepare(x, (*batch, *inner)))
+                strides.append(per_batch)
+        return prepared, strides
+
+    def _output(self, out, shape, dtype, like):
+        B = self.backend
+        if out is None:
+            return B.empty(shape, dtype, like)
+        if not B.is_array(out) or tuple(out.shape) != tuple(shape) or \
+                B.dtype_name(out) != dtype or B.prepare(out, shape) is not out:
+            got = (tuple(out.shape), B.dtype_name(out)) if B.is_array(out) else type(out)
+            raise LazyKeOpsError(f"out= for formula '{self.text}' must be a contiguous "
+                                 f"{dtype} array of shape {shape}, got {got}")
+        return out
+
+    # ------------------------------------------------------------------ launch
+    def kernel(self, dtype):
+        lib = self._kernels.get(dtype)
+        if lib is None:
+            spec = KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k,
+                              dtype, self.sum_scheme)
+            lib = load_kernel(render_cpu_source(spec), f"{self.reduction.name}({self.text})")
+            self._kernels[dtype] = lib
+        return lib
+
+    def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx):
+        B = self.backend
+        lib = self.kernel(dtype)
+        n = len(prepared)
+        ptrs = (ctypes.c_void_p * n)(*[B.data_ptr(x) for x in prepared])
+        bstrides = (ctypes.c_int64 * n)(*strides)
+        status = lib.run(nbatch, nout, nred, ptrs, bstrides,
+                         B.data_ptr(vals) if vals is not None else None,
+                         B.data_ptr(idx) if idx is not None else None,
+                         B.num_threads())
+        if status != 0:
+            raise RuntimeError(f"the kernel for formula '{self.text}' failed (status {status})")

@@ -1,0 +1,18 @@
+"""lazykeops for torch tensors: Genred and the seed's generic_* helpers.
+
+    from lazykeops.torch import Genred, generic_sum, generic_logsumexp
+
+The seed's import lines `from lazykeops.torch.generic_sum import generic_sum` work too:
+the function is defined in that submodule and bound here after it, so that the package
+attribute is the function, not the module.
+"""
+
+from ..tensor.generic import make_generic
+from .genred import Genred
+from .generic_logsumexp import generic_logsumexp
+from .generic_sum import generic_sum
+
+generic_argmin = make_generic(Genred, "ArgMin")
+generic_argkmin = make_generic(Genred, "ArgKMin")
+
+__all__ = ["Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]

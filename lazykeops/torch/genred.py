@@ -1,0 +1,26 @@
+"""The torch binding of the Genred core."""
+
+from ..tensor.genred import GenredCore
+
+
+class Genred:
+    """A reduction of a string formula, callable on torch tensors.
+
+    Genred(formula, aliases, reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
+           dtype_acc="auto", sum_scheme="auto")(*args, backend="auto", out=None)
+
+    As in pykeops 2.3: axis=0 reduces over i (the output is indexed by j), axis=1 reduces
+    over j (the output is indexed by i). opt_arg is K for KMin/ArgKMin/KMin_ArgKMin;
+    formula2 is the weight of LogSumExp and SumSoftMaxWeight. Index outputs are int64;
+    Min_ArgMin, Max_ArgMax and KMin_ArgKMin return (values, indices).
+    """
+
+    framework = "torch"
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, opt_arg=None,
+                 formula2=None, dtype_acc="auto", sum_scheme="auto"):
+        self.core = GenredCore(formula, aliases, reduction_op, axis, opt_arg, formula2,
+                               dtype_acc, sum_scheme, framework=self.framework)
+
+    def __call__(self, *args, backend="auto", out=None):
+        return self.core(*args, backend=backend, out=out)
