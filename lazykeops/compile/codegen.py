@@ -34,11 +34,19 @@ def render_formula_struct(formulas, args):
         f"  static constexpr int DIMOUT = {dimout};",
         "  template <class T, class In>",
         "  LK_HD static LK_INLINE void eval(const In& in, T* out) {",
-        *[f"    {line}" for line in body],
+        *[f"    {_unrolled(line)}" for line in body],
         "  }",
         "};",
     ]
     return "\n".join(lines)
+
+
+def _unrolled(line):
+    """Mark loops for full unrolling (see LK_UNROLL in lk_math.h)."""
+    stripped = line.lstrip()
+    if stripped.startswith("for ("):
+        return line[:len(line) - len(stripped)] + "LK_UNROLL " + stripped
+    return line
 
 
 def _render_eval_body(formulas):

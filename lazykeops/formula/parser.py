@@ -1,0 +1,405 @@
+"""The string formula language: alias strings and formula strings to interned nodes.
+
+This module owns the text front end, nothing else: a tokenizer, the alias parser
+("X = Vi(3)", "G = Pm(0, 1)", "V = Var(2, 3, 1)", old "Vx"/"Vy"), and a recursive-descent
+formula parser ("Exp(-G*SqDist(X,Y)) * B"). It knows no op by name except the sugar
+(`+ - * / ** | [k]`, literals, variable constructors): every `Name(...)` call is looked up
+in the `OPS` registry, so ops added by other modules parse without touching this file.
+User text is never handed to Python's eval/exec/ast.
+
+Grammar (lowest precedence first):
+    sum     := product (('+' | '-') product)*
+    product := unary (('*' | '/') unary)*
+    unary   := '-' unary | power
+    power   := postfix ('**' unary)?              # right-associative, as in Python
+    postfix := primary ('[' int ']')*
+    primary := number | name | name '(' args ')' | '(' sum ('|' sum | ',' sum)? ')'
+"""
+
+import difflib
+import re
+from collections import namedtuple
+from collections.abc import Mapping
+
+from ..errors import LazyKeOpsError, formula_error
+from .node import CAT_I, CAT_J, CAT_P, OPS, make, var
+
+Alias = namedtuple("Alias", "name pos cat dim")
+
+# Variable constructors: name -> category. Vx/Vy are the 2018 KeOps spellings of Vi/Vj.
+VAR_CATS = {"Vi": CAT_I, "Vx": CAT_I, "Vj": CAT_J, "Vy": CAT_J, "Pm": CAT_P}
+
+# Ops whose parameter is a real number rather than an integer (so str(node) reads back).
+FLOAT_PARAM_OPS = {"FloatCst"}
+
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<float>(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
+  | (?P<int>\d+)
+  | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
+  | (?P<op>\*\*|[-+*/|,()\[\]])
+""", re.VERBOSE)
+
+Token = namedtuple("Token", "kind text pos")
+
+
+def _caret(text, pos):
+    """Two lines pointing at the offending character, so long formulas stay readable."""
+    return f"\n    {text}\n    {' ' * pos}^ (position {pos})"
+
+
+def tokenize(text):
+    """Split a formula into tokens, ending with an 'end' token."""
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise formula_error(text, f"unexpected character {text[pos]!r}",
+                                f"not part of the formula language{_caret(text, pos)}")
+        if m.lastgroup != "ws":
+            tokens.append(Token(m.lastgroup, m.group(), pos))
+        pos = m.end()
+    tokens.append(Token("end", "", len(text)))
+    return tokens
+
+
+# ---------------------------------------------------------------------------- aliases
+
+
+# "NAME = Ctor(i, j, ...)": a flat pattern is enough for this fixed shape.
+_ALIAS = re.compile(r"\s*([A-Za-z_]\w*)\s*=\s*([A-Za-z_]\w*)\s*"
+                    r"\(\s*(-?\d+(?:\s*,\s*-?\d+)*)?\s*\)\s*$")
+_ALIAS_FORMS = "'NAME = Vi(dim)', 'NAME = Vj(pos, dim)', 'NAME = Pm(dim)' or " \
+               "'NAME = Var(pos, dim, cat)'"
+
+
+def _alias_error(alias_text, formula, detail):
+    return formula_error(formula, f"alias '{alias_text}'", detail)
+
+
+def _var_spec(ctor, ints, text, formula):
+    """(pos or None, cat, dim) from a constructor name and its integer arguments."""
+    if ctor == "Var":
+        if len(ints) != 3:
+            raise _alias_error(text, formula, "Var takes (pos, dim, cat)")
+        return ints[0], ints[2], ints[1]
+    if ctor not in VAR_CATS:
+        raise _alias_error(text, formula, f"unknown category '{ctor}': expected one of "
+                           "Vi, Vj, Pm, Var (or the old Vx, Vy)")
+    if len(ints) not in (1, 2):
+        raise _alias_error(text, formula, f"{ctor} takes (dim) or (pos, dim)")
+    pos = ints[0] if len(ints) == 2 else None
+    return pos, VAR_CATS[ctor], ints[-1]
+
+
+def _parse_one_alias(text, formula):
+    """'NAME = Ctor(ints)' -> (name, pos or None, cat, dim), with the values checked."""
+    m = _ALIAS.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise _alias_error(text, formula, f"malformed alias, expected {_ALIAS_FORMS}")
+    name, ctor, ints = m.group(1), m.group(2), m.group(3)
+    ints = [int(x) for x in ints.split(",")] if ints else []
+    pos, cat, dim = _var_spec(ctor, ints, text, formula)
+    if cat not in (CAT_I, CAT_J, CAT_P):
+        raise _alias_error(text, formula, f"unknown category {cat}: expected 0 (i), "
+                           "1 (j) or 2 (parameter)")
+    if dim < 1:
+        raise _alias_error(text, formula, f"dimension must be >= 1, got {dim}")
+    if pos is not None and pos < 0:
+        raise _alias_error(text, formula, f"position must be >= 0, got {pos}")
+    return name, pos, cat, dim
+
+
+def parse_aliases(aliases, formula=""):
+    """Alias strings -> list of Alias. Without an explicit position, an alias takes its
+    index in the list (the pykeops convention)."""
+    if isinstance(aliases, str):
+        aliases = [aliases]
+    result, by_name, by_pos = [], {}, {}
+    for index, text in enumerate(aliases):
+        name, pos, cat, dim = _parse_one_alias(text, formula)
+        pos = index if pos is None else pos
+        if name in by_name:
+            raise formula_error(formula, f"alias '{text}'",
+                                f"name '{name}' is already defined by '{by_name[name]}'")
+        if pos in by_pos:
+            raise formula_error(formula, f"alias '{text}'",
+                                f"position {pos} is already taken by '{by_pos[pos]}'")
+        by_name[name], by_pos[pos] = text, text
+        result.append(Alias(name, pos, cat, dim))
+    return result
+
+
+def parse_output_alias(text, formula=""):
+    """generic_sum's output string ("A = Vi(2)"): an Alias with pos -1, category i or j."""
+    name, _, cat, dim = _parse_one_alias(text, formula)
+    if cat not in (CAT_I, CAT_J):
+        raise formula_error(formula, f"output alias '{text}'",
+                            "the output must be indexed by i (Vi) or j (Vj)")
+    return Alias(name, -1, cat, dim)
+
+
+def alias_vars(aliases):
+    """list of Alias -> {name: Var node}, the mapping parse_formula expects."""
+    return {a.name: var(a.pos, a.dim, a.cat) for a in aliases}
+
+
+# ---------------------------------------------------------------------------- formulas
+
+
+class _FormulaParser:
+    """Recursive descent over the tokens: one method per grammar rule, plus helpers."""
+
+    def __init__(self, text, aliases):
+        self.text = text
+        self.aliases = aliases
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    def peek(self, ahead=0):
+        return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
+
+    def next(self):
+        tok = self.peek()
+        self.i += 1
+        return tok
+
+    def at(self, text):
+        return self.peek().kind == "op" and self.peek().text == text
+
+    def accept(self, text):
+        return self.next() if self.at(text) else None
+
+    def fail(self, culprit, detail, tok=None):
+        tok = tok or self.peek()
+        return formula_error(self.text, culprit, f"{detail}{_caret(self.text, tok.pos)}")
+
+    def expect(self, text, what=None):
+        if self.accept(text) is None:
+            tok = self.peek()
+            got = f"'{tok.text}'" if tok.kind != "end" else "end of formula"
+            raise self.fail(f"unexpected {got}", f"expected '{text}'"
+                            + (f" {what}" if what else ""))
+
+    def signed_number(self):
+        """Optional '-' then a number literal, or None (cursor unchanged) if not there."""
+        neg = self.at("-")
+        tok = self.peek(1 if neg else 0)
+        if tok.kind not in ("int", "float"):
+            return None
+        self.i += 2 if neg else 1
+        value = int(tok.text) if tok.kind == "int" else float(tok.text)
+        return -value if neg else value
+
+    def integer(self, what):
+        start = self.peek()
+        value = self.signed_number()
+        if not isinstance(value, int):
+            got = f"'{start.text}'" if start.kind != "end" else "end of formula"
+            raise self.fail(got, f"expected an integer for {what}", start)
+        return value
+
+    def int_list(self, what):
+        """'(' int (',' int)* ')' with the opening parenthesis already consumed."""
+        values = []
+        if not self.accept(")"):
+            values.append(self.integer(what))
+            while self.accept(","):
+                values.append(self.integer(what))
+            self.expect(")", f"to close {what}")
+        return values
+
+    def build(self, op, *args, params=(), tok=None):
+        """make(), with dimension errors re-raised naming the formula and position."""
+        try:
+            return make(op, *args, params=params)
+        except LazyKeOpsError as err:
+            raise self.fail(str(err), "", tok) from None
+
+    def parse(self):
+        node = self.sum()
+        if self.peek().kind != "end":
+            raise self.fail(f"unexpected '{self.peek().text}'", "expected an operator or end")
+        return node
+
+    def sum(self):
+        node = self.product()
+        while self.at("+") or self.at("-"):
+            tok = self.next()
+            op = "Add" if tok.text == "+" else "Subtract"
+            node = self.build(op, node, self.product(), tok=tok)
+        return node
+
+    def product(self):
+        node = self.unary()
+        while self.at("*") or self.at("/"):
+            tok = self.next()
+            op = "Mult" if tok.text == "*" else "Divide"
+            node = self.build(op, node, self.unary(), tok=tok)
+        return node
+
+    def unary(self):
+        tok = self.accept("-")
+        if tok is None:
+            return self.power()
+        node = self.unary()
+        # Negated literals stay constants, so "-1" is IntCst(-1), not Minus(IntCst(1)).
+        if node.op in ("IntCst", "FloatCst"):
+            return self.build(node.op, params=(-node.params[0],), tok=tok)
+        return self.build("Minus", node, tok=tok)
+
+    def power(self):
+        base = self.postfix()
+        tok = self.accept("**")
+        if tok is None:
+            return base
+        exponent = self.unary()     # Python: 2**-1 is allowed, and ** is right-assoc
+        return self.power_node(base, exponent, tok)
+
+    def power_node(self, base, exponent, tok):
+        """x**2 -> Square, x**n -> Pow, x**0.5 -> Sqrt, x**-0.5 -> Rsqrt, else Powf."""
+        value = exponent.params[0] if exponent.op in ("IntCst", "FloatCst") else None
+        if exponent.op == "IntCst":
+            if value == 2:
+                return self.build("Square", base, tok=tok)
+            return self.build("Pow", base, params=(value,), tok=tok)
+        if value == 0.5:
+            return self.build("Sqrt", base, tok=tok)
+        if value == -0.5:
+            return self.build("Rsqrt", base, tok=tok)
+        return self.build("Powf", base, exponent, tok=tok)
+
+    def postfix(self):
+        node = self.primary()
+        while self.at("["):
+            tok = self.next()
+            index = self.integer("an index inside [...]")
+            self.expect("]", "to close the index")
+            node = self.build("Elem", node, params=(index,), tok=tok)
+        return node
+
+    def primary(self):
+        tok = self.peek()
+        value = self.signed_number() if tok.kind in ("int", "float") else None
+        if value is not None:
+            return self.number(value, tok)
+        if tok.kind == "name":
+            self.next()
+            return self.call(tok) if self.accept("(") else self.variable(tok)
+        if self.accept("("):
+            return self.group(tok)
+        got = f"'{tok.text}'" if tok.kind != "end" else "end of formula"
+        raise self.fail(f"unexpected {got}", "expected an operand")
+
+    def group(self, open_tok):
+        """'(' a ')', or the scalar products '(a|b)' and (KeOps 2018) '(a,b)'."""
+        left = self.sum()
+        sep = self.accept("|") or self.accept(",")
+        if sep is not None:
+            right = self.sum()
+            self.expect(")", f"to match the '(' at position {open_tok.pos}")
+            return self.build("Scalprod", left, right, tok=sep)
+        self.expect(")", f"to match the '(' at position {open_tok.pos}")
+        return left
+
+    def variable(self, tok):
+        node = self.aliases.get(tok.text)
+        if node is None:
+            known = ", ".join(sorted(self.aliases)) or "none"
+            raise self.fail(f"unknown variable '{tok.text}'", f"(known aliases: {known})",
+                            tok)
+        return node
+
+    def call(self, tok):
+        name = tok.text
+        if name in VAR_CATS:
+            ints = self.int_list(f"the arguments of {name}")
+            if len(ints) != 2:
+                raise self.fail(f"'{name}'", "inside a formula, takes (pos, dim)", tok)
+            return self.build("Var", params=(ints[0], ints[1], VAR_CATS[name]), tok=tok)
+        if name == "Ind":
+            raise self.fail("'Ind(...)'", "is an index tuple, expected a formula", tok)
+        spec = OPS.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(name, list(OPS) + list(VAR_CATS), n=3)
+            hint = f"did you mean {' or '.join(close)}?" if close else "no such op"
+            raise self.fail(f"unknown operation '{name}'", hint, tok)
+        return self.apply(spec, tok, self.arguments())
+
+    def arguments(self):
+        """The raw arguments of a call: ('node', Node) | ('num', n) | ('ind', tuple)."""
+        args = []
+        if self.accept(")"):
+            return args
+        while True:
+            tok = self.peek()
+            arg = self.argument()
+            # Keep the argument's source text: errors quote what the user wrote.
+            source = self.text[tok.pos:self.peek().pos].strip()
+            args.append((tok._replace(text=source), arg))
+            if self.accept(")"):
+                return args
+            self.expect(",", "or ')' between arguments")
+
+    def argument(self):
+        tok = self.peek()
+        if tok.kind == "name" and tok.text == "Ind" and self.peek(1).text == "(":
+            self.i += 2
+            return "ind", tuple(self.int_list("Ind(...)"))
+        # A lone (signed) number is kept as such: it may be an integer parameter.
+        start = self.i
+        value = self.signed_number()
+        if value is not None and (self.at(",") or self.at(")")):
+            return "num", value
+        self.i = start
+        return "node", self.sum()
+
+    def apply(self, spec, tok, args):
+        """Split a call's arguments into formulas then parameters, as OPS says."""
+        name, n_params = spec.name, len(spec.params)
+        if len(args) != spec.arity + n_params:
+            params = f" and {n_params} parameter(s) ({', '.join(spec.params)})" \
+                if n_params else ""
+            raise self.fail(f"wrong number of arguments for '{name}'",
+                            f"expected {spec.arity} formula argument(s){params}, "
+                            f"got {len(args)}", tok)
+        nodes = [self.as_formula(name, t, a) for t, a in args[:spec.arity]]
+        params = [self.as_param(spec, k, t, a)
+                  for k, (t, a) in enumerate(args[spec.arity:])]
+        return self.build(name, *nodes, params=tuple(params), tok=tok)
+
+    def as_formula(self, name, tok, arg):
+        kind, value = arg
+        if kind == "node":
+            return value
+        if kind == "ind":
+            raise self.fail(f"'{tok.text}'", f"is an index tuple but {name} expects a formula "
+                            "argument here", tok)
+        return self.number(value, tok)
+
+    def number(self, value, tok):
+        """A literal operand: IntCst for integers, FloatCst otherwise."""
+        op = "IntCst" if isinstance(value, int) else "FloatCst"
+        return self.build(op, params=(value,), tok=tok)
+
+    def as_param(self, spec, k, tok, arg):
+        kind, value = arg
+        what = f"parameter '{spec.params[k]}' of {spec.name}"
+        if kind == "ind" or (kind == "num" and isinstance(value, int)):
+            return value
+        if kind == "num" and spec.name in FLOAT_PARAM_OPS:
+            return value
+        got = "number" if kind == "num" else "formula"
+        raise self.fail(f"'{tok.text}'", f"is a {got}, expected an integer for {what}", tok)
+
+
+def parse_formula(text, aliases):
+    """Formula string -> interned Node. `aliases` maps names to Var nodes (or is
+    a list of Alias); every error is a LazyKeOpsError naming the formula."""
+    if not isinstance(text, str):
+        raise LazyKeOpsError(f"formula must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise LazyKeOpsError("empty formula ''")
+    if not isinstance(aliases, Mapping):
+        aliases = alias_vars(aliases)   # a list of Alias, as parse_aliases returns
+    return _FormulaParser(text, dict(aliases)).parse()
