@@ -34,7 +34,7 @@ from .cache import cache_dir
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 CPU_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-              "-DNDEBUG", "-w")
+              "-fvisibility=hidden", "-DNDEBUG", "-w")
 CPU_LDFLAGS = ("-fopenmp",)
 
 # Counters the tests and benchmarks read: how many kernels this process built / loaded.

@@ -94,9 +94,29 @@ def render_cpu_source(spec):
         f"// arguments (category, dim): {list(spec.args)}",
         '#include "lk_cpu_engine.h"',
         "",
+        # An anonymous namespace gives the formula and every template instantiated on it
+        # internal linkage: two loaded kernels never bind to each other's code.
+        "namespace {",
         render_formula_struct(spec.formulas, spec.args),
         "",
         f"using LkReduction = {reduction_policy(spec)};",
+        "}  // namespace",
+        "",
         f"LK_CPU_ENTRY({CPP_TYPES[spec.dtype]})",
+        "",
+    ])
+
+
+def render_cuda_check_source(spec):
+    """A .cu file instantiating the formula and reduction in device code (nvcc -c test)."""
+    return "\n".join([
+        f"// lazykeops CUDA check: {spec.reduction} over {' ; '.join(map(str, spec.formulas))}",
+        f"#define LK_CHECK_T {CPP_TYPES[spec.dtype]}",
+        '#include "lk_math.h"',
+        '#include "lk_reductions.h"',
+        "",
+        render_formula_struct(spec.formulas, spec.args),
+        f"using LkReduction = {reduction_policy(spec)};",
+        '#include "lk_cuda_check.cuh"',
         "",
     ])

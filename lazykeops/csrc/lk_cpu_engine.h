@@ -126,9 +126,10 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
 
 }  // namespace lk
 
-// The one symbol each generated library exports, called through ctypes.
+// The one symbol each generated library exports (built with -fvisibility=hidden), called
+// through ctypes.
 #define LK_CPU_ENTRY(T)                                                                  \
-  extern "C" int lk_run(int64_t nbatch, int64_t nx, int64_t ny, const void* const* args, \
+  extern "C" __attribute__((visibility("default"))) int lk_run(int64_t nbatch, int64_t nx, int64_t ny, const void* const* args, \
                         const int64_t* batch_strides, void* vals, int64_t* idx,          \
                         int nthreads) {                                                  \
     try {                                                                                \

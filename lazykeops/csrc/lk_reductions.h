@@ -22,7 +22,8 @@
 
 namespace lk {
 
-template <class T> LK_HD LK_INLINE T inf() { return std::numeric_limits<T>::infinity(); }
+// INFINITY rather than numeric_limits: usable in device code without relaxed constexpr.
+template <class T> LK_HD LK_INLINE T inf() { return T(INFINITY); }
 
 // ---------------------------------------------------------------- Sum
 struct BlockSum {};   // tile partials in T, carried in double (default)
