@@ -3,5 +3,5 @@
 Importing this package registers every op (the family modules fill `OPS` as they load).
 """
 
-from . import elementwise, vector  # noqa: F401  (registration side effects)
+from . import elementwise, indexing, linalg, vector  # noqa: F401  (registration side effects)
 from .node import CAT_I, CAT_J, CAT_P, OPS, Node, make, var  # noqa: F401

@@ -174,9 +174,12 @@ def _emit_contraction(out, a, b, dimfa, dimfb, contfa, contfb, order=None):
     index_a = _flat_index(names_a, dimfa)
     index_b = _flat_index(names_b, dimfb)
     index_out = _flat_index([n for n, _ in kept], [e for _, e in kept])
-    body = ["T s = T(0);",
-            *_nest(contracted, [f"s += {a(index_a)} * {b(index_b)};"]),
-            f"{out(index_out)} = s;"]
+    if contracted:
+        body = ["T s = T(0);",
+                *_nest(contracted, [f"s += {a(index_a)} * {b(index_b)};"]),
+                f"{out(index_out)} = s;"]
+    else:
+        body = [f"{out(index_out)} = {a(index_a)} * {b(index_b)};"]
     return block(*_nest(kept, body))
 
 

@@ -100,13 +100,13 @@ def _parse_one_alias(text, formula):
     name, ctor, ints = m.group(1), m.group(2), m.group(3)
     ints = [int(x) for x in ints.split(",")] if ints else []
     pos, cat, dim = _var_spec(ctor, ints, text, formula)
-    if cat not in (CAT_I, CAT_J, CAT_P):
-        raise _alias_error(text, formula, f"unknown category {cat}: expected 0 (i), "
-                           "1 (j) or 2 (parameter)")
-    if dim < 1:
-        raise _alias_error(text, formula, f"dimension must be >= 1, got {dim}")
-    if pos is not None and pos < 0:
-        raise _alias_error(text, formula, f"position must be >= 0, got {pos}")
+    for bad, detail in (
+            (cat not in (CAT_I, CAT_J, CAT_P),
+             f"unknown category {cat}: expected 0 (i), 1 (j) or 2 (parameter)"),
+            (dim < 1, f"dimension must be >= 1, got {dim}"),
+            (pos is not None and pos < 0, f"position must be >= 0, got {pos}")):
+        if bad:
+            raise _alias_error(text, formula, detail)
     return name, pos, cat, dim
 
 
@@ -120,11 +120,11 @@ def parse_aliases(aliases, formula=""):
         name, pos, cat, dim = _parse_one_alias(text, formula)
         pos = index if pos is None else pos
         if name in by_name:
-            raise formula_error(formula, f"alias '{text}'",
-                                f"name '{name}' is already defined by '{by_name[name]}'")
+            raise _alias_error(text, formula, f"name '{name}' is already defined by "
+                               f"'{by_name[name]}'")
         if pos in by_pos:
-            raise formula_error(formula, f"alias '{text}'",
-                                f"position {pos} is already taken by '{by_pos[pos]}'")
+            raise _alias_error(text, formula, f"position {pos} is already taken by "
+                               f"'{by_pos[pos]}'")
         by_name[name], by_pos[pos] = text, text
         result.append(Alias(name, pos, cat, dim))
     return result
@@ -174,12 +174,11 @@ class _FormulaParser:
         tok = tok or self.peek()
         return formula_error(self.text, culprit, f"{detail}{_caret(self.text, tok.pos)}")
 
-    def expect(self, text, what=None):
+    def expect(self, text, what):
         if self.accept(text) is None:
             tok = self.peek()
             got = f"'{tok.text}'" if tok.kind != "end" else "end of formula"
-            raise self.fail(f"unexpected {got}", f"expected '{text}'"
-                            + (f" {what}" if what else ""))
+            raise self.fail(f"unexpected {got}", f"expected '{text}' {what}")
 
     def signed_number(self):
         """Optional '-' then a number literal, or None (cursor unchanged) if not there."""

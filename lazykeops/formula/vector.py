@@ -232,10 +232,12 @@ def _extremal(name, cmp, want_index):
 
     if want_index:
         fn = torch.argmax if cmp == ">" else torch.argmin
-        reference = lambda args, p: fn(args[0], dim=-1, keepdim=True).to(args[0].dtype)  # noqa: E731
     else:
         fn = torch.amax if cmp == ">" else torch.amin
-        reference = lambda args, p: fn(args[0], dim=-1, keepdim=True)  # noqa: E731
+
+    def reference(args, p):
+        return fn(args[0], dim=-1, keepdim=True).to(args[0].dtype)
+
     return OpSpec(name, 1, (), lambda dims, p: 1, emit, reference, domain=("any",),
                   example_dims=(4,))
 

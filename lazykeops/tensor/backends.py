@@ -31,7 +31,7 @@ class TorchBackend:
         return self.dtypes.get(x.dtype, str(x.dtype).replace("torch.", ""))
 
     def device(self, x):
-        return str(x.device)
+        return x.device.type if x.device.index is None else str(x.device)
 
     def prepare(self, x, shape):
         """x broadcast to `shape`, contiguous (copies only when it must)."""

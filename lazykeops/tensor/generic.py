@@ -17,8 +17,8 @@ def make_generic(genred_class, reduction_op):
                                  "(reduction over j) or Vj/Vy (reduction over i)")
         routine = genred_class(formula, list(aliases), reduction_op=reduction_op,
                                axis=1 if out.cat == CAT_I else 0, **kwargs)
-        expected = _expected_width(routine, reduction_op)
-        if expected is not None and out.dim != expected:
+        expected = routine.core.nvals or routine.core.nidx
+        if out.dim != expected:
             raise LazyKeOpsError(f"output '{output}' declares dim {out.dim}, but the "
                                  f"{reduction_op} of formula '{formula}' has dim {expected}")
         return routine
@@ -28,8 +28,3 @@ def make_generic(genred_class, reduction_op):
                        f"a callable computing the {reduction_op} reduction of the formula.")
     return generic
 
-
-def _expected_width(routine, reduction_op):
-    core = routine.core
-    vals, idx = core.reduction.outputs(core.formulas[0].dim, core._wdim(), core.k)
-    return vals or idx

@@ -58,8 +58,11 @@ class GenredCore:
         # Engine-relative categories: CAT_I is "indexed like the output".
         self.engine_args = tuple((a.cat if axis == 1 else swap_axis(a.cat), a.dim)
                                  for a in self.aliases)
+        self.nvals, self.nidx = self.reduction.outputs(self.formulas[0].dim, self._wdim(), self.k)
         self.backend = get_backend(framework)
         self._kernels = {}
+        self._pointer_array = ctypes.c_void_p * len(self.aliases)
+        self._stride_array = ctypes.c_int64 * len(self.aliases)
 
     def _check_positions(self):
         positions = [a.pos for a in self.aliases]
@@ -99,7 +102,7 @@ class GenredCore:
                                  f"least K terms, but the reduced axis has {nred}, for "
                                  f"formula '{self.text}'")
         prepared, strides = self._prepare(arrays, batch)
-        nvals, nidx = self.reduction.outputs(self.formulas[0].dim, self._wdim(), self.k)
+        nvals, nidx = self.nvals, self.nidx
         B = self.backend
         like = arrays[0]
         vals = self._output(out, (*batch, nout, nvals), dtype, like) if nvals else None
@@ -167,6 +170,7 @@ class GenredCore:
         return x
 
     def _sizes(self, arrays):
+        """Sizes N and M, checked across variables, and the broadcast batch shape."""
         sizes, owner, batches = {}, {}, []
         for a, x in zip(self.aliases, arrays):
             shape = tuple(x.shape)
@@ -181,6 +185,8 @@ class GenredCore:
                 batches.append((a.name, shape[:-2]))
             else:
                 batches.append((a.name, shape[:-1]))
+        if not any(b for _, b in batches):
+            return sizes, ()
         return sizes, self._broadcast_batch(batches)
 
     def _broadcast_batch(self, batches):
@@ -205,7 +211,10 @@ class GenredCore:
             per_batch = 1
             for s in inner:
                 per_batch *= s
-            if all(s == 1 for s in own):
+            if not own:
+                prepared.append(self.backend.prepare(x, inner))
+                strides.append(0)
+            elif all(s == 1 for s in own):
                 prepared.append(self.backend.prepare(x.reshape(inner), inner))
                 strides.append(0)
             else:
@@ -237,9 +246,8 @@ class GenredCore:
     def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx):
         B = self.backend
         lib = self.kernel(dtype)
-        n = len(prepared)
-        ptrs = (ctypes.c_void_p * n)(*[B.data_ptr(x) for x in prepared])
-        bstrides = (ctypes.c_int64 * n)(*strides)
+        ptrs = self._pointer_array(*[B.data_ptr(x) for x in prepared])
+        bstrides = self._stride_array(*strides)
         status = lib.run(nbatch, nout, nred, ptrs, bstrides,
                          B.data_ptr(vals) if vals is not None else None,
                          B.data_ptr(idx) if idx is not None else None,
