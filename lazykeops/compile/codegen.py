@@ -11,6 +11,8 @@ topological order; interned nodes make shared subexpressions computed once. Vari
 and constants are read in place, never copied.
 """
 
+import re
+
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
 from ..formula.node import OPS
@@ -41,10 +43,15 @@ def render_formula_struct(formulas, args):
     return "\n".join(lines)
 
 
+_LOOP = re.compile(r"for \(int \w+ = 0; \w+ < (\d+);")
+MAX_UNROLL = 128  # longer loops stay loops: compile time and code size matter more
+
+
 def _unrolled(line):
-    """Mark loops for full unrolling (see LK_UNROLL in lk_math.h)."""
+    """Mark short constant loops for full unrolling (see LK_UNROLL in lk_math.h)."""
     stripped = line.lstrip()
-    if stripped.startswith("for ("):
+    match = _LOOP.match(stripped)
+    if match and int(match.group(1)) <= MAX_UNROLL:
         return line[:len(line) - len(stripped)] + "LK_UNROLL " + stripped
     return line
 
