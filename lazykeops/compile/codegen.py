@@ -13,6 +13,7 @@ and constants are read in place, never copied.
 
 import re
 
+from ..errors import LazyKeOpsError
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
 from ..formula.node import OPS
@@ -20,6 +21,22 @@ from ..formula.reductions import lookup
 from .spec import SUM_SCHEMES
 
 CPP_TYPES = {"float32": "float", "float64": "double"}
+
+
+# Intermediate values and reduction states live on the stack of each engine thread: a
+# formula needing more scalars per pair than this is refused (it would overflow it).
+MAX_SCALARS_PER_PAIR = 16384
+
+
+def check_stack_size(formulas, outputs, text):
+    """Raise before compiling if a kernel would need too much stack per thread."""
+    inner = {id(n): n.dim for f in formulas for n in f.walk()
+             if n.op != "Var" and n.op not in CONSTANT_VALUE}
+    scalars = sum(inner.values()) + 2 * (sum(f.dim for f in formulas) + sum(outputs))
+    if scalars > MAX_SCALARS_PER_PAIR:
+        raise LazyKeOpsError(f"formula '{text}' is too large: its intermediate values and "
+                             f"reduction state hold {scalars} scalars per pair, more than "
+                             f"the supported {MAX_SCALARS_PER_PAIR}")
 
 
 def render_formula_struct(formulas, args):

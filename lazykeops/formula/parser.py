@@ -401,4 +401,7 @@ def parse_formula(text, aliases):
         raise LazyKeOpsError("empty formula ''")
     if not isinstance(aliases, Mapping):
         aliases = alias_vars(aliases)   # a list of Alias, as parse_aliases returns
-    return _FormulaParser(text, dict(aliases)).parse()
+    try:
+        return _FormulaParser(text, dict(aliases)).parse()
+    except RecursionError:
+        raise LazyKeOpsError(f"formula '{text[:80]}...' is nested too deeply") from None

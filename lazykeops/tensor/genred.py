@@ -11,7 +11,7 @@ parameter an array (..., D) (or a Python number when D = 1); leading batch dims 
 import ctypes
 
 from ..compile.build import load_kernel
-from ..compile.codegen import render_cpu_source
+from ..compile.codegen import check_stack_size, render_cpu_source
 from ..compile.spec import SUM_SCHEMES, KernelSpec, swap_axis
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, var
@@ -59,6 +59,7 @@ class GenredCore:
         self.engine_args = tuple((a.cat if axis == 1 else swap_axis(a.cat), a.dim)
                                  for a in self.aliases)
         self.nvals, self.nidx = self.reduction.outputs(self.formulas[0].dim, self._wdim(), self.k)
+        check_stack_size(self.formulas, (self.nvals, self.nidx), self.text)
         self.backend = get_backend(framework)
         self._kernels = {}
         self._pointer_array = ctypes.c_void_p * len(self.aliases)

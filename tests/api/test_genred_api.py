@@ -183,3 +183,13 @@ def test_output_alias_dimension_must_match():
 def test_formula_without_i_variable():
     msg = _no_compile(lambda: lkt.Genred("Y", ["Y = Vj(1)"], axis=1))
     assert "i-indexed" in msg
+
+
+@pytest.mark.parametrize("formula, kwargs", [
+    ("X * Zero(100000)", {}),
+    ("SqDist(X,Y)", {"reduction_op": "KMin", "opt_arg": 20000}),
+])
+def test_formulas_too_large_for_the_engine_are_refused(formula, kwargs):
+    msg = _no_compile(lambda: lkt.Genred(formula, ["X = Vi(1)", "Y = Vj(1)"], axis=1,
+                                         **kwargs))
+    assert "too large" in msg and formula in msg

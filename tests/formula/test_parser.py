@@ -326,3 +326,9 @@ def test_no_python_evaluation():
     raises("X if Y else G", "'if'")
     with pytest.raises(LazyKeOpsError):
         tokenize("X; Y")
+
+
+def test_deeply_nested_formula_is_a_clear_error():
+    text = "(" * 5000 + "X" + ")" * 5000
+    with pytest.raises(LazyKeOpsError, match="nested too deeply"):
+        parse_formula(text, {"X": var(0, 1, 0)})
