@@ -24,22 +24,33 @@ BACKENDS = ("auto", "CPU")
 DTYPES_ACC = ("auto", "float32", "float64")
 
 
-class GenredCore:
-    """Parsed once, called many times. See `lazykeops.torch.Genred` for the arguments."""
+def parse_genred(formula, aliases, formula2=None):
+    """The string API's formula(s) and aliases -> (formula nodes, sorted Alias list, text)."""
+    text = formula if formula2 is None else f"{formula} ; weights {formula2}"
+    if isinstance(aliases, str):
+        aliases = [aliases]
+    aliases = sorted(parse_aliases(list(aliases), formula), key=lambda a: a.pos)
+    nodes = {a.name: var(a.pos, a.dim, a.cat) for a in aliases}
+    formulas = [parse_formula(formula, nodes)]
+    if formula2 is not None:
+        formulas.append(parse_formula(formula2, nodes))
+    return tuple(formulas), aliases, text
 
-    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, opt_arg=None,
-                 formula2=None, dtype_acc="auto", sum_scheme="auto", framework="torch"):
-        self.text = formula if formula2 is None else f"{formula} ; weights {formula2}"
-        if isinstance(aliases, str):
-            aliases = [aliases]
-        self.aliases = sorted(parse_aliases(list(aliases), formula), key=lambda a: a.pos)
-        nodes = {a.name: var(a.pos, a.dim, a.cat) for a in self.aliases}
-        formulas = [parse_formula(formula, nodes)]
-        if formula2 is not None:
-            formulas.append(parse_formula(formula2, nodes))
+
+class GenredCore:
+    """A reduction of formula nodes over i or j, checked once, called many times.
+
+    formulas: the formula node, then the weights for LogSumExp/SumSoftMaxWeight; aliases:
+    Alias(name, pos, cat, dim) for positions 0..n-1 (names only serve error messages);
+    text: how errors quote the formula. See `lazykeops.torch.Genred` for the options."""
+
+    def __init__(self, formulas, aliases, reduction_op="Sum", axis=0, opt_arg=None,
+                 dtype_acc="auto", sum_scheme="auto", framework="torch", text=None):
         self.formulas = tuple(formulas)
+        self.aliases = list(aliases)
+        self.text = text or " ; ".join(str(f) for f in self.formulas)
         self.reduction = lookup(reduction_op, self.text)
-        wdim = self.formulas[1].dim if formula2 is not None else None
+        wdim = self.formulas[1].dim if len(self.formulas) > 1 else None
         self.reduction.check(self.formulas[0].dim, wdim, opt_arg, self.text)
         self.k = opt_arg if self.reduction.uses_k else None
         if axis not in (0, 1):

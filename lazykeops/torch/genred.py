@@ -1,6 +1,6 @@
 """The torch binding of the Genred core."""
 
-from ..tensor.genred import GenredCore
+from ..tensor.genred import GenredCore, parse_genred
 
 
 class Genred:
@@ -19,8 +19,9 @@ class Genred:
 
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, opt_arg=None,
                  formula2=None, dtype_acc="auto", sum_scheme="auto"):
-        self.core = GenredCore(formula, aliases, reduction_op, axis, opt_arg, formula2,
-                               dtype_acc, sum_scheme, framework=self.framework)
+        formulas, aliases, text = parse_genred(formula, aliases, formula2)
+        self.core = GenredCore(formulas, aliases, reduction_op, axis, opt_arg, dtype_acc,
+                               sum_scheme, framework=self.framework, text=text)
 
     def __call__(self, *args, backend="auto", out=None):
         return self.core(*args, backend=backend, out=out)
