@@ -1,6 +1,7 @@
 """lazykeops for numpy arrays: the same Genred and generic_* helpers as lazykeops.torch."""
 
 from ..tensor.generic import make_generic
+from ..tensor.lazy_api import make_lazy_api
 from ..torch.genred import Genred as _TorchGenred
 
 
@@ -14,4 +15,6 @@ generic_logsumexp = make_generic(Genred, "LogSumExp")
 generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 
-__all__ = ["Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
+LazyTensor, Vi, Vj, Pm = make_lazy_api("numpy")
+
+__all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]

@@ -8,6 +8,7 @@ attribute is the function, not the module.
 """
 
 from ..tensor.generic import make_generic
+from ..tensor.lazy_api import make_lazy_api
 from .genred import Genred
 from .generic_logsumexp import generic_logsumexp
 from .generic_sum import generic_sum
@@ -15,4 +16,6 @@ from .generic_sum import generic_sum
 generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 
-__all__ = ["Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
+LazyTensor, Vi, Vj, Pm = make_lazy_api("torch")
+
+__all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]

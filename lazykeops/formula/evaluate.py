@@ -1,0 +1,23 @@
+"""Reference evaluator: a formula computed densely with the ops' torch references.
+
+Used by `LazyTensor.dense()` and by the tests as an independent check of the compiled
+kernels. Values are torch tensors whose last axis is the formula dimension and whose
+leading axes broadcast: i-variables as (..., N, 1, D), j-variables as (..., 1, M, D),
+parameters as (..., 1, 1, D).
+"""
+
+from .elementwise import CONSTANT_VALUE
+from .node import OPS
+
+
+def evaluate(node, values, dtype):
+    """The value of `node`; `values[pos]` is the tensor of variable `pos`."""
+    cache = {}
+    for n in node.walk():
+        if n.op == "Var":
+            cache[n] = values[n.params[0]]
+        else:
+            args = [cache[a] for a in n.args]
+            result = OPS[n.op].reference(args, n.params)
+            cache[n] = result.to(dtype) if n.op in CONSTANT_VALUE else result
+    return cache[node]

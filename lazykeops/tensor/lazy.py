@@ -1,0 +1,334 @@
+"""LazyTensor: the symbolic (..., N, M, D) array of pykeops, framework-agnostic.
+
+A LazyTensor is either a leaf (an i-variable of shape (..., N, 1, D), a j-variable
+(..., 1, M, D), a parameter (..., 1, 1, D) or a Python value, an integer constant, or a
+symbolic variable made by Vi/Vj/Pm) or an operation on LazyTensors. Building one does no
+work beyond checking shapes: sizes N and M, batch dims, dtypes and devices are merged and
+checked at each operation, so that errors name both shapes before anything compiles. A
+reduction (lazykeops.tensor.lazy_reduce) lowers the tree to a formula node with variable
+positions in order of first appearance, and hands it to the Genred core.
+
+This module owns construction, shape bookkeeping and the elementwise and vector
+operations; reductions, the linear-operator interface and `dense` live in
+`lazy_reduce.py` and are attached to the class there.
+"""
+
+import math
+import numbers
+
+from ..errors import LazyKeOpsError
+from ..formula.node import CAT_I, CAT_J, CAT_P, OPS
+from .backends import get_backend
+
+
+def _framework_of(x):
+    module = type(x).__module__
+    if module.startswith("torch"):
+        return "torch"
+    if module.startswith("numpy"):
+        return "numpy"
+    return None
+
+
+def _shape_text(t):
+    return str(tuple(t.shape))
+
+
+class LazyTensor:
+    """pykeops's LazyTensor: `LazyTensor(x[:, None, :])` is i-indexed,
+    `LazyTensor(y[None, :, :])` j-indexed, `LazyTensor(p)` with p of shape (D,) a parameter;
+    Python floats and lists are parameters, Python ints integer constants. A 2-D array
+    needs `axis=0` (i-indexed) or `axis=1` (j-indexed)."""
+
+    __slots__ = ("op", "args", "params", "dim", "category", "data", "symbolic_pos", "ni", "nj",
+                 "batch", "framework", "dtype", "device")
+    __array_priority__ = 100  # numpy defers `array op LazyTensor` to us
+    framework_name = None     # the torch and numpy subclasses accept only their arrays
+
+    def __init__(self, x=None, axis=None, *, _op=None):
+        self.op, self.args, self.params = None, (), ()
+        self.category = self.data = self.symbolic_pos = None
+        self.ni = self.nj = None
+        self.batch = ()
+        self.framework = self.dtype = self.device = None
+        if _op is not None:  # internal: filled by _apply / symbolic constructors
+            return
+        if isinstance(x, LazyTensor):
+            raise LazyKeOpsError("LazyTensor(x) got a LazyTensor; use it directly")
+        if isinstance(x, bool) or not isinstance(x, (numbers.Number, list, tuple)) and \
+                _framework_of(x) is None:
+            raise LazyKeOpsError(f"LazyTensor expects a torch tensor, a numpy array, a number "
+                                 f"or a list of numbers, got {type(x).__name__}")
+        if isinstance(x, numbers.Integral):
+            self.op, self.params, self.dim = "IntCst", (int(x),), 1
+        elif isinstance(x, (numbers.Real, list, tuple)):
+            values = [float(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
+            if not values:
+                raise LazyKeOpsError("LazyTensor of an empty list")
+            self.category, self.data, self.dim = CAT_P, values, len(values)
+        else:
+            self._init_array(x, axis)
+
+    def _init_array(self, x, axis):
+        backend = get_backend(_framework_of(x))
+        if self.framework_name not in (None, backend.name):
+            raise LazyKeOpsError(f"lazykeops.{self.framework_name}.LazyTensor got a "
+                                 f"{backend.name} array; use lazykeops.{backend.name}")
+        self.framework, self.dtype, self.device = backend.name, backend.dtype_name(x), \
+            backend.device(x)
+        shape = tuple(x.shape)
+        if len(shape) <= 1:
+            self.category, self.dim = CAT_P, (shape[0] if shape else 1)
+            self.data = x.reshape(self.dim)
+            return
+        if len(shape) == 2:
+            if axis not in (0, 1):
+                raise LazyKeOpsError(f"a 2-D array of shape {shape} becomes a LazyTensor with "
+                                     "axis=0 (i-indexed) or axis=1 (j-indexed)")
+            self.category, self.dim, self.data = (CAT_I, CAT_J)[axis], shape[1], x
+            if axis == 0:
+                self.ni = shape[0]
+            else:
+                self.nj = shape[0]
+            return
+        *batch, n, m, d = shape
+        self.dim, self.batch = d, tuple(batch)
+        if n == 1 and m == 1:
+            self.category, self.data = CAT_P, x.reshape(*batch, d)
+        elif m == 1:
+            self.category, self.data, self.ni = CAT_I, x.reshape(*batch, n, d), n
+        elif n == 1:
+            self.category, self.data, self.nj = CAT_J, x.reshape(*batch, m, d), m
+        else:
+            raise LazyKeOpsError(f"an array of shape {shape} is neither i-indexed "
+                                 "(..., N, 1, D), j-indexed (..., 1, M, D) nor a parameter "
+                                 "(..., 1, 1, D)")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def symbolic(cls, pos, dim, cat):
+        """A variable without data, bound by position when the reduction is called."""
+        if not (isinstance(pos, int) and isinstance(dim, int) and pos >= 0 and dim >= 1):
+            raise LazyKeOpsError(f"symbolic variables need an index >= 0 and a dim >= 1, "
+                                 f"got ({pos!r}, {dim!r})")
+        t = cls(_op=True)
+        t.category, t.dim, t.symbolic_pos = cat, dim, pos
+        return t
+
+    @staticmethod
+    def _wrap(x):
+        return x if isinstance(x, LazyTensor) else LazyTensor(x)
+
+    def _apply(self, op, *others, params=()):
+        """The LazyTensor op(self, *others; params), shapes merged and checked."""
+        args = (self, *map(LazyTensor._wrap, others))
+        # The framework-pinned subclass wins over the base class of wrapped numbers.
+        cls = next((type(a) for a in args if type(a) is not LazyTensor), LazyTensor)
+        out = cls(_op=True)
+        out.op, out.args, out.params = op, args, tuple(params)
+        try:
+            out.dim = OPS[op].dim([a.dim for a in args], out.params)
+        except LazyKeOpsError as err:
+            shapes = " and ".join(_shape_text(a) for a in args)
+            raise LazyKeOpsError(f"{op} of LazyTensors of shapes {shapes}: {err}") from None
+        _merge_into(out, args)
+        return out
+
+    # ------------------------------------------------------------------ pykeops attributes
+    @property
+    def nbatchdims(self):
+        return len(self.batch)
+
+    @property
+    def ndim(self):
+        """As in pykeops: the inner dimension D."""
+        return self.dim
+
+    @property
+    def shape(self):
+        """(*batch, N, M, D), without D when D = 1 (pykeops's convention)."""
+        inner = (self.ni or 1, self.nj or 1)
+        return (*self.batch, *inner) + ((self.dim,) if self.dim > 1 else ())
+
+    def __str__(self):
+        from .lazy_reduce import lower
+
+        node, _ = lower([self])
+        return f"lazykeops LazyTensor\n    formula: {node[0]}\n    shape: {self.shape}"
+
+    __repr__ = __str__
+    __hash__ = object.__hash__  # == builds a formula, so hash by identity
+
+    # ------------------------------------------------------------------ arithmetic
+    def __add__(self, o): return self._apply("Add", o)
+    def __radd__(self, o): return LazyTensor._wrap(o)._apply("Add", self)
+    def __sub__(self, o): return self._apply("Subtract", o)
+    def __rsub__(self, o): return LazyTensor._wrap(o)._apply("Subtract", self)
+    def __mul__(self, o): return self._apply("Mult", o)
+    def __rmul__(self, o): return LazyTensor._wrap(o)._apply("Mult", self)
+    def __truediv__(self, o): return self._apply("Divide", o)
+    def __rtruediv__(self, o): return LazyTensor._wrap(o)._apply("Divide", self)
+    def __neg__(self): return self._apply("Minus")
+    def __abs__(self): return self._apply("Abs")
+    def __or__(self, o): return self._apply("Scalprod", o)
+    def __ror__(self, o): return LazyTensor._wrap(o)._apply("Scalprod", self)
+    def __eq__(self, o): return self._apply("Equal", o)
+    def __ne__(self, o): return self._apply("NotEqual", o)
+    def __lt__(self, o): return self._apply("LessThan", o)
+    def __le__(self, o): return self._apply("LessOrEqual", o)
+    def __gt__(self, o): return LazyTensor._wrap(o)._apply("LessThan", self)
+    def __ge__(self, o): return LazyTensor._wrap(o)._apply("LessOrEqual", self)
+
+    def __pow__(self, other):
+        if isinstance(other, numbers.Integral) and not isinstance(other, bool):
+            return self._apply("Square") if other == 2 else self._apply("Pow", params=(other,))
+        if isinstance(other, numbers.Real) and other == 0.5:
+            return self._apply("Sqrt")
+        if isinstance(other, numbers.Real) and other == -0.5:
+            return self._apply("Rsqrt")
+        return self._apply("Powf", other)
+
+    def __rpow__(self, other):
+        return LazyTensor._wrap(other)._apply("Powf", self)
+
+    power = __pow__
+
+    # ------------------------------------------------------------------ math
+    def exp(self): return self._apply("Exp")
+    def log(self): return self._apply("Log")
+    def xlogx(self): return self._apply("XLogX")
+    def sin(self): return self._apply("Sin")
+    def cos(self): return self._apply("Cos")
+    def sinxdivx(self): return self._apply("SinXDivX")
+    def sinc(self): return (math.pi * self)._apply("SinXDivX")
+    def asin(self): return self._apply("Asin")
+    def acos(self): return self._apply("Acos")
+    def atan(self): return self._apply("Atan")
+    def atan2(self, x): return self._apply("Atan2", x)
+    def sqrt(self): return self._apply("Sqrt")
+    def rsqrt(self): return self._apply("Rsqrt")
+    def abs(self): return self._apply("Abs")
+    def sign(self): return self._apply("Sign")
+    def step(self): return self._apply("Step")
+    def relu(self): return self._apply("ReLU")
+    def square(self): return self._apply("Square")
+    def inv(self): return self._apply("Inv")
+    def floor(self): return self._apply("Floor")
+    def round(self, decimals=0): return self._apply("Round", params=(int(decimals),))
+    def ifelse(self, a, b): return self._apply("IfElse", a, b)
+    def mod(self, modulus, offset=0): return self._apply("Mod", modulus, offset)
+
+    def clamp(self, a, b):
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (a, b)):
+            return self._apply("ClampInt", params=(a, b))
+        return self._apply("Clamp", a, b)
+
+    # ------------------------------------------------------------------ vectors
+    def sqnorm2(self): return self._apply("SqNorm2")
+    def norm2(self): return self._apply("Norm2")
+    def normalize(self): return self._apply("Normalize")
+    def sqdist(self, other): return self._apply("SqDist", other)
+    def weightedsqnorm(self, s): return LazyTensor._wrap(s)._apply("WeightedSqNorm", self)
+
+    def norm(self, dim=-1):
+        self._check_inner_dim(dim, "norm")
+        return self.norm2()
+
+    def weightedsqdist(self, other, s):
+        return LazyTensor._wrap(s)._apply("WeightedSqDist", self, other)
+
+    def elem(self, i): return self._apply("Elem", params=(i,))
+    def extract(self, start, length): return self._apply("Extract", params=(start, length))
+    def one_hot(self, dim): return self._apply("OneHot", params=(dim,))
+    def concat(self, other): return self._apply("Concat", other)
+    def matvecmult(self, v): return self._apply("MatVecMult", v)
+    def vecmatmult(self, m): return self._apply("VecMatMult", m)
+    def tensorprod(self, other): return self._apply("TensorProd", other)
+
+    def keops_tensordot(self, other, dimfa, dimfb, contfa, contfb):
+        params = tuple(tuple(int(v) for v in p) for p in (dimfa, dimfb, contfa, contfb))
+        return self._apply("TensorDot", other, params=params)
+
+    def keops_kron(self, other, dimfa, dimfb):
+        return self._apply("Kron", other, params=(tuple(dimfa), tuple(dimfb)))
+
+    def bspline(self, x, order=3):
+        """B-spline basis functions of `order` on the knots `self`, evaluated at x."""
+        return self._apply("BSpline", x, params=(order,))
+
+    @staticmethod
+    def cat(tensors, dim=-1):
+        tensors = list(tensors)
+        if not tensors:
+            raise LazyKeOpsError("LazyTensor.cat needs at least one LazyTensor")
+        tensors[0]._check_inner_dim(dim, "cat")
+        result = LazyTensor._wrap(tensors[0])
+        for t in tensors[1:]:
+            result = result.concat(t)
+        return result
+
+    concatenate = cat
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == self.nbatchdims + 3 and \
+                all(k == slice(None) for k in key[:-1]):
+            key = key[-1]
+        if isinstance(key, numbers.Integral):
+            k = key + self.dim if key < 0 else key
+            return self.elem(k)
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(self.dim)
+            if stop <= start:
+                raise LazyKeOpsError(f"empty slice {key} of a LazyTensor of shape {self.shape}")
+            return self.extract(start, stop - start)
+        raise LazyKeOpsError(f"LazyTensor indexing takes an integer or a slice k:l of the last "
+                             f"dimension, got {key!r}")
+
+    def _is_inner_dim(self, dim):
+        """True when `dim` names the inner (vector) dimension of this LazyTensor."""
+        return dim in (-1, self.nbatchdims + 2)
+
+    def _check_inner_dim(self, dim, what):
+        if not self._is_inner_dim(dim):
+            raise LazyKeOpsError(f"{what} works on the last dimension (dim=-1) of a "
+                                 f"LazyTensor of shape {self.shape}, got dim={dim}")
+
+
+def _merge_into(out, args):
+    """Sizes, batch dims, framework, dtype and device of an op's result; errors name the
+    shapes involved."""
+    for a in args:
+        for attr, letter in (("ni", "N"), ("nj", "M")):
+            n = getattr(a, attr)
+            if n is None:
+                continue
+            mine = getattr(out, attr)
+            if mine is not None and mine != n:
+                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes "
+                                     f"{' and '.join(_shape_text(b) for b in args)} have "
+                                     f"different {letter} ({mine} and {n})")
+            setattr(out, attr, n)
+        if a.framework is not None:
+            for attr in ("framework", "dtype", "device"):
+                mine, theirs = getattr(out, attr), getattr(a, attr)
+                if mine is not None and mine != theirs:
+                    raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes "
+                                         f"{' and '.join(_shape_text(b) for b in args)} mix "
+                                         f"{attr}s {mine} and {theirs}")
+                setattr(out, attr, theirs)
+    batches = [a.batch for a in args if a.batch]
+    if batches:
+        out.batch = broadcast_batch(batches, args, out.op)
+
+
+def broadcast_batch(batches, args, op):
+    ndim = max(len(b) for b in batches)
+    result = [1] * ndim
+    for b in batches:
+        for k, size in enumerate((1,) * (ndim - len(b)) + tuple(b)):
+            if size != 1 and result[k] not in (1, size):
+                raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
+                                     f"{' and '.join(_shape_text(a) for a in args)} do not "
+                                     "broadcast")
+            result[k] = max(result[k], size)
+    return tuple(result)

@@ -1,0 +1,27 @@
+"""The public LazyTensor entry points of one framework: the pinned class and Vi, Vj, Pm."""
+
+from ..formula.node import CAT_I, CAT_J, CAT_P
+from . import lazy_reduce  # noqa: F401  (attaches the reductions to LazyTensor)
+from .lazy import LazyTensor
+
+
+def make_lazy_api(framework):
+    """(LazyTensor class, Vi, Vj, Pm) accepting only `framework`'s arrays."""
+    cls = type("LazyTensor", (LazyTensor,), {"__slots__": (), "framework_name": framework,
+                                               "__module__": f"lazykeops.{framework}"})
+
+    def helper(cat, axis):
+        def make(x, dim=None):
+            if isinstance(x, int) and not isinstance(x, bool) and dim is not None:
+                return cls.symbolic(x, dim, cat)
+            if cat == CAT_P:
+                return cls(x)
+            return cls(x, axis=axis)
+
+        return make
+
+    Vi, Vj, Pm = helper(CAT_I, 0), helper(CAT_J, 1), helper(CAT_P, None)
+    Vi.__doc__ = "Vi(x): i-indexed LazyTensor of a (N, D) array; Vi(ind, dim): symbolic."
+    Vj.__doc__ = "Vj(y): j-indexed LazyTensor of a (M, D) array; Vj(ind, dim): symbolic."
+    Pm.__doc__ = "Pm(p): parameter LazyTensor of a (D,) array or number; Pm(ind, dim): symbolic."
+    return cls, Vi, Vj, Pm
