@@ -15,6 +15,10 @@ def broadcast_dim(op):
     """Dimension rule of elementwise ops: all dims equal, or 1 (broadcast scalar)."""
 
     def rule(dims, params):
+        if len(dims) == 1:
+            return dims[0]
+        if len(dims) == 2 and (dims[0] == dims[1] or dims[1] == 1):
+            return dims[0]
         wide = {d for d in dims if d != 1}
         if len(wide) > 1:
             shown = ", ".join(str(d) for d in dims)

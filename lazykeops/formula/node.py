@@ -108,14 +108,15 @@ _INTERNED: dict = {}
 
 def make(op, *args, params=()):
     """Return the interned node `op(args; params)`, checking the dimension rule."""
+    if type(params) is not tuple:
+        params = tuple(params)
+    key = (op, args, params)
+    node = _INTERNED.get(key)
+    if node is not None:  # the common case first: this is on every call's path
+        return node
     spec = OPS.get(op)
     if spec is None:
         raise LazyKeOpsError(f"unknown operation '{op}'")
-    params = tuple(params)
-    key = (op, args, params)
-    node = _INTERNED.get(key)
-    if node is not None:
-        return node
     if len(args) != spec.arity:
         raise LazyKeOpsError(
             f"operation {op} takes {spec.arity} formula argument(s), got {len(args)}")

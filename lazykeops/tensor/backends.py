@@ -39,6 +39,9 @@ class TorchBackend:
             x = x.expand(shape)
         return x.contiguous()
 
+    def contiguous(self, x):
+        return x.contiguous()
+
     def data_ptr(self, x):
         return x.data_ptr()
 
@@ -72,6 +75,9 @@ class NumpyBackend:
     def prepare(self, x, shape):
         if tuple(x.shape) != tuple(shape):
             x = self.np.broadcast_to(x, shape)
+        return self.np.ascontiguousarray(x)
+
+    def contiguous(self, x):
         return self.np.ascontiguousarray(x)
 
     def data_ptr(self, x):

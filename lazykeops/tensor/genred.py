@@ -97,10 +97,7 @@ class GenredCore:
 
     # ------------------------------------------------------------------ call
     def __call__(self, *args, backend="auto", out=None):
-        if backend not in BACKENDS:
-            raise LazyKeOpsError(f"backend must be one of {BACKENDS} for formula "
-                                 f"'{self.text}', got {backend!r} (the CUDA engine is not "
-                                 "available yet)")
+        self.check_backend(backend)
         if len(args) != len(self.aliases):
             names = ", ".join(a.name for a in self.aliases)
             raise LazyKeOpsError(f"formula '{self.text}' takes {len(self.aliases)} arguments "
@@ -109,16 +106,28 @@ class GenredCore:
         sizes, batch = self._sizes(arrays)
         nout = sizes[CAT_I if self.axis == 1 else CAT_J]
         nred = sizes[CAT_J if self.axis == 1 else CAT_I]
+        prepared, strides = self._prepare(arrays, batch)
+        return self.run(dtype, batch, nout, nred, prepared, strides, out)
+
+    def check_backend(self, backend):
+        if backend not in BACKENDS:
+            raise LazyKeOpsError(f"backend must be one of {BACKENDS} for formula "
+                                 f"'{self.text}', got {backend!r} (the CUDA engine is not "
+                                 "available yet)")
+
+    def run(self, dtype, batch, nout, nred, prepared, strides, out=None):
+        """Allocate the outputs and launch, on arguments already checked: `prepared` are
+        contiguous arrays laid out as (..., N, D), (..., M, D) or (..., D) in memory, with
+        `strides` their offsets from one batch to the next (0 when broadcast)."""
         if self.k is not None and self.k > nred:
             raise LazyKeOpsError(f"reduction {self.reduction.name} with K={self.k} needs at "
                                  f"least K terms, but the reduced axis has {nred}, for "
                                  f"formula '{self.text}'")
-        prepared, strides = self._prepare(arrays, batch)
-        nvals, nidx = self.nvals, self.nidx
         B = self.backend
-        like = arrays[0]
-        vals = self._output(out, (*batch, nout, nvals), dtype, like) if nvals else None
-        idx = B.empty((*batch, nout, nidx), "int64", like) if nidx else None
+        like = prepared[0]
+        vals = self._output(out, (*batch, nout, self.nvals), dtype, like) if self.nvals \
+            else None
+        idx = B.empty((*batch, nout, self.nidx), "int64", like) if self.nidx else None
         nbatch = 1
         for b in batch:
             nbatch *= b

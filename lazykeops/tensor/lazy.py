@@ -40,23 +40,26 @@ class LazyTensor:
     Python floats and lists are parameters, Python ints integer constants. A 2-D array
     needs `axis=0` (i-indexed) or `axis=1` (j-indexed)."""
 
-    __slots__ = ("op", "args", "params", "dim", "category", "data", "symbolic_pos", "ni", "nj",
-                 "batch", "framework", "dtype", "device")
+    # Class-level defaults: a new node sets only what differs (cheap small calls).
+    op, args, params, dim = None, (), (), 1
+    category = data = symbolic_pos = None
+    ni = nj = None
+    batch = ()
+    framework = dtype = device = None
     __array_priority__ = 100  # numpy defers `array op LazyTensor` to us
     framework_name = None     # the torch and numpy subclasses accept only their arrays
 
-    def __init__(self, x=None, axis=None, *, _op=None):
-        self.op, self.args, self.params = None, (), ()
-        self.category = self.data = self.symbolic_pos = None
-        self.ni = self.nj = None
-        self.batch = ()
-        self.framework = self.dtype = self.device = None
-        if _op is not None:  # internal: filled by _apply / symbolic constructors
+    def __init__(self, x=None, axis=None):
+        framework = _framework_of(x)
+        if framework is not None:
+            self._init_array(x, axis, framework)
+            return
+        if type(x) is float:  # the common case, before the slower ABC checks below
+            self.category, self.data = CAT_P, [x]
             return
         if isinstance(x, LazyTensor):
             raise LazyKeOpsError("LazyTensor(x) got a LazyTensor; use it directly")
-        if isinstance(x, bool) or not isinstance(x, (numbers.Number, list, tuple)) and \
-                _framework_of(x) is None:
+        if isinstance(x, bool) or not isinstance(x, (numbers.Number, list, tuple)):
             raise LazyKeOpsError(f"LazyTensor expects a torch tensor, a numpy array, a number "
                                  f"or a list of numbers, got {type(x).__name__}")
         if isinstance(x, numbers.Integral):
@@ -66,39 +69,39 @@ class LazyTensor:
             if not values:
                 raise LazyKeOpsError("LazyTensor of an empty list")
             self.category, self.data, self.dim = CAT_P, values, len(values)
-        else:
-            self._init_array(x, axis)
 
-    def _init_array(self, x, axis):
-        backend = get_backend(_framework_of(x))
+    def _init_array(self, x, axis, framework):
+        backend = get_backend(framework)
         if self.framework_name not in (None, backend.name):
             raise LazyKeOpsError(f"lazykeops.{self.framework_name}.LazyTensor got a "
                                  f"{backend.name} array; use lazykeops.{backend.name}")
         self.framework, self.dtype, self.device = backend.name, backend.dtype_name(x), \
             backend.device(x)
+        # data keeps the canonical layout (..., N, 1, D), (..., 1, M, D) or (..., 1, 1, D):
+        # in memory the same as Genred's (..., N, D), so reductions pass it as it is.
         shape = tuple(x.shape)
         if len(shape) <= 1:
             self.category, self.dim = CAT_P, (shape[0] if shape else 1)
-            self.data = x.reshape(self.dim)
+            self.data = x.reshape(1, 1, self.dim)
             return
         if len(shape) == 2:
             if axis not in (0, 1):
                 raise LazyKeOpsError(f"a 2-D array of shape {shape} becomes a LazyTensor with "
                                      "axis=0 (i-indexed) or axis=1 (j-indexed)")
-            self.category, self.dim, self.data = (CAT_I, CAT_J)[axis], shape[1], x
+            self.dim = shape[1]
             if axis == 0:
-                self.ni = shape[0]
+                self.category, self.ni, self.data = CAT_I, shape[0], x.reshape(shape[0], 1, -1)
             else:
-                self.nj = shape[0]
+                self.category, self.nj, self.data = CAT_J, shape[0], x.reshape(1, shape[0], -1)
             return
         *batch, n, m, d = shape
-        self.dim, self.batch = d, tuple(batch)
+        self.dim, self.batch, self.data = d, tuple(batch), x
         if n == 1 and m == 1:
-            self.category, self.data = CAT_P, x.reshape(*batch, d)
+            self.category = CAT_P
         elif m == 1:
-            self.category, self.data, self.ni = CAT_I, x.reshape(*batch, n, d), n
+            self.category, self.ni = CAT_I, n
         elif n == 1:
-            self.category, self.data, self.nj = CAT_J, x.reshape(*batch, m, d), m
+            self.category, self.nj = CAT_J, m
         else:
             raise LazyKeOpsError(f"an array of shape {shape} is neither i-indexed "
                                  "(..., N, 1, D), j-indexed (..., 1, M, D) nor a parameter "
@@ -111,7 +114,7 @@ class LazyTensor:
         if not (isinstance(pos, int) and isinstance(dim, int) and pos >= 0 and dim >= 1):
             raise LazyKeOpsError(f"symbolic variables need an index >= 0 and a dim >= 1, "
                                  f"got ({pos!r}, {dim!r})")
-        t = cls(_op=True)
+        t = cls.__new__(cls)
         t.category, t.dim, t.symbolic_pos = cat, dim, pos
         return t
 
@@ -119,18 +122,21 @@ class LazyTensor:
     def _wrap(x):
         return x if isinstance(x, LazyTensor) else LazyTensor(x)
 
+
     def _apply(self, op, *others, params=()):
         """The LazyTensor op(self, *others; params), shapes merged and checked."""
-        args = (self, *map(LazyTensor._wrap, others))
+        args = (self, *[o if isinstance(o, LazyTensor) else LazyTensor(o) for o in others])
         # The framework-pinned subclass wins over the base class of wrapped numbers.
-        cls = next((type(a) for a in args if type(a) is not LazyTensor), LazyTensor)
-        out = cls(_op=True)
-        out.op, out.args, out.params = op, args, tuple(params)
+        cls = type(self)
+        if cls is LazyTensor:
+            cls = next((type(a) for a in args if type(a) is not LazyTensor), LazyTensor)
+        out = cls.__new__(cls)
+        out.op, out.args, out.params = op, args, params
         try:
-            out.dim = OPS[op].dim([a.dim for a in args], out.params)
+            out.dim = OPS[op].dim([a.dim for a in args], params)
         except LazyKeOpsError as err:
-            shapes = " and ".join(_shape_text(a) for a in args)
-            raise LazyKeOpsError(f"{op} of LazyTensors of shapes {shapes}: {err}") from None
+            raise LazyKeOpsError(f"{op} of LazyTensors of shapes {_shapes(args)}: {err}") \
+                from None
         _merge_into(out, args)
         return out
 
@@ -180,7 +186,8 @@ class LazyTensor:
     def __ge__(self, o): return LazyTensor._wrap(o)._apply("LessOrEqual", self)
 
     def __pow__(self, other):
-        if isinstance(other, numbers.Integral) and not isinstance(other, bool):
+        if type(other) is int or isinstance(other, numbers.Integral) and \
+                not isinstance(other, bool):
             return self._apply("Square") if other == 2 else self._apply("Pow", params=(other,))
         if isinstance(other, numbers.Real) and other == 0.5:
             return self._apply("Sqrt")
@@ -294,31 +301,41 @@ class LazyTensor:
                                  f"LazyTensor of shape {self.shape}, got dim={dim}")
 
 
+def _shapes(args):
+    return " and ".join(_shape_text(a) for a in args)
+
+
 def _merge_into(out, args):
     """Sizes, batch dims, framework, dtype and device of an op's result; errors name the
-    shapes involved."""
+    shapes involved. Written as one plain loop: it runs for every op of every call."""
+    ni = nj = framework = None
+    batches = None
     for a in args:
-        for attr, letter in (("ni", "N"), ("nj", "M")):
-            n = getattr(a, attr)
-            if n is None:
-                continue
-            mine = getattr(out, attr)
-            if mine is not None and mine != n:
-                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes "
-                                     f"{' and '.join(_shape_text(b) for b in args)} have "
-                                     f"different {letter} ({mine} and {n})")
-            setattr(out, attr, n)
+        if a.ni is not None:
+            if ni is not None and ni != a.ni:
+                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} have "
+                                     f"different N ({ni} and {a.ni})")
+            ni = a.ni
+        if a.nj is not None:
+            if nj is not None and nj != a.nj:
+                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} have "
+                                     f"different M ({nj} and {a.nj})")
+            nj = a.nj
         if a.framework is not None:
-            for attr in ("framework", "dtype", "device"):
-                mine, theirs = getattr(out, attr), getattr(a, attr)
-                if mine is not None and mine != theirs:
-                    raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes "
-                                         f"{' and '.join(_shape_text(b) for b in args)} mix "
-                                         f"{attr}s {mine} and {theirs}")
-                setattr(out, attr, theirs)
-    batches = [a.batch for a in args if a.batch]
-    if batches:
-        out.batch = broadcast_batch(batches, args, out.op)
+            if framework is None:
+                framework, dtype, device = a.framework, a.dtype, a.device
+            elif (framework, dtype, device) != (a.framework, a.dtype, a.device):
+                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} mix "
+                                     f"{(framework, dtype, device)} and "
+                                     f"{(a.framework, a.dtype, a.device)} (framework, dtype, "
+                                     "device)")
+        if a.batch:
+            batches = [a.batch] if batches is None else batches + [a.batch]
+    out.ni, out.nj = ni, nj
+    if framework is not None:
+        out.framework, out.dtype, out.device = framework, dtype, device
+    if batches is not None:
+        out.batch = batches[0] if len(batches) == 1 else broadcast_batch(batches, args, out.op)
 
 
 def broadcast_batch(batches, args, op):
@@ -328,7 +345,6 @@ def broadcast_batch(batches, args, op):
         for k, size in enumerate((1,) * (ndim - len(b)) + tuple(b)):
             if size != 1 and result[k] not in (1, size):
                 raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
-                                     f"{' and '.join(_shape_text(a) for a in args)} do not "
-                                     "broadcast")
+                                     f"{_shapes(args)} do not broadcast")
             result[k] = max(result[k], size)
     return tuple(result)

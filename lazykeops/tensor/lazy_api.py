@@ -7,7 +7,7 @@ from .lazy import LazyTensor
 
 def make_lazy_api(framework):
     """(LazyTensor class, Vi, Vj, Pm) accepting only `framework`'s arrays."""
-    cls = type("LazyTensor", (LazyTensor,), {"__slots__": (), "framework_name": framework,
+    cls = type("LazyTensor", (LazyTensor,), {"framework_name": framework,
                                                "__module__": f"lazykeops.{framework}"})
 
     def helper(cat, axis):

@@ -11,10 +11,10 @@ import numbers
 
 from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
-from ..formula.node import CAT_I, CAT_J, make, var
+from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.parser import Alias
 from .genred import GenredCore
-from .lazy import LazyTensor
+from .lazy import LazyTensor, broadcast_batch
 
 _CORES = {}
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
@@ -22,47 +22,29 @@ DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may bu
 
 def lower(roots):
     """(formula nodes of `roots`, their variable leaves in position order)."""
-    leaves, position, memo = [], {}, {}
+    leaves, symbolic, memo = [], [], {}
 
     def visit(t):
         node = memo.get(id(t))
-        if node is not None:
-            return node
-        if t.op is not None:
-            node = make(t.op, *[visit(a) for a in t.args], params=t.params)
-        else:
-            if t.symbolic_pos is not None:
-                pos = t.symbolic_pos
+        if node is None:
+            if t.op is not None:
+                children = tuple([visit(a) for a in t.args])
+                node = _INTERNED.get((t.op, children, t.params)) or \
+                    make(t.op, *children, params=t.params)
+            elif t.symbolic_pos is not None:
+                symbolic.append(t)
+                node = var(t.symbolic_pos, t.dim, t.category)
             else:
-                pos = position.get(id(t))
-                if pos is None:
-                    pos = position[id(t)] = len(leaves)
-                    leaves.append(t)
-            node = var(pos, t.dim, t.category)
-        memo[id(t)] = node
+                node = var(len(leaves), t.dim, t.category)
+                leaves.append(t)
+            memo[id(t)] = node
         return node
 
-    nodes = tuple(visit(r) for r in roots)
-    symbolic = [t for t in memo_leaves(roots) if t.symbolic_pos is not None]
+    nodes = tuple([visit(r) for r in roots])
     if symbolic and leaves:
         raise LazyKeOpsError("a LazyTensor cannot mix symbolic variables (Vi(ind, dim), ...) "
                              "with variables holding data")
-    if symbolic:
-        leaves = symbolic_table(symbolic)
-    return nodes, leaves
-
-
-def memo_leaves(roots):
-    seen, out, stack = set(), [], list(roots)
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if t.op is None and t.category is not None:
-            out.append(t)
-        stack.extend(t.args)
-    return out
+    return nodes, (symbolic_table(symbolic) if symbolic else leaves)
 
 
 def symbolic_table(symbolic):
@@ -80,8 +62,8 @@ def symbolic_table(symbolic):
 
 def reduction_axis(t, dim):
     """pykeops's dim (counting batch dims, negative allowed) -> 0 (over i) or 1 (over j)."""
-    nb = t.nbatchdims
-    if not isinstance(dim, numbers.Integral):
+    nb = len(t.batch)
+    if type(dim) is not int and not isinstance(dim, numbers.Integral):
         raise LazyKeOpsError(f"a reduction of a LazyTensor of shape {t.shape} needs dim={nb} "
                              f"(over i) or dim={nb + 1} (over j), got {dim!r}")
     d = dim + nb + 3 if dim < 0 else dim
@@ -99,18 +81,55 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
     axis = reduction_axis(t, dim)
     roots = (t,) if weight is None else (t, LazyTensor._wrap(weight))
     nodes, leaves = lower(roots)
-    table = tuple((leaf.category, leaf.dim) for leaf in leaves)
+    table = tuple([(leaf.category, leaf.dim) for leaf in leaves])
     options = (reduction_op, axis, k, dtype_acc, sum_scheme)
-    if any(leaf.symbolic_pos is not None for leaf in leaves):
+    if leaves and leaves[0].symbolic_pos is not None:
         return SymbolicReduction(nodes, table, options)
-    if not any(leaf.category == (CAT_J if axis == 1 else CAT_I) for leaf in leaves) \
-            or t.framework is None:
-        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} with no "
-                             f"{'j' if axis == 1 else 'i'}-indexed variable holding data "
-                             "cannot be reduced over that axis")
+    if t.framework is None:
+        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
+                             "Python numbers cannot be reduced: there is no i or j axis")
     core = _core(nodes, table, options, t.framework)
-    result = core(*[leaf.data for leaf in leaves], backend=backend, out=out)
+    core.check_backend(backend)
+    batch = t.batch if weight is None or not roots[1].batch or roots[1].batch == t.batch \
+        else broadcast_batch([t.batch, roots[1].batch], roots, reduction_op)
+    prepared, strides = _prepare_leaves(leaves, batch, core.backend, t.dtype)
+    nout, nred = (t.ni, t.nj) if axis == 1 else (t.nj, t.ni)
+    result = core.run(t.dtype, batch, nout, nred, prepared, strides, out)
     return _pykeops_shape(result, t, k)
+
+
+def _prepare_leaves(leaves, batch, backend, dtype):
+    """Leaf data as the Genred core's run() wants it. LazyTensor construction already
+    checked sizes, dims, dtypes and batch dims, so this only makes memory contiguous."""
+    prepared, strides = [], []
+    for leaf in leaves:
+        x = leaf.data
+        if leaf.framework is None:  # a Python number or list: a parameter
+            x = _python_parameter(x, backend, dtype)
+        own = leaf.batch
+        if not own or all(s == 1 for s in own):
+            strides.append(0)
+        else:
+            if tuple(own) != tuple(batch):
+                x = backend.prepare(x, (*batch, *x.shape[-3:]))
+            strides.append((leaf.ni or 1) * (leaf.nj or 1) * leaf.dim)
+        prepared.append(backend.contiguous(x))
+    return prepared, strides
+
+
+_PARAMETERS = {}
+
+
+def _python_parameter(values, backend, dtype):
+    """Python numbers as a read-only array, converted once: `K * 0.5` on every call of a
+    small problem would otherwise pay an array allocation each time."""
+    key = (tuple(values), backend.name, dtype)
+    array = _PARAMETERS.get(key)
+    if array is None:
+        if len(_PARAMETERS) > 1024:
+            _PARAMETERS.clear()
+        array = _PARAMETERS[key] = backend.as_array(values, dtype)
+    return array
 
 
 def _core(nodes, table, options, framework):
@@ -203,17 +222,20 @@ def matmul(self, v):
     if self.dim != 1:
         raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got shape "
                              f"{self.shape}")
-    framework = _framework_name(v)
-    if framework is None:
+    if _framework_name(v) is None:
         raise LazyKeOpsError(f"K @ v needs v to be an array, got {type(v).__name__}")
-    shape = tuple(v.shape)
+    shape = v.shape
     vector = len(shape) == 1
-    vj = LazyTensor(v.reshape(1, shape[0], 1) if vector else
-                    v.reshape(*shape[:-2], 1, shape[-2], shape[-1]))
+    if vector:
+        vj = LazyTensor(v.reshape(1, shape[0], 1))
+    elif len(shape) >= 2:
+        vj = LazyTensor(v.reshape(*shape[:-2], 1, shape[-2], shape[-1]))
+    else:
+        raise LazyKeOpsError(f"K @ v needs v of shape (M,) or (..., M, E), got {tuple(shape)}")
     if self.nj is not None and vj.nj != self.nj:
         raise LazyKeOpsError(f"K @ v: K of shape {self.shape} has M = {self.nj}, but v has "
-                             f"shape {shape}")
-    result = reduce(self * vj, "Sum", self.nbatchdims + 1)
+                             f"shape {tuple(shape)}")
+    result = reduce(self._apply("Mult", vj), "Sum", len(self.batch) + 1)
     return result.reshape(-1) if vector else result
 
 
@@ -225,9 +247,8 @@ def transpose(self):
         done = memo.get(id(t))
         if done is not None:
             return done
-        new = LazyTensor(_op=True)
-        for slot in LazyTensor.__slots__:
-            setattr(new, slot, getattr(t, slot))
+        new = type(t).__new__(type(t))
+        new.__dict__.update(t.__dict__)
         new.ni, new.nj = t.nj, t.ni
         if t.category in (CAT_I, CAT_J):
             new.category = CAT_J if t.category == CAT_I else CAT_I
@@ -268,13 +289,7 @@ def dense(self, limit=DENSE_LIMIT):
 
 
 def _dense_leaf(leaf, dtype, torch):
-    x = leaf.data
-    x = torch.as_tensor(x, dtype=dtype)
-    if leaf.category == CAT_I:
-        return x.unsqueeze(-2)
-    if leaf.category == CAT_J:
-        return x.unsqueeze(-3)
-    return x.unsqueeze(-2).unsqueeze(-2)
+    return torch.as_tensor(leaf.data, dtype=dtype)  # canonical (..., N|1, M|1, D) layout
 
 
 def solve(self, b, alpha=1e-10, eps=None, maxiter=None, dim=None):
