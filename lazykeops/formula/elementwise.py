@@ -7,6 +7,7 @@ the tables below is one op: its C++ expression (see formula.emit) and its torch 
 
 import torch
 
+from .algebra import add, cst, div, flt, mul, neg, op, sub
 from .emit import elementwise
 from .node import OpSpec, dim_error, register
 
@@ -88,18 +89,106 @@ TERNARY = {
 }
 
 
+# Derivative rules: name -> vjp(node, g) giving one cotangent per argument (None: zero).
+# Conventions at kinks follow torch: |x|' = 0 and relu'(0) = 0; sqrt and rsqrt use
+# lk::rsqrt(0) = 0, so that their gradient at 0 is 0 rather than inf or NaN.
+def _sinxdivx_vjp(node, g):
+    (x,) = node.args
+    at_zero = op("Equal", x, cst(0))  # (cos x - sin x / x) / x, continued by 0 at x = 0
+    slope = div(mul(sub(cst(1), at_zero), sub(op("Cos", x), node)), add(x, at_zero))
+    return (mul(g, slope),)
+
+
+def _atan2_vjp(node, g):
+    y, x = node.args
+    r2 = add(op("Square", x), op("Square", y))
+    return mul(g, div(x, r2)), neg(mul(g, div(y, r2)))
+
+
+def _powf_vjp(node, g):
+    a, b = node.args
+    return mul(g, mul(b, op("Powf", a, sub(b, cst(1))))), mul(g, mul(op("Log", a), node))
+
+
+def _clamp_vjp(node, g):
+    x, a, b = node.args
+    inside = mul(op("LessOrEqual", a, x), op("LessOrEqual", x, b))
+    return mul(g, inside), mul(g, op("LessThan", x, a)), mul(g, op("LessThan", b, x))
+
+
+def _ifelse_vjp(node, g):
+    c, a, b = node.args
+    return None, mul(g, op("Step", c)), mul(g, sub(cst(1), op("Step", c)))
+
+
+def _mod_vjp(node, g):
+    x, n, d = node.args
+    return g, neg(mul(g, op("Floor", div(sub(x, d), n)))), None
+
+
+def _one_minus_square(x):
+    return sub(cst(1), op("Square", x))
+
+
+VJP = {
+    "Minus": lambda n, g: (neg(g),),
+    "Inv": lambda n, g: (neg(mul(g, op("Square", n))),),
+    "Exp": lambda n, g: (mul(g, n),),
+    "Log": lambda n, g: (div(g, n.args[0]),),
+    "XLogX": lambda n, g: (mul(g, add(op("Log", n.args[0]), cst(1))),),
+    "Sin": lambda n, g: (mul(g, op("Cos", n.args[0])),),
+    "Cos": lambda n, g: (neg(mul(g, op("Sin", n.args[0]))),),
+    "SinXDivX": _sinxdivx_vjp,
+    "Asin": lambda n, g: (mul(g, op("Rsqrt", _one_minus_square(n.args[0]))),),
+    "Acos": lambda n, g: (neg(mul(g, op("Rsqrt", _one_minus_square(n.args[0])))),),
+    "Atan": lambda n, g: (div(g, add(cst(1), op("Square", n.args[0]))),),
+    "Square": lambda n, g: (mul(cst(2), mul(g, n.args[0])),),
+    "Sqrt": lambda n, g: (mul(flt(0.5), mul(g, op("Rsqrt", n.args[0]))),),
+    "Rsqrt": lambda n, g: (mul(flt(-0.5), mul(g, op("Pow", n, params=(3,)))),),
+    "Abs": lambda n, g: (mul(g, op("Sign", n.args[0])),),
+    "Sign": lambda n, g: (None,),
+    "Step": lambda n, g: (None,),
+    "ReLU": lambda n, g: (mul(g, op("LessThan", cst(0), n.args[0])),),
+    "Floor": lambda n, g: (None,),
+    "Add": lambda n, g: (g, g),
+    "Subtract": lambda n, g: (g, neg(g)),
+    "Mult": lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0])),
+    "Divide": lambda n, g: (div(g, n.args[1]), neg(mul(g, div(n, n.args[1])))),
+    "Equal": lambda n, g: (None, None),
+    "NotEqual": lambda n, g: (None, None),
+    "LessThan": lambda n, g: (None, None),
+    "LessOrEqual": lambda n, g: (None, None),
+    "Atan2": _atan2_vjp,
+    "Powf": _powf_vjp,
+    "Clamp": _clamp_vjp,
+    "IfElse": _ifelse_vjp,
+    "Mod": _mod_vjp,
+}
+
+
+def _pow_vjp(node, g):
+    (x,), (n,) = node.args, node.params
+    lower = cst(1) if n == 1 else x if n == 2 else op("Pow", x, params=(n - 1,))
+    return (mul(g, mul(cst(n), lower)),)
+
+
+def _clampint_vjp(node, g):
+    (x,), (a, b) = node.args, node.params
+    return (mul(g, mul(op("LessOrEqual", cst(a), x), op("LessOrEqual", x, cst(b)))),)
+
+
 def _ref_elementwise(fn):
     return lambda args, params: fn(*_bcast(*args))
 
 
 for _name, (_cpp, _ref, _dom) in UNARY.items():
     register(OpSpec(_name, 1, (), broadcast_dim(_name), elementwise(_cpp),
-                    _ref_elementwise(_ref), domain=(_dom,)))
+                    _ref_elementwise(_ref), domain=(_dom,), vjp=VJP[_name]))
 
 for _table, _arity in ((BINARY, 2), (TERNARY, 3)):
     for _name, (_cpp, _ref, _dom) in _table.items():
         register(OpSpec(_name, _arity, (), broadcast_dim(_name), elementwise(_cpp),
-                        _ref_elementwise(_ref), domain=_dom))
+                        _ref_elementwise(_ref), domain=_dom, vjp=VJP[_name]))
 
 
 # Ops with integer parameters.
@@ -117,7 +206,8 @@ def _check_nonzero_int(op, name):
 
 
 register(OpSpec("Pow", 1, ("n",), _dim_same, elementwise("lk::int_pow({0}, {1})"),
-                lambda args, p: args[0] ** p[0], domain=("nonzero",), example_params=(3,)))
+                lambda args, p: args[0] ** p[0], domain=("nonzero",), example_params=(3,),
+                vjp=_pow_vjp))
 
 
 def _emit_round(out, args, params):
@@ -127,7 +217,7 @@ def _emit_round(out, args, params):
 
 register(OpSpec("Round", 1, ("d",), _dim_same, _emit_round,
                 lambda args, p: torch.round(args[0] * 10.0 ** p[0]) / 10.0 ** p[0],
-                domain=("any",), example_params=(2,)))
+                domain=("any",), example_params=(2,), vjp=lambda n, g: (None,)))
 
 
 def _clampint_dim(dims, params):
@@ -139,7 +229,7 @@ def _clampint_dim(dims, params):
 register(OpSpec("ClampInt", 1, ("a", "b"), _clampint_dim,
                 elementwise("lk::clamp({0}, T({1}), T({2}))"),
                 lambda args, p: torch.clamp(args[0], p[0], p[1]),
-                domain=("any",), example_params=(-1, 1)))
+                domain=("any",), example_params=(-1, 1), vjp=_clampint_vjp))
 
 
 # Constants: no formula argument, dimension from their parameters.

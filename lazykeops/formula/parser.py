@@ -22,9 +22,15 @@ from collections import namedtuple
 from collections.abc import Mapping
 
 from ..errors import LazyKeOpsError, formula_error
+from . import autodiff
 from .node import CAT_I, CAT_J, CAT_P, OPS, make, var
 
 Alias = namedtuple("Alias", "name pos cat dim")
+
+# Symbolic derivatives of the formula language: name -> (builder, number of arguments).
+DERIVATIVES = {"Grad": (autodiff.grad, 3), "Diff": (autodiff.diff, 3),
+               "GradMatrix": (autodiff.grad_matrix, 2), "Divergence": (autodiff.divergence, 2),
+               "Laplacian": (autodiff.laplacian, 2)}
 
 # Variable constructors: name -> category. Vx/Vy are the 2018 KeOps spellings of Vi/Vj.
 VAR_CATS = {"Vi": CAT_I, "Vx": CAT_I, "Vj": CAT_J, "Vy": CAT_J, "Pm": CAT_P}
@@ -318,12 +324,31 @@ class _FormulaParser:
             return self.build("Var", params=(ints[0], ints[1], VAR_CATS[name]), tok=tok)
         if name == "Ind":
             raise self.fail("'Ind(...)'", "is an index tuple, expected a formula", tok)
+        if name in DERIVATIVES:
+            return self.derivative(name, tok)
         spec = OPS.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, list(OPS) + list(VAR_CATS), n=3)
             hint = f"did you mean {' or '.join(close)}?" if close else "no such op"
             raise self.fail(f"unknown operation '{name}'", hint, tok)
         return self.apply(spec, tok, self.arguments())
+
+    def derivative(self, name, tok):
+        """Grad(f, x, e), Diff(f, x, u), GradMatrix(f, x), Divergence(f, x), Laplacian(f, x):
+        symbolic derivatives, expanded here into plain formulas (x must be a variable)."""
+        build, arity = DERIVATIVES[name]
+        args = self.arguments()
+        if len(args) != arity:
+            raise self.fail(f"wrong number of arguments for '{name}'",
+                            f"expected {arity} formula arguments, got {len(args)}", tok)
+        nodes = [self.as_formula(name, t, a) for t, a in args]
+        if nodes[1].op != "Var":
+            raise self.fail(f"'{args[1][0].text}'", f"{name} differentiates with respect to a "
+                            "variable", args[1][0])
+        try:
+            return build(*nodes)
+        except LazyKeOpsError as err:
+            raise self.fail(str(err), "", tok) from None
 
     def arguments(self):
         """The raw arguments of a call: ('node', Node) | ('num', n) | ('ind', tuple)."""
