@@ -11,10 +11,18 @@ Semantics follow pykeops 2.3 (keopscore/formulas/maths), with two deliberate cho
 - BSpline(knots, x, order) gives the B-spline basis functions of degree `order` on the
   knots (order 0: indicator of t_j <= x < t_{j+1}, half-open), by the Cox-de Boor
   recursion with 0/0 taken as 0 (repeated knots); output dim = dim(knots) - order - 1.
+
+Derivatives: OneHot is piecewise constant (no derivative). BSpline is differentiable in x
+and in the knots, away from the knots (where the pieces meet, and where torch autograd of
+the recursion also picks one side): d/dx by the classical formula in terms of the basis
+of degree order - 1; d/dknots by transposing one Cox-de Boor step at a time, down to the
+piecewise constant degree 0 (see `_bspline_vjp`). Both are written with BSpline nodes of
+lower degree, so they are again differentiable.
 """
 
 import torch
 
+from .algebra import add, cst, div, mul, neg, op, sub
 from .emit import block, loop
 from .node import OpSpec, dim_error, register
 
@@ -59,9 +67,11 @@ register(OpSpec("Elem", 1, ("m",), _elem_dim,
                 lambda out, args, p: [f"{out(0)} = {args[0](p[0])};"],
                 lambda args, p: args[0][..., p[0]:p[0] + 1],
                 domain=("any",), example_params=(2,), example_dims=(4,),
+                vjp=lambda n, g: (op("ElemT", g, params=(n.args[0].dim, n.params[0])),),
                 doc="Component m of a vector (x[m] in the formula language)."))
 register(OpSpec("ElemT", 1, ("n", "m"), _elemt_dim, _emit_elemt, _elemt_ref,
                 domain=("any",), example_params=(4, 1), example_dims=(1,),
+                vjp=lambda n, g: (op("Elem", g, params=(n.params[1],)),),
                 doc="A vector of dimension n, zero except x at index m."))
 
 
@@ -113,12 +123,24 @@ def _extractt_ref(args, p):
     return torch.nn.functional.pad(x, pad)
 
 
+def _extract(x, start, length):
+    """Components start..start+length-1 of x (x itself when that is all of it)."""
+    return x if start == 0 and length == x.dim else op("Extract", x, params=(start, length))
+
+
+def _extractt(x, start, dim):
+    """x placed at start in zeros of dimension dim (x itself when it fills them)."""
+    return x if start == 0 and dim == x.dim else op("ExtractT", x, params=(start, dim))
+
+
 register(OpSpec("Extract", 1, ("start", "length"), _extract_dim, _emit_extract,
                 lambda args, p: args[0][..., p[0]:p[0] + p[1]],
                 domain=("any",), example_params=(1, 3), example_dims=(5,),
+                vjp=lambda n, g: (_extractt(g, n.params[0], n.args[0].dim),),
                 doc="Components start..start+length-1 of a vector."))
 register(OpSpec("ExtractT", 1, ("start", "dim"), _extractt_dim, _emit_extractt, _extractt_ref,
                 domain=("any",), example_params=(1, 6), example_dims=(3,),
+                vjp=lambda n, g: (_extract(g, n.params[0], n.args[0].dim),),
                 doc="A vector of dimension dim, zero except x at start..start+dim(x)-1."))
 
 
@@ -133,8 +155,13 @@ def _concat_ref(args, p):
     return torch.cat([a.expand(*lead, a.shape[-1]), b.expand(*lead, b.shape[-1])], dim=-1)
 
 
+def _concat_vjp(node, g):
+    a, b = node.args
+    return _extract(g, 0, a.dim), _extract(g, a.dim, b.dim)
+
+
 register(OpSpec("Concat", 2, (), lambda dims, p: dims[0] + dims[1], _emit_concat, _concat_ref,
-                domain=("any", "any"), example_dims=(2, 3)))
+                domain=("any", "any"), example_dims=(2, 3), vjp=_concat_vjp))
 
 
 # ------------------------------------------------------------------------------ OneHot
@@ -158,6 +185,7 @@ def _onehot_ref(args, p):
 
 register(OpSpec("OneHot", 1, ("d",), _onehot_dim, _emit_onehot, _onehot_ref,
                 domain=("index",), example_params=(4,), example_dims=(1,),
+                vjp=lambda n, g: (None,),
                 doc="One-hot encoding of round(x) in dimension d (zeros when out of range)."))
 
 
@@ -214,7 +242,68 @@ def _bspline_ref(args, p):
     return b
 
 
+def _safe_inverse_gap(t, lo, hi, length):
+    """(1 / (t[hi + k] - t[lo + k]))_k for k < length, 0 where the gap is not positive
+    (the 0/0 = 0 convention of repeated knots); also the gap t[hi + k] - t[lo + k]."""
+    gap = sub(_extract(t, hi, length), _extract(t, lo, length))
+    positive = op("LessThan", cst(0), gap)
+    return div(positive, add(gap, sub(cst(1), positive))), gap
+
+
+def _shifted_difference(u, length):
+    """(u_k - u_{k+1})_{k < length} for u of dimension length + 1, and its adjoint."""
+    return sub(_extract(u, 0, length), _extract(u, 1, length))
+
+
+def _shifted_difference_t(g, length):
+    """Adjoint of _shifted_difference: v_k = g_k - g_{k-1} (g_{-1} = g_length = 0)."""
+    return sub(_extractt(g, 0, length + 1), _extractt(g, 1, length + 1))
+
+
+def _dot(a, b):
+    return mul(a, b) if a.dim == 1 else op("Scalprod", a, b)
+
+
+def _bspline_vjp(node, g):
+    """Cotangents of the knots t and of x, for B = BSpline(t, x, p), p >= 1.
+
+    d/dx: B'_i = p (B^{p-1}_i / (t_{i+p} - t_i) - B^{p-1}_{i+1} / (t_{i+p+1} - t_{i+1})),
+    with 1/0 taken as 0.
+    d/dt: one Cox-de Boor step of degree d is B^d_i = w_i B^{d-1}_i + (1 - w_{i+1})
+    B^{d-1}_{i+1} with w_i = (x - t_i) / (t_{i+d} - t_i) (0 on an empty interval). Its
+    transpose sends g to w (explicitly through t_i and t_{i+d}) and to B^{d-1}, whose own
+    step is transposed next, down to degree 0, which is piecewise constant."""
+    t, x = node.args
+    (order,) = node.params
+    if order == 0:
+        return None, None
+    width = t.dim - order  # dimension of the degree order - 1 basis
+    lower = op("BSpline", t, x, params=(order - 1,))
+    inv, _ = _safe_inverse_gap(t, 0, order, width)
+    grad_x = mul(cst(order), _dot(g, _shifted_difference(mul(inv, lower), width - 1)))
+    grad_t = None
+    for d in range(order, 0, -1):
+        n = t.dim - d  # dimension of the weights and of the degree d - 1 basis
+        below = lower if d == order else op("BSpline", t, x, params=(d - 1,))
+        inv, gap = _safe_inverse_gap(t, 0, d, n)
+        w = mul(sub(x, _extract(t, 0, n)), inv)
+        spread = _shifted_difference_t(g, n - 1)  # g_i - g_{i-1}, the cotangent of w
+        grad_w = mul(below, spread)
+        # w = (x - t_lo) / (t_hi - t_lo): dw/dt_lo = (x - t_hi) / gap^2, dw/dt_hi = -w / gap
+        grad_lo = mul(grad_w, mul(sub(x, _extract(t, d, n)), op("Square", inv)))
+        grad_hi = neg(mul(grad_w, mul(w, inv)))
+        grad_t = add_opt(grad_t, add(_extractt(grad_lo, 0, t.dim), _extractt(grad_hi, d, t.dim)))
+        # cotangent of the degree d - 1 basis: w_i g_i + (1 - w_i) g_{i-1}
+        g = add(mul(w, _extractt(g, 0, n)), mul(sub(cst(1), w), _extractt(g, 1, n)))
+    return grad_t, grad_x
+
+
+def add_opt(a, b):
+    return b if a is None else add(a, b)
+
+
 register(OpSpec("BSpline", 2, ("order",), _bspline_dim, _emit_bspline, _bspline_ref,
                 domain=("sorted", "any"), example_params=(2,), example_dims=(7, 1),
+                vjp=_bspline_vjp,
                 doc="B-spline basis of degree `order` on the knots, at the scalar x "
                     "(LazyTensor.bspline in pykeops)."))

@@ -11,8 +11,19 @@ dimfa) with the axes `contfb` of b (shape dimfb), paired in order, like
 `torch.tensordot(A, B, dims=(contfa, contfb))`: the output axes are a's kept axes, then
 b's, row-major. pykeops also accepts an optional 7th argument `permute` (a permutation of
 the output axes, used by its own derivative rules). OpSpec params have a fixed count and
-the string parser checks it, so only the 6-argument form is registered; Kron (which
-pykeops builds as a permuted TensorDot) is its own op here, sharing the emission code.
+the string parser checks it, so the 6-argument form is TensorDot and the permuted one is
+the internal op TensorDotPermuted(a, b, dimfa, dimfb, contfa, contfb, order): output axis
+k is kept axis order[k]. Kron (which pykeops builds as a permuted TensorDot) is its own
+op, sharing the emission code.
+
+Derivatives: the vjp of a contraction is a contraction of the cotangent with the other
+argument, but its axes come out in the wrong order whenever a's kept and contracted axes
+interleave (e.g. d/da of a_{xyz} b_{zy} must be laid out as x, y, z). TensorDotPermuted
+is that contraction with its permutation fused into the output index: no temporary and
+no O(dim) chain of Elem/Concat nodes, and its own vjp is again a TensorDotPermuted, so
+derivatives of any order stay in this one op family. `_contract` writes contractions in
+einsum style (axis labels) and falls back to plain TensorDot when no permutation is
+needed. MatVecMult, VecMatMult and TensorProd are each other's vjps.
 
 Emission writes nested loops with the shapes folded into constant strides: no index
 arithmetic at run time beyond multiply-adds, and no temporary arrays.
@@ -23,7 +34,7 @@ import string
 import torch
 
 from .emit import block
-from .node import OpSpec, dim_error, register
+from .node import OpSpec, dim_error, make, register
 
 
 def _prod(values):
@@ -112,15 +123,30 @@ def _tensorprod_ref(args, p):
     return outer.reshape(*outer.shape[:-2], -1)
 
 
+def _matvec_vjp(node, g):
+    a, v = node.args  # d(A v) = dA v + A dv: dA = g v^T, dv = g^T A
+    return make("TensorProd", g, v), make("VecMatMult", g, a)
+
+
+def _vecmat_vjp(node, g):
+    v, a = node.args  # d(v^T A) = dv^T A + v^T dA: dv = A g, dA = v g^T
+    return make("MatVecMult", a, g), make("TensorProd", v, g)
+
+
+def _tensorprod_vjp(node, g):
+    a, b = node.args  # g is an n x m matrix: da = g b, db = g^T a
+    return make("MatVecMult", g, b), make("VecMatMult", a, g)
+
+
 register(OpSpec("MatVecMult", 2, (), _matvec_dim("MatVecMult", 0), _emit_matvec, _matvec_ref,
-                domain=("any", "any"), example_dims=(6, 3),
+                domain=("any", "any"), example_dims=(6, 3), vjp=_matvec_vjp,
                 doc="A v for A of dim n*m (row-major n x m matrix) and v of dim m."))
 register(OpSpec("VecMatMult", 2, (), _matvec_dim("VecMatMult", 1), _emit_vecmat, _vecmat_ref,
-                domain=("any", "any"), example_dims=(2, 6),
+                domain=("any", "any"), example_dims=(2, 6), vjp=_vecmat_vjp,
                 doc="v^T A for v of dim n and A of dim n*m (row-major n x m matrix)."))
 register(OpSpec("TensorProd", 2, (), lambda dims, p: dims[0] * dims[1], _emit_tensorprod,
                 _tensorprod_ref, domain=("any", "any"), example_dims=(2, 3),
-                doc="Outer product: a_i b_j at i * dim(b) + j."))
+                vjp=_tensorprod_vjp, doc="Outer product: a_i b_j at i * dim(b) + j."))
 
 
 # ------------------------------------------------------------------ TensorDot and Kron
@@ -141,20 +167,80 @@ def _check_axes(op, name, axes, ndim):
         raise dim_error(op, f"{name} = {axes} must be distinct axes in 0..{ndim - 1}")
 
 
-def _tensordot_dim(dims, p):
-    dimfa, dimfb, contfa, contfb = p
-    _check_shape("TensorDot", "dimfa", dimfa, dims[0])
-    _check_shape("TensorDot", "dimfb", dimfb, dims[1])
-    _check_axes("TensorDot", "contfa", contfa, len(dimfa))
-    _check_axes("TensorDot", "contfb", contfb, len(dimfb))
+def _tensordot_dim(dims, p, op="TensorDot"):
+    dimfa, dimfb, contfa, contfb = p[:4]
+    _check_shape(op, "dimfa", dimfa, dims[0])
+    _check_shape(op, "dimfb", dimfb, dims[1])
+    _check_axes(op, "contfa", contfa, len(dimfa))
+    _check_axes(op, "contfb", contfb, len(dimfb))
     if len(contfa) != len(contfb):
-        raise dim_error("TensorDot", f"contfa = {contfa} and contfb = {contfb} must have "
-                                     "the same length")
+        raise dim_error(op, f"contfa = {contfa} and contfb = {contfb} must have "
+                            "the same length")
     for ea, eb in zip(contfa, contfb):
         if dimfa[ea] != dimfb[eb]:
-            raise dim_error("TensorDot", f"axis {ea} of a (size {dimfa[ea]}) is contracted "
-                                         f"with axis {eb} of b (size {dimfb[eb]})")
+            raise dim_error(op, f"axis {ea} of a (size {dimfa[ea]}) is contracted "
+                                f"with axis {eb} of b (size {dimfb[eb]})")
     return dims[0] * dims[1] // _prod(dimfa[e] for e in contfa) ** 2
+
+
+def _tensordot_permuted_dim(dims, p):
+    dim = _tensordot_dim(dims, p, "TensorDotPermuted")
+    dimfa, dimfb, contfa, contfb, order = p
+    kept = len(dimfa) + len(dimfb) - 2 * len(contfa)
+    if not isinstance(order, tuple) or sorted(order) != list(range(kept)):
+        raise dim_error("TensorDotPermuted", f"order = {order!r} must be a permutation "
+                                             f"Ind(...) of the {kept} kept axes 0..{kept - 1}")
+    return dim
+
+
+# ------------------------------------------------------------ derivatives of contractions
+def _axis_labels(dimfa, dimfb, contfa, contfb):
+    """Einsum-style labels: a's axes are 0..ra-1, b's contracted axes reuse the label of
+    their partner in a, b's kept axes are ra, ra+1, ...; also the label sizes and the
+    kept labels (a's then b's, the unpermuted output axes)."""
+    labels_a = list(range(len(dimfa)))
+    labels_b, fresh = [], len(dimfa)
+    for ax in range(len(dimfb)):
+        if ax in contfb:
+            labels_b.append(contfa[contfb.index(ax)])
+        else:
+            labels_b.append(fresh)
+            fresh += 1
+    size = dict(zip(labels_a, dimfa))
+    size.update(zip(labels_b, dimfb))
+    kept = [lab for lab in labels_a if lab not in contfa] + \
+           [lab for lab in labels_b if lab >= len(dimfa)]
+    return labels_a, labels_b, kept, size
+
+
+def _contract(x, labels_x, y, labels_y, labels_out, size):
+    """The node sum over shared labels of x[labels_x] y[labels_y], laid out as labels_out
+    (a permutation of the labels that are not shared)."""
+    shared = [lab for lab in labels_x if lab in labels_y]
+    contx = tuple(labels_x.index(lab) for lab in shared)
+    conty = tuple(labels_y.index(lab) for lab in shared)
+    kept = [lab for lab in labels_x if lab not in shared] + \
+           [lab for lab in labels_y if lab not in shared]
+    order = tuple(kept.index(lab) for lab in labels_out)
+    params = (tuple(size[lab] for lab in labels_x), tuple(size[lab] for lab in labels_y),
+              contx, conty)
+    if order == tuple(range(len(order))):
+        return make("TensorDot", x, y, params=params)
+    return make("TensorDotPermuted", x, y, params=(*params, order))
+
+
+def _contraction_vjp(node, g, dimfa, dimfb, contfa, contfb, order):
+    """vjp of out = contraction of a and b with output axes permuted by `order`:
+    da[A] = sum g[O] b[B] and db[B] = sum a[A] g[O], over the labels missing on the left."""
+    a, b = node.args
+    labels_a, labels_b, kept, size = _axis_labels(dimfa, dimfb, contfa, contfb)
+    labels_out = [kept[k] for k in order] if order is not None else kept
+    extra = []
+    if not labels_out:  # a full contraction: g is a scalar, give it one axis of size 1
+        extra = labels_out = [max(size) + 1]
+        size[extra[0]] = 1
+    return (_contract(g, labels_out, b, labels_b, extra + labels_a, size),
+            _contract(a, labels_a, g, labels_out, extra + labels_b, size))
 
 
 def _emit_contraction(out, a, b, dimfa, dimfb, contfa, contfb, order=None):
@@ -187,15 +273,17 @@ def _emit_tensordot(out, args, p):
     return _emit_contraction(out, *args, *p)
 
 
-def _einsum_ref(a, b, dimfa, dimfb, contfa, contfb, out_letters=None):
-    """torch.einsum over the reshaped last axes; leading axes broadcast."""
+def _einsum_ref(a, b, dimfa, dimfb, contfa, contfb, order=None):
+    """torch.einsum over the reshaped last axes; leading axes broadcast. The output axes
+    are the kept axes of a then b, taken in `order` (identity when None)."""
     letters = iter(string.ascii_letters)
     sub_a = [next(letters) for _ in dimfa]
     sub_b = [sub_a[contfa[contfb.index(ax)]] if ax in contfb else next(letters)
              for ax in range(len(dimfb))]
-    if out_letters is None:
-        out_letters = [c for k, c in enumerate(sub_a) if k not in contfa] + \
-                      [c for k, c in enumerate(sub_b) if k not in contfb]
+    out_letters = [c for k, c in enumerate(sub_a) if k not in contfa] + \
+                  [c for k, c in enumerate(sub_b) if k not in contfb]
+    if order is not None:
+        out_letters = [out_letters[k] for k in order]
     A = a.reshape(*a.shape[:-1], *dimfa)
     B = b.reshape(*b.shape[:-1], *dimfb)
     res = torch.einsum(f"...{''.join(sub_a)},...{''.join(sub_b)}->...{''.join(out_letters)}",
@@ -208,8 +296,17 @@ register(OpSpec("TensorDot", 2, ("dimfa", "dimfb", "contfa", "contfb"), _tensord
                 _emit_tensordot, lambda args, p: _einsum_ref(*args, *p),
                 domain=("any", "any"), example_dims=(24, 24),
                 example_params=((2, 3, 4), (4, 2, 3), (2, 1), (0, 2)),
+                vjp=lambda n, g: _contraction_vjp(n, g, *n.params, None),
                 doc="Tensor contraction, as torch.tensordot(A, B, dims=(contfa, contfb)) "
                     "with A, B the arguments reshaped to dimfa, dimfb (row-major)."))
+register(OpSpec("TensorDotPermuted", 2, ("dimfa", "dimfb", "contfa", "contfb", "order"),
+                _tensordot_permuted_dim, _emit_tensordot,
+                lambda args, p: _einsum_ref(*args, *p),
+                domain=("any", "any"), example_dims=(24, 24),
+                example_params=((2, 3, 4), (4, 2, 3), (2, 1), (0, 2), (1, 0)),
+                vjp=lambda n, g: _contraction_vjp(n, g, *n.params),
+                doc="Internal (derivatives of TensorDot and Kron): TensorDot with its output "
+                    "axes permuted, output axis k being kept axis order[k]."))
 
 
 def _kron_dim(dims, p):
@@ -234,14 +331,16 @@ def _emit_kron(out, args, p):
 
 def _kron_ref(args, p):
     dimfa, dimfb = p
-    letters = string.ascii_letters
-    rank = len(dimfa)
-    out = [letters[k] for k in _kron_order(rank)]
-    return _einsum_ref(*args, dimfa, dimfb, (), (), out)
+    return _einsum_ref(*args, dimfa, dimfb, (), (), _kron_order(len(dimfa)))
+
+
+def _kron_vjp(node, g):
+    dimfa, dimfb = node.params
+    return _contraction_vjp(node, g, dimfa, dimfb, (), (), _kron_order(len(dimfa)))
 
 
 register(OpSpec("Kron", 2, ("dimfa", "dimfb"), _kron_dim, _emit_kron, _kron_ref,
                 domain=("any", "any"), example_dims=(6, 6),
-                example_params=((2, 3), (3, 2)),
+                example_params=((2, 3), (3, 2)), vjp=_kron_vjp,
                 doc="Kronecker product of tensors of shapes dimfa and dimfb (same rank), "
                     "as torch.kron on the reshaped arguments."))

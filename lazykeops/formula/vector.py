@@ -1,11 +1,15 @@
 """Vector operations: scalar products, norms, distances and reductions over a vector's
 components. Fused emission: SqDist(x, y) is one loop accumulating (x_k - y_k)^2, with no
 temporary array for x - y.
+
+Derivatives at kinks follow torch and stay finite: |x|' and Normalize' are 0 at x = 0
+(through lk::rsqrt(0) = 0), and Max/Min send the whole gradient to the first extremal
+component, the one the forward pass picks.
 """
 
 import torch
 
-from .algebra import cst, mul, neg, op, sub
+from .algebra import add, cst, mul, neg, op, sub
 from .emit import block
 from .node import OpSpec, dim_error, register
 
@@ -104,11 +108,19 @@ def _normalize_ref(args, p):
     return args[0] * torch.where(s == 0, 0 * s, torch.rsqrt(s))
 
 
+def _normalize_vjp(node, g):
+    """d(x / |x|) = (g - u <g, u>) / |x| with u = x / |x|; 0 at x = 0 (rsqrt(0) = 0)."""
+    (x,) = node.args
+    tangential = sub(g, mul(node, op("Scalprod", g, node)))
+    return (mul(tangential, op("Rsqrt", op("SqNorm2", x))),)
+
+
 register(OpSpec("Norm2", 1, (), lambda dims, p: 1, _emit_norm2,
                 lambda args, p: torch.sqrt(_sqnorm_ref(args[0])),
-                domain=("any",), example_dims=(3,)))
+                domain=("any",), example_dims=(3,),
+                vjp=lambda n, g: (mul(g, op("Normalize", n.args[0])),)))
 register(OpSpec("Normalize", 1, (), lambda dims, p: dims[0], _emit_normalize,
-                _normalize_ref, domain=("any",), example_dims=(3,)))
+                _normalize_ref, domain=("any",), example_dims=(3,), vjp=_normalize_vjp))
 
 
 # The weighted norms, pykeops's SqNormIso / SqNormDiag / SymSqNorm, dispatched on dim(s) by
@@ -151,6 +163,17 @@ def _weighted_ref(s, x, kind):
     return (x[..., :, None] * S * x[..., None, :]).sum((-2, -1))[..., None]
 
 
+def _weighted_vjp(kind, s, z, g):
+    """Cotangents (of s, of z) of the weighted square norm g * |z|_s^2 of the given kind."""
+    if kind == "iso":
+        return mul(g, op("SqNorm2", z)), mul(cst(2), mul(mul(g, s), z))
+    if kind == "diag":
+        return mul(g, op("Square", z)), mul(cst(2), mul(mul(g, s), z))
+    # z^T S z: dS = z z^T, dz = (S + S^T) z.
+    sz = add(op("MatVecMult", s, z), op("VecMatMult", z, s))
+    return mul(g, op("TensorProd", z, z)), mul(g, sz)
+
+
 def _weighted_norm_op(name, only=None):
     """WeightedSqNorm (any kind) or one of its fixed-kind spellings."""
 
@@ -174,9 +197,13 @@ def _weighted_norm_op(name, only=None):
         s, x = args
         return _weighted_ref(s, x, kind_of(s.shape[-1], x.shape[-1]))
 
+    def vjp(node, g):
+        s, x = node.args
+        return _weighted_vjp(kind_of(s.dim, x.dim), s, x, g)
+
     sdim = {None: 9, "iso": 1, "diag": 3, "sym": 9}[only]
     return OpSpec(name, 2, (), dim, emit, reference, domain=("any", "any"),
-                  example_dims=(sdim, 3))
+                  example_dims=(sdim, 3), vjp=vjp)
 
 
 register(_weighted_norm_op("WeightedSqNorm"))
@@ -205,8 +232,16 @@ def _weighted_sqdist_ref(args, p):
     return _weighted_ref(s, x - y, _weighted_kind("WeightedSqDist", s.shape[-1], x.shape[-1]))
 
 
+def _weighted_sqdist_vjp(node, g):
+    s, x, y = node.args
+    kind = _weighted_kind("WeightedSqDist", s.dim, x.dim)
+    gs, gz = _weighted_vjp(kind, s, sub(x, y), g)
+    return gs, gz, neg(gz)
+
+
 register(OpSpec("WeightedSqDist", 3, (), _weighted_sqdist_dim, _emit_weighted_sqdist,
-                _weighted_sqdist_ref, domain=("any", "any", "any"), example_dims=(9, 3, 3)))
+                _weighted_sqdist_ref, domain=("any", "any", "any"), example_dims=(9, 3, 3),
+                vjp=_weighted_sqdist_vjp))
 
 
 # ------------------------------------------------------------- SumT and extremal components
@@ -253,8 +288,18 @@ def _extremal(name, cmp, want_index):
     def reference(args, p):
         return fn(args[0], dim=-1, keepdim=True).to(args[0].dtype)
 
+    def vjp(node, g):
+        (a,) = node.args
+        if want_index:  # an integer-valued output: zero derivative
+            return (None,)
+        if a.dim == 1:
+            return (g,)
+        # The whole cotangent goes to the component the forward pass picked.
+        picked = op("ArgMax" if cmp == ">" else "ArgMin", a)
+        return (mul(op("OneHot", picked, params=(a.dim,)), g),)
+
     return OpSpec(name, 1, (), lambda dims, p: 1, emit, reference, domain=("any",),
-                  example_dims=(4,))
+                  example_dims=(4,), vjp=vjp)
 
 
 register(_extremal("Max", ">", False))

@@ -9,6 +9,9 @@ class Genred(_TorchGenred):
     __doc__ = _TorchGenred.__doc__.replace("torch tensors", "numpy arrays")
     framework = "numpy"
 
+    def __call__(self, *args, backend="auto", out=None):
+        return self.core(*args, backend=backend, out=out)
+
 
 generic_sum = make_generic(Genred, "Sum")
 generic_logsumexp = make_generic(Genred, "LogSumExp")

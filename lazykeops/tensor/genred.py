@@ -63,6 +63,7 @@ class GenredCore:
         if sum_scheme not in SUM_SCHEMES:
             raise LazyKeOpsError(f"sum_scheme must be one of {tuple(SUM_SCHEMES)}, got "
                                  f"{sum_scheme!r} for formula '{self.text}'")
+        self.options = {"dtype_acc": dtype_acc, "sum_scheme": sum_scheme}  # for derived cores
         self.sum_scheme = "direct_sum" if dtype_acc == "float32" and sum_scheme == "auto" \
             else sum_scheme
         self._check_positions()
@@ -72,6 +73,8 @@ class GenredCore:
         self.nvals, self.nidx = self.reduction.outputs(self.formulas[0].dim, self._wdim(), self.k)
         check_stack_size(self.formulas, (self.nvals, self.nidx), self.text)
         self.backend = get_backend(framework)
+        self.framework = framework
+        self.derived = {}  # gradient and companion cores, built on first use
         self._kernels = {}
         self._pointer_array = ctypes.c_void_p * len(self.aliases)
         self._stride_array = ctypes.c_int64 * len(self.aliases)

@@ -89,6 +89,12 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
     core = _core(nodes, table, options, t.framework)
+    if t.framework == "torch" and any(getattr(leaf.data, "requires_grad", False)
+                                      for leaf in leaves):
+        from .autograd import call  # torch only; recorded for backward
+
+        args = [_genred_layout(leaf) for leaf in leaves]
+        return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
     core.check_backend(backend)
     batch = t.batch if weight is None or not roots[1].batch or roots[1].batch == t.batch \
         else broadcast_batch([t.batch, roots[1].batch], roots, reduction_op)
@@ -96,6 +102,15 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
     nout, nred = (t.ni, t.nj) if axis == 1 else (t.nj, t.ni)
     result = core.run(t.dtype, batch, nout, nred, prepared, strides, out)
     return _pykeops_shape(result, t, k)
+
+
+def _genred_layout(leaf):
+    """Leaf data in Genred's shapes: (..., N, D), (..., M, D) or (..., D)."""
+    x = leaf.data
+    if leaf.framework is None:
+        return x
+    keep = -2 if leaf.category == CAT_I else -3 if leaf.category == CAT_J else None
+    return x.squeeze(keep) if keep is not None else x.squeeze(-2).squeeze(-2)
 
 
 def _prepare_leaves(leaves, batch, backend, dtype):

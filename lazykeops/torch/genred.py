@@ -1,5 +1,6 @@
 """The torch binding of the Genred core."""
 
+from ..tensor.autograd import call
 from ..tensor.genred import GenredCore, parse_genred
 
 
@@ -24,4 +25,4 @@ class Genred:
                                sum_scheme, framework=self.framework, text=text)
 
     def __call__(self, *args, backend="auto", out=None):
-        return self.core(*args, backend=backend, out=out)
+        return call(self.core, args, backend=backend, out=out)

@@ -1,0 +1,349 @@
+"""torch autograd for every reduction: backward, double backward and torch.func.
+
+`call(core, args)` runs a GenredCore through `GenredFunction` when an input requires a
+gradient. The backward pass builds gradient formulas symbolically (formula/autodiff.py,
+formula/reduction_grads.py) and runs them through the same pipeline, with `call` again:
+so the backward is itself differentiable and higher orders just work.
+
+- Sum, LogSumExp, SumSoftMaxWeight: for the arguments indexed like the output and the
+  parameters, one Sum reduction over the same axis of the concatenated gradients; for
+  the arguments indexed by the reduced index, one Sum reduction over the other axis.
+  Parameters and broadcast batch dims are then summed in torch.
+- Min, Max, KMin and the variants returning values: the gradient flows through the
+  selected pairs only. Their indices (from the ArgMin-like companion reduction) gather
+  the reduced-side variables; the gradient formula is evaluated on those pairs (a Sum
+  over a dummy axis of length 1), and scattered back with index_add.
+- ArgMin, ArgMax, ArgKMin return int64 indices: no gradient.
+
+torch.func: `vmap` maps onto the engine's batch dimensions; grad, vjp and jacrev use the
+backward; jvp (hence jacfwd and hessian) is implemented for the sum-like reductions.
+"""
+
+import torch
+
+from ..errors import LazyKeOpsError
+from ..formula import CAT_I, CAT_J, CAT_P, make, var
+from ..formula import autodiff
+from ..formula.parser import Alias
+from ..formula.reduction_grads import INDICES_ONLY, SELECTIONS, gradient_formula
+from .genred import GenredCore
+
+
+try:  # tensors wrapped by torch.func transforms (grad, vmap, ...) hide requires_grad
+    from torch._C._functorch import is_functorch_wrapped_tensor as _is_wrapped
+except ImportError:  # older torch: no torch.func transforms to support
+    def _is_wrapped(tensor):
+        return False
+
+
+def _recorded(a):
+    return isinstance(a, torch.Tensor) and (a.requires_grad or _is_wrapped(a))
+
+
+def call(core, args, backend="auto", out=None):
+    """core(*args), recorded by autograd when a torch input requires a gradient (or is
+    seen through a torch.func transform)."""
+    if any(_recorded(a) for a in args) and (torch.is_grad_enabled() or
+                                             any(_is_wrapped(a) for a in args)):
+        if out is not None:
+            raise LazyKeOpsError(f"out= cannot be used when an input of formula "
+                                 f"'{core.text}' requires a gradient")
+        return GenredFunction.apply(core, backend, *args)
+    return core(*args, backend=backend, out=out)
+
+
+class GenredFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(core, backend, *args):
+        return core(*args, backend=backend)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        core, backend, *args = inputs
+        ctx.core, ctx.backend = core, backend
+        ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
+        ctx.python_args = [None if t else a for a, t in zip(args, ctx.is_tensor)]
+        outs = output if isinstance(output, tuple) else (output,)
+        tensors = [a for a in args if isinstance(a, torch.Tensor)] + list(outs)
+        ctx.save_for_backward(*tensors)
+        ctx.save_for_forward(*tensors)
+        if core.nidx:
+            ctx.mark_non_differentiable(outs[-1])
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        args, outs = _saved(ctx)
+        needs = ctx.needs_input_grad[2:]
+        grads = reduction_backward(ctx.core, args, outs, grad_outputs, needs)
+        return (None, None, *grads)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        args, outs = _saved(ctx)
+        return reduction_jvp(ctx.core, args, outs, tangents[2:])
+
+    @staticmethod
+    def vmap(info, in_dims, core, backend, *args):
+        moved = []
+        for a, d in zip(args, in_dims[2:]):
+            if d is None:
+                moved.append(a)
+                continue
+            a = a.movedim(d, 0)
+            # A 0-d parameter becomes (B,) under vmap: make it (B, 1), a batch of dim-1 values.
+            moved.append(a.unsqueeze(-1) if a.dim() == 1 else a)
+        out = GenredFunction.apply(core, backend, *moved)
+        return out, ((0, 0) if isinstance(out, tuple) else 0)
+
+
+def _saved(ctx):
+    saved = list(ctx.saved_tensors)
+    args = []
+    for is_tensor, python in zip(ctx.is_tensor, ctx.python_args):
+        args.append(saved.pop(0) if is_tensor else python)
+    return args, saved
+
+
+# ------------------------------------------------------------------ helpers
+def _out_cat(core):
+    return CAT_I if core.axis == 1 else CAT_J
+
+
+def _derived(core, key, build):
+    derived = core.derived.get(key)
+    if derived is None:
+        derived = core.derived[key] = build()
+    return derived
+
+
+def _core_like(core, formulas, aliases, reduction, axis, k=None):
+    return GenredCore(formulas, aliases, reduction, axis, k, framework=core.framework,
+                      text=f"derivative of {core.text}", **core.options)
+
+
+def _extra(aliases, dim, cat):
+    """A new alias after `aliases` (for cotangents, outputs, dummies)."""
+    return Alias(f"extra{len(aliases)}", len(aliases), cat, dim)
+
+
+def _sum_to(grad, arg):
+    """Sum the broadcast dims of `grad` so that it has the shape of argument `arg`."""
+    shape = tuple(arg.shape)
+    while grad.dim() > max(len(shape), 1):
+        grad = grad.sum(0)
+    target = shape if shape else (1,)
+    for k, (g, a) in enumerate(zip(grad.shape, target)):
+        if a == 1 and g != 1:
+            grad = grad.sum(k, keepdim=True)
+    return grad.reshape(shape)
+
+
+def _concat(nodes):
+    result = nodes[0]
+    for n in nodes[1:]:
+        result = make("Concat", result, n)
+    return result
+
+
+def _split(result, dims):
+    parts, start = [], 0
+    for d in dims:
+        parts.append(result[..., start:start + d])
+        start += d
+    return parts
+
+
+def _is_float(a):
+    return isinstance(a, torch.Tensor) and a.is_floating_point()
+
+
+# ------------------------------------------------------------------ backward
+def reduction_backward(core, args, outs, grad_outputs, needs):
+    name = core.reduction.name
+    wanted = [p for p, (a, need) in enumerate(zip(args, needs)) if need and _is_float(a)]
+    grads = [None] * len(args)
+    if not wanted or name in INDICES_ONLY:
+        return grads
+    G = grad_outputs[0]
+    if G is None:
+        return grads
+    if name in SELECTIONS:
+        contributions = _selection_backward(core, args, G, wanted)
+    else:
+        contributions = _sumlike_backward(core, args, outs[0], G, wanted)
+    for p, g in contributions.items():
+        grads[p] = _sum_to(g, args[p])
+    return grads
+
+
+def _sumlike_backward(core, args, out, G, wanted):
+    out_cat = _out_cat(core)
+    extras_data = [G, out]
+    if core.reduction.name == "SumSoftMaxWeight":
+        lse = _derived(core, "lse", lambda: _core_like(
+            core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
+        extras_data.append(call(lse, args))
+    result = {}
+    for side in ("output", "reduced"):
+        group = [p for p in wanted if (core.aliases[p].cat == out_cat or
+                                       core.aliases[p].cat == CAT_P) == (side == "output")]
+        if not group:
+            continue
+        grad_core = _derived(core, ("grad", side, tuple(group)),
+                             lambda: _sumlike_grad_core(core, group, side))
+        values = call(grad_core, [*args, *extras_data])
+        for p, g in zip(group, _split(values, [core.aliases[p].dim for p in group])):
+            result[p] = g.sum(-2) if core.aliases[p].cat == CAT_P else g
+    return result
+
+
+def _sumlike_grad_core(core, group, side):
+    aliases = list(core.aliases)
+    out_cat, nvals = _out_cat(core), core.nvals
+    G = _extra(aliases, nvals, out_cat)
+    aliases.append(G)
+    OUT = _extra(aliases, nvals, out_cat)
+    aliases.append(OUT)
+    L = None
+    if core.reduction.name == "SumSoftMaxWeight":
+        L = _extra(aliases, 1, out_cat)
+        aliases.append(L)
+    f, w = core.formulas[0], (core.formulas[1] if len(core.formulas) > 1 else None)
+    nodes = [gradient_formula(core.reduction.name, f, w, _var(core.aliases[p]), _var(G),
+                              _var(OUT), _var(L) if L else None) for p in group]
+    axis = core.axis if side == "output" else 1 - core.axis
+    return _core_like(core, [_concat(nodes)], aliases, "Sum", axis)
+
+
+def _var(alias):
+    return var(alias.pos, alias.dim, alias.cat)
+
+
+def _selection_backward(core, args, G, wanted):
+    """Gradient through the selected pairs of Min/Max/KMin (see the module docstring)."""
+    name, f = core.reduction.name, core.formulas[0]
+    arg_name = {"Min": "Min_ArgMin", "Max": "Max_ArgMax", "KMin": "KMin_ArgKMin"}.get(name, name)
+    companion = _derived(core, "indices", lambda: _core_like(
+        core, core.formulas, core.aliases, arg_name, core.axis, core.k))
+    with torch.no_grad():
+        _, idx = companion(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+    k, dim = core.k or 1, f.dim
+    out_cat = _out_cat(core)
+    batch = idx.shape[:-2]
+    nout = idx.shape[-2]
+    result = {}
+    for d in range(dim):
+        sel = idx[..., d::dim].reshape(*batch, nout * k)           # selected j for each row
+        g_d = G[..., d::dim].reshape(*batch, nout * k, 1)
+        diag_args = [_gather_arg(a, alias, sel, k, out_cat, batch)
+                     for a, alias in zip(args, core.aliases)]
+        diag_core = _derived(core, ("select", d, tuple(wanted)),
+                             lambda: _selection_grad_core(core, wanted, d))
+        dummy = G.new_zeros(1, 1)
+        values = call(diag_core, [*diag_args, g_d, dummy])
+        for p, g in zip(wanted, _split(values, [core.aliases[p].dim for p in wanted])):
+            g = _scatter_back(g, args[p], core.aliases[p], sel, k, nout, out_cat, batch)
+            result[p] = g if p not in result else result[p] + g
+    return result
+
+
+def _gather_arg(a, alias, sel, k, out_cat, batch):
+    """An argument as seen on the selected pairs: one row per (output row, selection)."""
+    if alias.cat == CAT_P or not isinstance(a, torch.Tensor):
+        return a
+    if alias.cat == out_cat:
+        return a.repeat_interleave(k, dim=-2) if k > 1 else a
+    if tuple(a.shape[:-2]) != tuple(batch):
+        a = a.expand(*batch, *a.shape[-2:])
+    return torch.gather(a, -2, sel.unsqueeze(-1).expand(*sel.shape, a.shape[-1]))
+
+
+def _scatter_back(g, arg, alias, sel, k, nout, out_cat, batch):
+    if alias.cat == CAT_P:
+        return g.sum(-2)
+    if alias.cat == out_cat:
+        return g.reshape(*g.shape[:-2], nout, k, g.shape[-1]).sum(-2) if k > 1 else g
+    m = arg.shape[-2]
+    zeros = g.new_zeros(*g.shape[:-2], m, g.shape[-1])
+    return zeros.scatter_add(-2, sel.unsqueeze(-1).expand(*sel.shape, g.shape[-1]), g)
+
+
+def _selection_grad_core(core, wanted, d):
+    out_cat, f = _out_cat(core), core.formulas[0]
+    # On the selected pairs every variable is indexed like the output.
+    aliases = [a if a.cat == CAT_P else Alias(a.name, a.pos, out_cat, a.dim)
+               for a in core.aliases]
+    mapping = {_var(a): _var(b) for a, b in zip(core.aliases, aliases) if a != b}
+    f_diag = autodiff.substitute(f, mapping) if mapping else f
+    G = _extra(aliases, 1, out_cat)
+    aliases.append(G)
+    dummy = _extra(aliases, 1, CAT_J if out_cat == CAT_I else CAT_I)
+    aliases.append(dummy)
+    e_d = make("ElemT", _var(G), params=(f.dim, d)) if f.dim > 1 else _var(G)
+    nodes = [autodiff.grad(f_diag, _var(aliases[p]), e_d) for p in wanted]
+    return _core_like(core, [_concat(nodes)], aliases, "Sum", core.axis)
+
+
+# ------------------------------------------------------------------ forward mode
+def reduction_jvp(core, args, outs, tangents):
+    """Tangent of the output for input tangents (sum-like reductions)."""
+    name = core.reduction.name
+    if name in INDICES_ONLY:
+        return None
+    if name in SELECTIONS:
+        raise LazyKeOpsError(f"forward-mode derivatives (jvp, jacfwd, hessian) of {name} "
+                             "reductions are not supported yet; use reverse mode")
+    used = [p for p, t in enumerate(tangents) if t is not None and _is_float(args[p])]
+    if not used:
+        return torch.zeros_like(outs[0])
+    jvp_core = _derived(core, ("jvp", tuple(used)), lambda: _jvp_core(core, used))
+    extra = [outs[0]]
+    if name == "SumSoftMaxWeight":
+        lse = _derived(core, "lse", lambda: _core_like(
+            core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
+        extra.append(call(lse, args))
+    tangent_data = [tangents[p].expand_as(args[p]) if isinstance(args[p], torch.Tensor)
+                    else tangents[p] for p in used]
+    # Tangents may lack batch dims of size 1 that some primal input has: match the output.
+    return torch.broadcast_to(call(jvp_core, [*args, *tangent_data, *extra]), outs[0].shape)
+
+
+def _jvp_core(core, used):
+    aliases = list(core.aliases)
+    tangent_vars = []
+    for p in used:
+        t = _extra(aliases, core.aliases[p].dim, core.aliases[p].cat)
+        aliases.append(t)
+        tangent_vars.append((p, t))
+    out_cat = _out_cat(core)
+    OUT = _extra(aliases, core.nvals, out_cat)
+    aliases.append(OUT)
+    L = None
+    if core.reduction.name == "SumSoftMaxWeight":
+        L = _extra(aliases, 1, out_cat)
+        aliases.append(L)
+
+    def directional(formula):
+        total = None
+        for p, t in tangent_vars:
+            total = autodiff.add(total, autodiff.diff(formula, _var(core.aliases[p]), _var(t)))
+        return total if total is not None else make("Zero", params=(formula.dim,))
+
+    f = core.formulas[0]
+    w = core.formulas[1] if len(core.formulas) > 1 else None
+    name = core.reduction.name
+    if name == "Sum":
+        return _core_like(core, [directional(f)], aliases, "Sum", core.axis)
+    if name == "LogSumExp":
+        share = make("Exp", make("Subtract", f, _var(OUT)))
+        if w is None:  # d out = sum_j softmax_j df_j
+            node = make("Mult", share, directional(f))
+        else:          # d out_k = sum_j exp(f_j - out_k) (w_jk df_j + dw_jk)
+            node = make("Mult", share, make("Add", make("Mult", w, directional(f)),
+                                            directional(w)))
+        return _core_like(core, [node], aliases, "Sum", core.axis)
+    # SumSoftMaxWeight: d out = sum_j p_j (dw_j + (w_j - out) df_j)
+    p_j = make("Exp", make("Subtract", f, _var(L)))
+    node = make("Mult", p_j, make("Add", directional(w),
+                                  make("Mult", make("Subtract", w, _var(OUT)), directional(f))))
+    return _core_like(core, [node], aliases, "Sum", core.axis)
