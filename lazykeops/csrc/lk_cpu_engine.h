@@ -39,10 +39,12 @@ constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
 // What the generated `eval` reads its arguments through, for one (i, j) pair.
 template <class F, class T>
 struct CpuPair {
-  const T* xi;       // packed i-variables of the current row
-  const T* yj;       // j-variables in SoA layout, already offset to the current j
-  int64_t ystride;   // distance between two components of a j-variable
-  const T* pm;       // packed parameters
+  // __restrict__: the tile buffer written in the same loop never aliases the inputs,
+  // which lets the compiler hoist the loads of i-variables and parameters.
+  const T* __restrict__ xi;  // packed i-variables of the current row
+  const T* __restrict__ yj;  // j-variables in SoA layout, already offset to the current j
+  int64_t ystride;           // distance between two components of a j-variable
+  const T* __restrict__ pm;  // packed parameters
 
   template <int POS>
   LK_INLINE T var(int k) const {
@@ -63,6 +65,15 @@ constexpr int tile_width() {
   t = t < 16 ? 16 : t;
   return t - t % 16;
 }
+
+// Where `eval` writes component k of the current term: buf[k * TILE + j]. Writing there
+// directly, rather than into a local array copied afterwards, matters: gcc turns such an
+// array into one private copy per SIMD lane and then gives up vectorising the j loop.
+template <class T, int TILE>
+struct TileColumn {
+  T* __restrict__ p;
+  LK_INLINE T& operator[](int k) const { return p[(int64_t)k * TILE]; }
+};
 
 template <class F, class R, class T>
 int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
@@ -93,7 +104,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
 #pragma omp parallel num_threads(nthreads) if (parallel)
     {
       std::vector<T> tile_buf((size_t)TILE * F::DIMOUT);
-      T* buf = tile_buf.data();
+      T* __restrict__ buf = tile_buf.data();
       T xi[DI > 0 ? DI : 1];
 #pragma omp for schedule(dynamic, 4)
       for (int64_t i = 0; i < nx; ++i) {
@@ -111,9 +122,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
 #pragma omp simd
           for (int j = 0; j < n; ++j) {
             CpuPair<F, T> in{xi, yj + j, ystride, pm};
-            T r[F::DIMOUT];
-            F::eval(in, r);
-            for (int k = 0; k < F::DIMOUT; ++k) buf[k * TILE + j] = r[k];
+            F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
           }
           R::tile(st, buf, TILE, n, j0);
         }

@@ -22,7 +22,7 @@ struct FlatDeviceIn {
 template <class F, class R, class T>
 __global__ void check_formula_kernel(const T* data, T* vals, int64_t* idx) {
   T r[F::DIMOUT];
-  F::eval(FlatDeviceIn<T>{data}, r);
+  F::template eval<T>(FlatDeviceIn<T>{data}, r);
   typename R::State st, other;
   R::init(st);
   R::init(other);
