@@ -53,7 +53,8 @@ class KernelLibrary:
         self.run = self._dll.lk_run
         self.run.restype = ctypes.c_int
         self.run.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_void_p, ctypes.c_int]
 
 
 def verbose():

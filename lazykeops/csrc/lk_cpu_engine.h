@@ -77,7 +77,8 @@ struct TileColumn {
 
 template <class F, class R, class T>
 int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
-            const int64_t* batch_strides, T* vals, int64_t* idx, int nthreads) {
+            const int64_t* batch_strides, T* vals, int64_t* idx, T* cols, int nthreads) {
+  constexpr int COLS = ColumnCount<R>::value;  // trailing components summed over i
   constexpr int DI = packed_size<F>(CAT_I);
   constexpr int DJ = packed_size<F>(CAT_J);
   constexpr int DP = packed_size<F>(CAT_P);
@@ -101,9 +102,11 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
       }
     }
 
+    std::vector<double> col_total((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
 #pragma omp parallel num_threads(nthreads) if (parallel)
     {
       std::vector<T> tile_buf((size_t)TILE * F::DIMOUT);
+      std::vector<double> col_acc((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
       T* __restrict__ buf = tile_buf.data();
       T xi[DI > 0 ? DI : 1];
 #pragma omp for schedule(dynamic, 4)
@@ -125,9 +128,25 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
             F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
           }
           R::tile(st, buf, TILE, n, j0);
+          if constexpr (COLS > 0) {
+            for (int k = 0; k < COLS; ++k) {
+              const T* row = buf + (int64_t)(F::DIMOUT - COLS + k) * TILE;
+              double* acc = col_acc.data() + (int64_t)k * ny + j0;
+#pragma omp simd
+              for (int j = 0; j < n; ++j) acc[j] += row[j];
+            }
+          }
         }
         R::finalize(st, vals + (b * nx + i) * R::VALS, idx + (b * nx + i) * R::IDXS);
       }
+      if constexpr (COLS > 0) {
+#pragma omp critical(lk_columns)
+        for (size_t q = 0; q < col_acc.size(); ++q) col_total[q] += col_acc[q];
+      }
+    }
+    if constexpr (COLS > 0) {
+      for (int64_t j = 0; j < ny; ++j)
+        for (int k = 0; k < COLS; ++k) cols[(b * ny + j) * COLS + k] = T(col_total[k * ny + j]);
     }
   }
   return 0;
@@ -137,15 +156,15 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
 
 // The one symbol each generated library exports (built with -fvisibility=hidden), called
 // through ctypes.
-#define LK_CPU_ENTRY(T)                                                                  \
-  extern "C" __attribute__((visibility("default"))) int lk_run(int64_t nbatch, int64_t nx, int64_t ny, const void* const* args, \
-                        const int64_t* batch_strides, void* vals, int64_t* idx,          \
-                        int nthreads) {                                                  \
-    try {                                                                                \
-      return lk::cpu_run<LkFormula, LkReduction, T>(                                     \
-          nbatch, nx, ny, reinterpret_cast<const T* const*>(args), batch_strides,        \
-          static_cast<T*>(vals), idx, nthreads);                                         \
-    } catch (...) {                                                                      \
-      return 1;                                                                          \
-    }                                                                                    \
+#define LK_CPU_ENTRY(T)                                                                \
+  extern "C" __attribute__((visibility("default"))) int lk_run(                        \
+      int64_t nbatch, int64_t nx, int64_t ny, const void* const* args,                 \
+      const int64_t* batch_strides, void* vals, int64_t* idx, void* cols, int nthreads) { \
+    try {                                                                              \
+      return lk::cpu_run<LkFormula, LkReduction, T>(                                   \
+          nbatch, nx, ny, reinterpret_cast<const T* const*>(args), batch_strides,      \
+          static_cast<T*>(vals), idx, static_cast<T*>(cols), nthreads);                \
+    } catch (...) {                                                                    \
+      return 1;                                                                        \
+    }                                                                                  \
   }

@@ -69,6 +69,22 @@ struct SumRed {
   }
 };
 
+// ---------------------------------------------------------------- DualSum
+// Two sums in one pass, for gradients: the first DX components of the formula are summed
+// over j (one row per i, like Sum), the last DY over i (one row per j, accumulated by the
+// engine in per-thread column buffers). Both sides share each pair's evaluation, so the
+// gradients of a Sum with respect to x_i and y_j cost one kernel instead of two.
+template <int DX, int DY>
+struct DualSumRed : SumRed<DX, BlockSum> {
+  static constexpr int COLS = DY;
+};
+
+// COLS of a policy, 0 for those without column outputs.
+template <class R, class = void>
+struct ColumnCount { static constexpr int value = 0; };
+template <class R>
+struct ColumnCount<R, std::void_t<decltype(R::COLS)>> { static constexpr int value = R::COLS; };
+
 // ---------------------------------------------------------------- LogSumExp
 // Online and stable: the running maximum m and s = sum exp(f - m) * w. E = 0 means no
 // weights (then each of the D components is reduced on its own); with weights, f is

@@ -107,7 +107,9 @@ def _atan2_vjp(node, g):
 
 def _powf_vjp(node, g):
     a, b = node.args
-    return mul(g, mul(b, op("Powf", a, sub(b, cst(1))))), mul(g, mul(op("Log", a), node))
+    # d(a^b)/db = a^b log a, continued by 0 at a = 0 (as torch) rather than 0 * -inf.
+    log_a = op("Log", add(a, op("Equal", a, cst(0))))
+    return mul(g, mul(b, op("Powf", a, sub(b, cst(1))))), mul(g, mul(log_a, node))
 
 
 def _clamp_vjp(node, g):

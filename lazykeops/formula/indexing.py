@@ -244,14 +244,14 @@ def _bspline_ref(args, p):
 
 def _safe_inverse_gap(t, lo, hi, length):
     """(1 / (t[hi + k] - t[lo + k]))_k for k < length, 0 where the gap is not positive
-    (the 0/0 = 0 convention of repeated knots); also the gap t[hi + k] - t[lo + k]."""
+    (the 0/0 = 0 convention of repeated knots)."""
     gap = sub(_extract(t, hi, length), _extract(t, lo, length))
     positive = op("LessThan", cst(0), gap)
-    return div(positive, add(gap, sub(cst(1), positive))), gap
+    return div(positive, add(gap, sub(cst(1), positive)))
 
 
 def _shifted_difference(u, length):
-    """(u_k - u_{k+1})_{k < length} for u of dimension length + 1, and its adjoint."""
+    """(u_k - u_{k+1})_{k < length} for u of dimension length + 1."""
     return sub(_extract(u, 0, length), _extract(u, 1, length))
 
 
@@ -279,27 +279,24 @@ def _bspline_vjp(node, g):
         return None, None
     width = t.dim - order  # dimension of the degree order - 1 basis
     lower = op("BSpline", t, x, params=(order - 1,))
-    inv, _ = _safe_inverse_gap(t, 0, order, width)
+    inv = _safe_inverse_gap(t, 0, order, width)
     grad_x = mul(cst(order), _dot(g, _shifted_difference(mul(inv, lower), width - 1)))
     grad_t = None
     for d in range(order, 0, -1):
         n = t.dim - d  # dimension of the weights and of the degree d - 1 basis
         below = lower if d == order else op("BSpline", t, x, params=(d - 1,))
-        inv, gap = _safe_inverse_gap(t, 0, d, n)
+        inv = _safe_inverse_gap(t, 0, d, n)
         w = mul(sub(x, _extract(t, 0, n)), inv)
         spread = _shifted_difference_t(g, n - 1)  # g_i - g_{i-1}, the cotangent of w
         grad_w = mul(below, spread)
         # w = (x - t_lo) / (t_hi - t_lo): dw/dt_lo = (x - t_hi) / gap^2, dw/dt_hi = -w / gap
         grad_lo = mul(grad_w, mul(sub(x, _extract(t, d, n)), op("Square", inv)))
         grad_hi = neg(mul(grad_w, mul(w, inv)))
-        grad_t = add_opt(grad_t, add(_extractt(grad_lo, 0, t.dim), _extractt(grad_hi, d, t.dim)))
-        # cotangent of the degree d - 1 basis: w_i g_i + (1 - w_i) g_{i-1}
-        g = add(mul(w, _extractt(g, 0, n)), mul(sub(cst(1), w), _extractt(g, 1, n)))
+        step = add(_extractt(grad_lo, 0, t.dim), _extractt(grad_hi, d, t.dim))
+        grad_t = step if grad_t is None else add(grad_t, step)
+        if d > 1:  # cotangent of the degree d - 1 basis: w_i g_i + (1 - w_i) g_{i-1}
+            g = add(mul(w, _extractt(g, 0, n)), mul(sub(cst(1), w), _extractt(g, 1, n)))
     return grad_t, grad_x
-
-
-def add_opt(a, b):
-    return b if a is None else add(a, b)
 
 
 register(OpSpec("BSpline", 2, ("order",), _bspline_dim, _emit_bspline, _bspline_ref,

@@ -235,10 +235,10 @@ def _contraction_vjp(node, g, dimfa, dimfb, contfa, contfb, order):
     a, b = node.args
     labels_a, labels_b, kept, size = _axis_labels(dimfa, dimfb, contfa, contfb)
     labels_out = [kept[k] for k in order] if order is not None else kept
-    extra = []
-    if not labels_out:  # a full contraction: g is a scalar, give it one axis of size 1
-        extra = labels_out = [max(size) + 1]
-        size[extra[0]] = 1
+    extra = []  # a full contraction makes g a scalar: give it one axis of size 1
+    if not labels_out:
+        size[max(size) + 1] = 1
+        extra, labels_out = [max(size)], [max(size)]
     return (_contract(g, labels_out, b, labels_b, extra + labels_a, size),
             _contract(a, labels_a, g, labels_out, extra + labels_b, size))
 

@@ -28,6 +28,7 @@ class ReductionSpec:
     uses_k: bool
     outputs: Callable
     reference: Callable
+    columns: bool = False  # DualSum: the second formula is summed over the other index
 
     def check(self, dim, wdim, k, formula):
         if self.weight == "none" and wdim is not None:
@@ -36,7 +37,7 @@ class ReductionSpec:
         if self.weight == "required" and wdim is None:
             raise LazyKeOpsError(f"reduction {self.name} needs a second formula "
                                  f"(formula2, the weights) in formula '{formula}'")
-        if wdim is not None and dim != 1:
+        if wdim is not None and dim != 1 and not self.columns:
             raise LazyKeOpsError(f"reduction {self.name} with weights needs a formula of "
                                  f"dimension 1, got dimension {dim} for '{formula}'")
         if self.uses_k and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
@@ -97,6 +98,11 @@ for _name, _vals, _idx in (("KMin", 1, 0), ("ArgKMin", 0, 1), ("KMin_ArgKMin", 1
     _register(ReductionSpec(
         _name, f"lk::KMinRed<{{D}}, {{K}}, {_vals}, {_idx}>", "none", True,
         lambda D, E, K, _vals=_vals, _idx=_idx: (D * K * _vals, D * K * _idx), _ref))
+
+# Internal, for gradients (tensor/autograd.py): formula summed over j, formula2 over i.
+_register(ReductionSpec("DualSum", "lk::DualSumRed<{D}, {E}>", "required", False,
+                        lambda D, E, K: (D, 0),
+                        lambda F, W, K: (F.sum(dim=1), W.sum(dim=0)), columns=True))
 
 # pykeops spellings that differ only in case or by a suffix.
 ALIASES = {name.lower(): name for name in REDUCTIONS}

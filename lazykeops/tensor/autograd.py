@@ -69,6 +69,7 @@ class GenredFunction(torch.autograd.Function):
         ctx.save_for_forward(*tensors)
         if core.nidx:
             ctx.mark_non_differentiable(outs[-1])
+        ctx.set_materialize_grads(False)  # a missing output cotangent stays None
 
     @staticmethod
     def backward(ctx, *grad_outputs):
@@ -160,6 +161,8 @@ def _is_float(a):
 # ------------------------------------------------------------------ backward
 def reduction_backward(core, args, outs, grad_outputs, needs):
     name = core.reduction.name
+    if name == "DualSum":
+        return _dualsum_backward(core, args, outs, grad_outputs, needs)
     wanted = [p for p, (a, need) in enumerate(zip(args, needs)) if need and _is_float(a)]
     grads = [None] * len(args)
     if not wanted or name in INDICES_ONLY:
@@ -177,27 +180,32 @@ def reduction_backward(core, args, outs, grad_outputs, needs):
 
 
 def _sumlike_backward(core, args, out, G, wanted):
+    """Gradients of Sum, LogSumExp, SumSoftMaxWeight: when both sides need one, a single
+    DualSum pass computes the output-side sums over j and the reduced-side sums over i."""
     out_cat = _out_cat(core)
     extras_data = [G, out]
     if core.reduction.name == "SumSoftMaxWeight":
         lse = _derived(core, "lse", lambda: _core_like(
             core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
         extras_data.append(call(lse, args))
+    row_side = tuple(p for p in wanted if core.aliases[p].cat in (out_cat, CAT_P))
+    col_side = tuple(p for p in wanted if p not in row_side)
+    grad_core = _derived(core, ("grad", row_side, col_side),
+                         lambda: _sumlike_grad_core(core, row_side, col_side))
+    values = call(grad_core, [*args, *extras_data])
+    if row_side and col_side:
+        rows, cols = values
+    else:
+        rows, cols = (values, None) if row_side else (None, values)
     result = {}
-    for side in ("output", "reduced"):
-        group = [p for p in wanted if (core.aliases[p].cat == out_cat or
-                                       core.aliases[p].cat == CAT_P) == (side == "output")]
-        if not group:
-            continue
-        grad_core = _derived(core, ("grad", side, tuple(group)),
-                             lambda: _sumlike_grad_core(core, group, side))
-        values = call(grad_core, [*args, *extras_data])
-        for p, g in zip(group, _split(values, [core.aliases[p].dim for p in group])):
-            result[p] = g.sum(-2) if core.aliases[p].cat == CAT_P else g
+    for group, block in ((row_side, rows), (col_side, cols)):
+        if group:
+            for p, g in zip(group, _split(block, [core.aliases[p].dim for p in group])):
+                result[p] = g.sum(-2) if core.aliases[p].cat == CAT_P else g
     return result
 
 
-def _sumlike_grad_core(core, group, side):
+def _sumlike_grad_core(core, row_side, col_side):
     aliases = list(core.aliases)
     out_cat, nvals = _out_cat(core), core.nvals
     G = _extra(aliases, nvals, out_cat)
@@ -209,10 +217,34 @@ def _sumlike_grad_core(core, group, side):
         L = _extra(aliases, 1, out_cat)
         aliases.append(L)
     f, w = core.formulas[0], (core.formulas[1] if len(core.formulas) > 1 else None)
-    nodes = [gradient_formula(core.reduction.name, f, w, _var(core.aliases[p]), _var(G),
-                              _var(OUT), _var(L) if L else None) for p in group]
-    axis = core.axis if side == "output" else 1 - core.axis
-    return _core_like(core, [_concat(nodes)], aliases, "Sum", axis)
+
+    def gradients(group):
+        return _concat([gradient_formula(core.reduction.name, f, w, _var(core.aliases[p]),
+                                         _var(G), _var(OUT), _var(L) if L else None)
+                        for p in group])
+
+    if row_side and col_side:
+        return _core_like(core, [gradients(row_side), gradients(col_side)], aliases,
+                          "DualSum", core.axis)
+    if row_side:
+        return _core_like(core, [gradients(row_side)], aliases, "Sum", core.axis)
+    return _core_like(core, [gradients(col_side)], aliases, "Sum", 1 - core.axis)
+
+
+def _dualsum_backward(core, args, outs, grad_outputs, needs):
+    """DualSum is two Sums: differentiate each with its own output cotangent."""
+    grads = [None] * len(args)
+    for side, (formula, axis) in enumerate(((core.formulas[0], core.axis),
+                                            (core.formulas[1], 1 - core.axis))):
+        if grad_outputs[side] is None:
+            continue
+        single = _derived(core, ("side", side), lambda: _core_like(
+            core, [formula], core.aliases, "Sum", axis))
+        for p, g in enumerate(reduction_backward(single, args, [outs[side]],
+                                                 [grad_outputs[side]], needs)):
+            if g is not None:
+                grads[p] = g if grads[p] is None else grads[p] + g
+    return grads
 
 
 def _var(alias):

@@ -71,6 +71,7 @@ class GenredCore:
         self.engine_args = tuple((a.cat if axis == 1 else swap_axis(a.cat), a.dim)
                                  for a in self.aliases)
         self.nvals, self.nidx = self.reduction.outputs(self.formulas[0].dim, self._wdim(), self.k)
+        self.ncols = self._wdim() if self.reduction.columns else 0
         check_stack_size(self.formulas, (self.nvals, self.nidx), self.text)
         self.backend = get_backend(framework)
         self.framework = framework
@@ -131,11 +132,16 @@ class GenredCore:
         vals = self._output(out, (*batch, nout, self.nvals), dtype, like) if self.nvals \
             else None
         idx = B.empty((*batch, nout, self.nidx), "int64", like) if self.nidx else None
+        cols = B.empty((*batch, nred, self.ncols), dtype, like) if self.ncols else None
         nbatch = 1
         for b in batch:
             nbatch *= b
         if nbatch and nout:
-            self._launch(dtype, nbatch, nout, nred, prepared, strides, vals, idx)
+            self._launch(dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols)
+        elif cols is not None:
+            cols[...] = 0
+        if cols is not None:
+            return vals, cols
         if vals is not None and idx is not None:
             return vals, idx
         return vals if vals is not None else idx
@@ -267,7 +273,7 @@ class GenredCore:
             self._kernels[dtype] = lib
         return lib
 
-    def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx):
+    def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols):
         B = self.backend
         lib = self.kernel(dtype)
         ptrs = self._pointer_array(*[B.data_ptr(x) for x in prepared])
@@ -275,6 +281,7 @@ class GenredCore:
         status = lib.run(nbatch, nout, nred, ptrs, bstrides,
                          B.data_ptr(vals) if vals is not None else None,
                          B.data_ptr(idx) if idx is not None else None,
+                         B.data_ptr(cols) if cols is not None else None,
                          B.num_threads())
         if status != 0:
             raise RuntimeError(f"the kernel for formula '{self.text}' failed (status {status})")

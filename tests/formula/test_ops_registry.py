@@ -13,69 +13,20 @@ import pytest
 import torch
 
 from lazykeops.errors import LazyKeOpsError
-from lazykeops.formula import CAT_I, CAT_J, CAT_P, OPS, make, var
+from lazykeops.formula import CAT_I, CAT_J, OPS, make, var
 from lazykeops.formula.elementwise import CONSTANT_VALUE
 from lazykeops.formula.parser import parse_formula
 from lazykeops.torch import Genred
+from op_samples import CASES, CATS, SAMPLERS, sample
+from op_samples import as_ij as _as_ij
+from op_samples import case_id as _case_id
+from op_samples import default_dims as _default_dims
 
 N, M = 7, 5
-CATS = (CAT_I, CAT_J, CAT_P)
-
-# Domains of the formula arguments: name -> sampler(generator, shape).
-SAMPLERS = {
-    "any": lambda g, s: torch.randn(s, generator=g, dtype=torch.float64),
-    "positive": lambda g, s: 0.5 + torch.rand(s, generator=g, dtype=torch.float64),
-    "nonzero": lambda g, s: torch.where(torch.rand(s, generator=g) < 0.5, -1.0, 1.0)
-    .to(torch.float64) * (0.5 + torch.rand(s, generator=g, dtype=torch.float64)),
-    "unit": lambda g, s: 1.8 * torch.rand(s, generator=g, dtype=torch.float64) - 0.9,
-    "negative": lambda g, s: -0.5 - torch.rand(s, generator=g, dtype=torch.float64),
-    "small_int": lambda g, s: torch.randint(-2, 3, s, generator=g).to(torch.float64),
-    # OneHot: reals that round to indices below, inside and above 0..3.
-    "index": lambda g, s: 7.0 * torch.rand(s, generator=g, dtype=torch.float64) - 1.5,
-    # BSpline knots: increasing along the last axis.
-    "sorted": lambda g, s: torch.sort(torch.randn(s, generator=g, dtype=torch.float64),
-                                      dim=-1).values,
-}
-
-# Beyond each op's example: the other dispatch branches and edge shapes.
-EXTRA_CASES = [
-    ("WeightedSqNorm", (1, 3), ()),
-    ("WeightedSqNorm", (3, 3), ()),
-    ("WeightedSqDist", (1, 3, 3), ()),
-    ("WeightedSqDist", (3, 3, 3), ()),
-    ("MatVecMult", (4, 1), ()),
-    ("TensorDot", (6, 6), ((2, 3), (3, 2), (0, 1), (1, 0))),    # full contraction: a scalar
-    ("TensorDot", (6, 4), ((2, 3), (4,), (), ())),               # no contraction: outer product
-    ("Kron", (3, 2), ((3,), (2,))),
-    ("BSpline", (5, 1), (0,)),
-    ("BSpline", (6, 1), (3,)),
-    ("Max", (1,), ()),
-]
-
-
-def _default_dims(spec):
-    return spec.example_dims if spec.example_dims is not None else (3,) * spec.arity
-
-
-CASES = [(name, _default_dims(spec), spec.example_params)
-         for name, spec in OPS.items() if name != "Var"] + EXTRA_CASES
-
-
-def _case_id(case):
-    name, dims, params = case
-    return f"{name}-{'x'.join(map(str, dims)) or 'cst'}" + (f"-{params}" if params else "")
 
 
 def _sample(domain, cat, dim, g):
-    shape = {CAT_I: (N, dim), CAT_J: (M, dim), CAT_P: (dim,)}[cat]
-    return SAMPLERS[domain](g, shape)
-
-
-def _as_ij(x, cat):
-    """The (N or 1, M or 1, dim) view of an argument that the references broadcast."""
-    if cat == CAT_I:
-        return x[:, None, :]
-    return x[None, :, :] if cat == CAT_J else x[None, None, :]
+    return sample(domain, cat, dim, g, N, M)
 
 
 def run_case(name, dims, params, seed=0):
