@@ -263,6 +263,33 @@ class LazyTensor:
         """B-spline basis functions of `order` on the knots `self`, evaluated at x."""
         return self._apply("BSpline", x, params=(order,))
 
+    # ------------------------------------------------------------------ derivatives
+    def grad(self, v, gradin):
+        """The LazyTensor Grad(self, v, gradin): the gradient of <self, gradin> with respect
+        to the variable v (a LazyTensor built from an array, or a symbolic Vi/Vj/Pm)."""
+        return self._derivative("Grad", v, gradin, v.dim if isinstance(v, LazyTensor) else 0)
+
+    def diff(self, v, diffin):
+        """The LazyTensor Diff(self, v, diffin): the derivative of self at v in the
+        direction diffin (forward mode)."""
+        return self._derivative("Diff", v, diffin, self.dim)
+
+    def _derivative(self, kind, v, direction, dim):
+        if not isinstance(v, LazyTensor) or v.op is not None or v.category is None:
+            raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} is taken with "
+                                 "respect to a variable LazyTensor (made from an array or "
+                                 f"by Vi/Vj/Pm), got {v!r}")
+        args = (self, v, LazyTensor._wrap(direction))
+        expected = self.dim if kind == "Grad" else v.dim
+        if args[2].dim != expected:
+            raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} with respect "
+                                 f"to one of shape {v.shape} needs a direction of dim "
+                                 f"{expected}, got shape {args[2].shape}")
+        out = type(self).__new__(type(self))
+        out.op, out.args, out.dim = kind, args, dim
+        _merge_into(out, args)
+        return out
+
     @staticmethod
     def cat(tensors, dim=-1):
         tensors = list(tensors)

@@ -11,12 +11,14 @@ import numbers
 
 from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
+from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.parser import Alias
 from .genred import GenredCore
 from .lazy import LazyTensor, broadcast_batch
 
 _CORES = {}
+DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
 
@@ -27,7 +29,9 @@ def lower(roots):
     def visit(t):
         node = memo.get(id(t))
         if node is None:
-            if t.op is not None:
+            if t.op in DERIVATIVES:  # LazyTensor.grad / .diff: expanded symbolically
+                node = DERIVATIVES[t.op](*[visit(a) for a in t.args])
+            elif t.op is not None:
                 children = tuple([visit(a) for a in t.args])
                 node = _INTERNED.get((t.op, children, t.params)) or \
                     make(t.op, *children, params=t.params)

@@ -125,3 +125,20 @@ def test_sum_schemes_agree(scheme):
     routine = Genred("Exp(-G*SqDist(X,Y)) * B", ALIASES, axis=1, sum_scheme=scheme)
     want = torch.exp(-g.double() * torch.cdist(x.double(), y.double()) ** 2) @ b.double()
     torch.testing.assert_close(routine(x, y, b, g).double(), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_dualsum_sums_one_formula_over_j_and_the_other_over_i(axis):
+    # Internal reduction behind gradients: rows = sum_j f, cols = sum_i h, in one pass.
+    from lazykeops.tensor.genred import GenredCore, parse_genred
+
+    x, y, b, g = dense_inputs()
+    formulas, aliases, text = parse_genred("Exp(-G*SqDist(X,Y)) * B", ALIASES, "X * Sum(B)")
+    core = GenredCore(formulas, aliases, "DualSum", axis=axis)
+    rows, cols = core(x, y, b, g)
+    F = torch.exp(-g * ((x[:, None] - y[None]) ** 2).sum(-1, keepdim=True)) * b[None]
+    H = x[:, None] * b[None].sum(-1, keepdim=True)
+    if axis == 0:
+        F, H = F.transpose(0, 1), H.transpose(0, 1)
+    torch.testing.assert_close(rows, F.sum(1))
+    torch.testing.assert_close(cols, H.sum(0))
