@@ -75,6 +75,38 @@ struct TileColumn {
   LK_INLINE T& operator[](int k) const { return p[(int64_t)k * TILE]; }
 };
 
+// Rows handled together: each tile of j is reused by IB rows while it is in L1, and the
+// column sums of DualSum are first gathered over the IB rows in T, then carried in double
+// (one double update per IB pairs instead of one per pair). Fewer rows for big states.
+template <class R>
+constexpr int row_block() {
+  int ib = (int)(65536 / sizeof(typename R::State));
+  return ib > 16 ? 16 : (ib < 1 ? 1 : ib);
+}
+
+// The i-variables of row i, packed contiguously.
+template <class F, class T>
+LK_INLINE void pack_row(const T* const* args, const int64_t* batch_strides, int64_t b,
+                        int64_t i, T* xi) {
+  for (int v = 0; v < F::NARGS; ++v) {
+    if (F::CAT[v] != CAT_I) continue;
+    const T* src = args[v] + b * batch_strides[v] + i * F::DIM[v];
+    const int off = packed_offset<F>(CAT_I, v);
+    for (int k = 0; k < F::DIM[v]; ++k) xi[off + k] = src[k];
+  }
+}
+
+// col_tile[k][j] += buf[FIRST + k][j]: the column part of a DualSum tile.
+template <int FIRST, int COLS, int TILE, class T>
+LK_INLINE void add_columns(T* __restrict__ col_tile, const T* __restrict__ buf, int n) {
+  for (int k = 0; k < COLS; ++k) {
+    const T* row = buf + (int64_t)(FIRST + k) * TILE;
+    T* part = col_tile + (int64_t)k * TILE;
+#pragma omp simd
+    for (int j = 0; j < n; ++j) part[j] += row[j];
+  }
+}
+
 template <class F, class R, class T>
 int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
             const int64_t* batch_strides, T* vals, int64_t* idx, T* cols, int nthreads) {
@@ -83,6 +115,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
   constexpr int DJ = packed_size<F>(CAT_J);
   constexpr int DP = packed_size<F>(CAT_P);
   constexpr int TILE = tile_width<F>();
+  constexpr int IB = row_block<R>();
   const int64_t ystride = (ny + 15) / 16 * 16;
   std::vector<T> ysoa((size_t)std::max<int64_t>(DJ * ystride, 1));
   T pm[DP > 0 ? DP : 1];
@@ -103,41 +136,49 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
     }
 
     std::vector<double> col_total((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
+    const int64_t nblocks = (nx + IB - 1) / IB;
 #pragma omp parallel num_threads(nthreads) if (parallel)
     {
       std::vector<T> tile_buf((size_t)TILE * F::DIMOUT);
-      std::vector<double> col_acc((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
       T* __restrict__ buf = tile_buf.data();
-      T xi[DI > 0 ? DI : 1];
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t i = 0; i < nx; ++i) {
-        for (int v = 0; v < F::NARGS; ++v) {
-          if (F::CAT[v] != CAT_I) continue;
-          const T* src = args[v] + b * batch_strides[v] + i * F::DIM[v];
-          const int off = packed_offset<F>(CAT_I, v);
-          for (int k = 0; k < F::DIM[v]; ++k) xi[off + k] = src[k];
+      std::vector<T> col_tile((size_t)(COLS > 0 ? COLS * TILE : 0));
+      std::vector<double> col_acc((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
+      std::vector<T> x_block((size_t)IB * (DI > 0 ? DI : 1));
+      std::vector<typename R::State> states(IB);
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t blk = 0; blk < nblocks; ++blk) {
+        const int64_t i0 = blk * IB;
+        const int nb = (int)std::min<int64_t>(IB, nx - i0);
+        for (int r = 0; r < nb; ++r) {
+          pack_row<F>(args, batch_strides, b, i0 + r, x_block.data() + (int64_t)r * DI);
+          R::init(states[r]);
         }
-        typename R::State st;
-        R::init(st);
         for (int64_t j0 = 0; j0 < ny; j0 += TILE) {
           const int n = (int)std::min<int64_t>(TILE, ny - j0);
           const T* yj = ysoa.data() + j0;
+          if constexpr (COLS > 0) std::fill(col_tile.begin(), col_tile.end(), T(0));
+          for (int r = 0; r < nb; ++r) {
+            const T* xi = x_block.data() + (int64_t)r * DI;
 #pragma omp simd
-          for (int j = 0; j < n; ++j) {
-            CpuPair<F, T> in{xi, yj + j, ystride, pm};
-            F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+            for (int j = 0; j < n; ++j) {
+              CpuPair<F, T> in{xi, yj + j, ystride, pm};
+              F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+            }
+            R::tile(states[r], buf, TILE, n, j0);
+            if constexpr (COLS > 0) add_columns<F::DIMOUT - COLS, COLS, TILE>(col_tile.data(), buf, n);
           }
-          R::tile(st, buf, TILE, n, j0);
           if constexpr (COLS > 0) {
             for (int k = 0; k < COLS; ++k) {
-              const T* row = buf + (int64_t)(F::DIMOUT - COLS + k) * TILE;
+              const T* part = col_tile.data() + (int64_t)k * TILE;
               double* acc = col_acc.data() + (int64_t)k * ny + j0;
 #pragma omp simd
-              for (int j = 0; j < n; ++j) acc[j] += row[j];
+              for (int j = 0; j < n; ++j) acc[j] += part[j];
             }
           }
         }
-        R::finalize(st, vals + (b * nx + i) * R::VALS, idx + (b * nx + i) * R::IDXS);
+        for (int r = 0; r < nb; ++r)
+          R::finalize(states[r], vals + (b * nx + i0 + r) * R::VALS,
+                      idx + (b * nx + i0 + r) * R::IDXS);
       }
       if constexpr (COLS > 0) {
 #pragma omp critical(lk_columns)
