@@ -36,15 +36,21 @@ except ImportError:  # older torch: no torch.func transforms to support
         return False
 
 
-def _recorded(a):
+def is_recorded(a):
+    """Whether autograd or a torch.func transform must see this input."""
     return isinstance(a, torch.Tensor) and (a.requires_grad or _is_wrapped(a))
 
 
 def call(core, args, backend="auto", out=None):
     """core(*args), recorded by autograd when a torch input requires a gradient (or is
     seen through a torch.func transform)."""
-    if any(_recorded(a) for a in args) and (torch.is_grad_enabled() or
-                                             any(_is_wrapped(a) for a in args)):
+    for a in args:  # a plain loop: this runs on every small call
+        if is_recorded(a):
+            break
+    else:
+        return core(*args, backend=backend, out=out)
+    if torch.is_grad_enabled() or any(isinstance(a, torch.Tensor) and _is_wrapped(a)
+                                      for a in args):
         if out is not None:
             raise LazyKeOpsError(f"out= cannot be used when an input of formula "
                                  f"'{core.text}' requires a gradient")

@@ -31,7 +31,7 @@ class TorchBackend:
         return self.dtypes.get(x.dtype, str(x.dtype).replace("torch.", ""))
 
     def device(self, x):
-        return x.device.type if x.device.index is None else str(x.device)
+        return "cpu" if x.is_cpu else str(x.device)  # is_cpu: cheap, on every leaf
 
     def prepare(self, x, shape):
         """x broadcast to `shape`, contiguous (copies only when it must)."""

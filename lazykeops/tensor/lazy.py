@@ -125,6 +125,18 @@ class LazyTensor:
 
     def _apply(self, op, *others, params=()):
         """The LazyTensor op(self, *others; params), shapes merged and checked."""
+        if not others:  # unary: nothing to merge, the shape is self's (a fast path)
+            out = type(self).__new__(type(self))
+            out.op, out.args, out.params = op, (self,), params
+            out.ni, out.nj, out.batch = self.ni, self.nj, self.batch
+            if self.framework is not None:
+                out.framework, out.dtype, out.device = self.framework, self.dtype, self.device
+            try:
+                out.dim = OPS[op].dim([self.dim], params)
+            except LazyKeOpsError as err:
+                raise LazyKeOpsError(f"{op} of a LazyTensor of shape {self.shape}: {err}") \
+                    from None
+            return out
         args = (self, *[o if isinstance(o, LazyTensor) else LazyTensor(o) for o in others])
         # The framework-pinned subclass wins over the base class of wrapped numbers.
         cls = type(self)

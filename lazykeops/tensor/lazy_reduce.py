@@ -15,6 +15,7 @@ from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.parser import Alias
 from .genred import GenredCore
+from .backends import get_backend
 from .lazy import LazyTensor, broadcast_batch
 
 _CORES = {}
@@ -24,24 +25,23 @@ DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may bu
 
 def lower(roots):
     """(formula nodes of `roots`, their variable leaves in position order)."""
-    leaves, symbolic, memo = [], [], {}
+    leaves, symbolic, positions = [], [], {}
 
     def visit(t):
-        node = memo.get(id(t))
+        op = t.op
+        if op is not None:  # shared subtrees are walked again: interning makes it cheap
+            children = tuple([visit(a) for a in t.args])
+            if op in DERIVATIVES:  # LazyTensor.grad / .diff: expanded symbolically
+                return DERIVATIVES[op](*children)
+            return _INTERNED.get((op, children, t.params)) or make(op, *children,
+                                                                   params=t.params)
+        if t.symbolic_pos is not None:
+            symbolic.append(t)
+            return var(t.symbolic_pos, t.dim, t.category)
+        node = positions.get(id(t))
         if node is None:
-            if t.op in DERIVATIVES:  # LazyTensor.grad / .diff: expanded symbolically
-                node = DERIVATIVES[t.op](*[visit(a) for a in t.args])
-            elif t.op is not None:
-                children = tuple([visit(a) for a in t.args])
-                node = _INTERNED.get((t.op, children, t.params)) or \
-                    make(t.op, *children, params=t.params)
-            elif t.symbolic_pos is not None:
-                symbolic.append(t)
-                node = var(t.symbolic_pos, t.dim, t.category)
-            else:
-                node = var(len(leaves), t.dim, t.category)
-                leaves.append(t)
-            memo[id(t)] = node
+            node = positions[id(t)] = var(len(leaves), t.dim, t.category)
+            leaves.append(t)
         return node
 
     nodes = tuple([visit(r) for r in roots])
@@ -93,8 +93,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
     core = _core(nodes, table, options, t.framework)
-    if t.framework == "torch" and any(getattr(leaf.data, "requires_grad", False)
-                                      for leaf in leaves):
+    if t.framework == "torch" and _needs_autograd(leaves):
         from .autograd import call  # torch only; recorded for backward
 
         args = [_genred_layout(leaf) for leaf in leaves]
@@ -106,6 +105,21 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
     nout, nred = (t.ni, t.nj) if axis == 1 else (t.nj, t.ni)
     result = core.run(t.dtype, batch, nout, nred, prepared, strides, out)
     return _pykeops_shape(result, t, k)
+
+
+_IS_RECORDED = []  # tensor.autograd.is_recorded, imported on first use (it imports torch)
+
+
+def _needs_autograd(leaves):
+    if not _IS_RECORDED:
+        from .autograd import is_recorded
+
+        _IS_RECORDED.append(is_recorded)
+    is_recorded = _IS_RECORDED[0]
+    for leaf in leaves:
+        if leaf.framework is not None and is_recorded(leaf.data):
+            return True
+    return False
 
 
 def _genred_layout(leaf):
@@ -241,16 +255,23 @@ def matmul(self, v):
     if self.dim != 1:
         raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got shape "
                              f"{self.shape}")
-    if _framework_name(v) is None:
+    framework = _framework_name(v)
+    if framework is None:
         raise LazyKeOpsError(f"K @ v needs v to be an array, got {type(v).__name__}")
     shape = v.shape
     vector = len(shape) == 1
-    if vector:
-        vj = LazyTensor(v.reshape(1, shape[0], 1))
-    elif len(shape) >= 2:
-        vj = LazyTensor(v.reshape(*shape[:-2], 1, shape[-2], shape[-1]))
-    else:
+    if not shape:
         raise LazyKeOpsError(f"K @ v needs v of shape (M,) or (..., M, E), got {tuple(shape)}")
+    # v as a j-variable, built directly: this is on the path of every small K @ v.
+    backend = get_backend(framework)
+    vj = type(self).__new__(type(self))
+    vj.category, vj.framework = CAT_J, framework
+    vj.dtype, vj.device = backend.dtype_name(v), backend.device(v)
+    if vector:
+        vj.dim, vj.nj, vj.data = 1, shape[0], v.reshape(1, shape[0], 1)
+    else:
+        vj.dim, vj.nj, vj.batch = shape[-1], shape[-2], tuple(shape[:-2])
+        vj.data = v.reshape(*shape[:-2], 1, shape[-2], shape[-1])
     if self.nj is not None and vj.nj != self.nj:
         raise LazyKeOpsError(f"K @ v: K of shape {self.shape} has M = {self.nj}, but v has "
                              f"shape {tuple(shape)}")
