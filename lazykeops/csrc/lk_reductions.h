@@ -7,6 +7,7 @@
 //   tile(State&, buf, ld, n, j0)
 //                       fold n consecutive terms j0 .. j0+n-1; component k of term j
 //                       is buf[k * ld + j]; inner loops are written so that they vectorise
+//   push(State&, r, j)  fold one term r[0..DIMOUT) of index j (the CUDA engine's path)
 //   merge(State&, const State&)
 //                       combine two partial results over disjoint ranges (split schemes)
 //   finalize(const State&, T* vals, int64_t* idx)
@@ -59,6 +60,10 @@ struct SumRed {
       for (int j = 0; j < n; ++j) part += row[j];
       add(st, k, part);
     }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t) {
+    for (int k = 0; k < D; ++k) st.s[k] += r[k];
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int k = 0; k < D; ++k) st.s[k] += o.s[k] - o.c[k];
@@ -139,6 +144,22 @@ struct LogSumExpRed {
       }
     }
   }
+  template <class T>
+  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t) {
+    for (int a = 0; a < NM; ++a) {
+      double f = r[a];
+      if (f == -inf<double>() || st.m[a] == inf<double>()) continue;
+      if (f == inf<double>()) { st.m[a] = f; continue; }
+      if (E == 0) {
+        double one = 1.0;
+        fold(st, a, f, &one, a, 1);
+      } else {
+        double w[E > 0 ? E : 1];
+        for (int e = 0; e < E; ++e) w[e] = r[1 + e];
+        fold(st, 0, f, w, 0, E);
+      }
+    }
+  }
   LK_HD static void merge(State& st, const State& o) {
     for (int a = 0; a < NM; ++a) {
       if (E == 0) fold(st, a, o.m[a], o.s + a, a, 1);
@@ -166,6 +187,11 @@ struct SoftMaxRed {
   static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
     Inner::tile(st.w, buf, ld, n, j0);
     LogSumExpRed<1, 0>::tile(st.z, buf, ld, n, j0);
+  }
+  template <class T>
+  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t j) {
+    Inner::push(st.w, r, j);
+    LogSumExpRed<1, 0>::push(st.z, r, j);
   }
   LK_HD static void merge(State& st, const State& o) {
     Inner::merge(st.w, o.w);
@@ -198,6 +224,11 @@ struct ArgExtremumRed {
         if (better(row[j], best)) { best = row[j]; where = j; }
       if (where >= 0) { st.v[k] = best; st.i[k] = j0 + where; }
     }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t j) {
+    for (int k = 0; k < D; ++k)
+      if (better(r[k], st.v[k])) { st.v[k] = r[k]; st.i[k] = j; }
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int k = 0; k < D; ++k)
@@ -240,6 +271,10 @@ struct KMinRed {
       const T* row = buf + (int64_t)d * ld;
       for (int j = 0; j < n; ++j) insert(st, d, row[j], j0 + j);
     }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t j) {
+    for (int d = 0; d < D; ++d) insert(st, d, r[d], j);
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int d = 0; d < D; ++d)

@@ -25,8 +25,8 @@ def _framework_of(x):
     module = type(x).__module__
     if module.startswith("torch"):
         return "torch"
-    if module.startswith("numpy"):
-        return "numpy"
+    if module.startswith("numpy") and not isinstance(x, numbers.Number):
+        return "numpy"  # numpy scalars (np.float64(2.0), ...) are numbers, not arrays
     return None
 
 
@@ -80,6 +80,9 @@ class LazyTensor:
         # data keeps the canonical layout (..., N, 1, D), (..., 1, M, D) or (..., 1, 1, D):
         # in memory the same as Genred's (..., N, D), so reductions pass it as it is.
         shape = tuple(x.shape)
+        if axis is not None and len(shape) != 2:
+            raise LazyKeOpsError(f"axis={axis} is for 2-D arrays (N, D); got an array of shape "
+                                 f"{shape}: use (N, 1, D) / (1, M, D) arrays without axis")
         if len(shape) <= 1:
             self.category, self.dim = CAT_P, (shape[0] if shape else 1)
             self.data = x.reshape(1, 1, self.dim)
@@ -271,9 +274,10 @@ class LazyTensor:
     def keops_kron(self, other, dimfa, dimfb):
         return self._apply("Kron", other, params=(tuple(dimfa), tuple(dimfb)))
 
-    def bspline(self, x, order=3):
-        """B-spline basis functions of `order` on the knots `self`, evaluated at x."""
-        return self._apply("BSpline", x, params=(order,))
+    def bspline(self, x, k=0):
+        """B-spline basis functions of order k (degree k) on the knots `self`, evaluated at
+        x, as pykeops's bspline(x, k=0)."""
+        return self._apply("BSpline", x, params=(k,))
 
     # ------------------------------------------------------------------ derivatives
     def grad(self, v, gradin):

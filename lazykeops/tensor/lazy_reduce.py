@@ -16,7 +16,7 @@ from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.parser import Alias
 from .genred import GenredCore
 from .backends import get_backend
-from .lazy import LazyTensor, broadcast_batch
+from .lazy import LazyTensor, _merge_into
 
 _CORES = {}
 DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
@@ -83,28 +83,55 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
         raise LazyKeOpsError(f"{reduction_op} reduction got unknown keyword arguments "
                              f"{sorted(unknown)}")
     axis = reduction_axis(t, dim)
-    roots = (t,) if weight is None else (t, LazyTensor._wrap(weight))
+    if weight is not None:
+        roots = (t, LazyTensor._wrap(weight))
+        merged = LazyTensor.__new__(LazyTensor)  # the weight's sizes, dtype, batch vs t's
+        merged.op = f"{reduction_op} with weight"
+        _merge_into(merged, roots)
+        shape_of = merged
+    else:
+        roots, shape_of = (t,), t
     nodes, leaves = lower(roots)
     table = tuple([(leaf.category, leaf.dim) for leaf in leaves])
     options = (reduction_op, axis, k, dtype_acc, sum_scheme)
     if leaves and leaves[0].symbolic_pos is not None:
         return SymbolicReduction(nodes, table, options)
-    if t.framework is None:
+    if shape_of.framework is None:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
-    core = _core(nodes, table, options, t.framework)
-    if t.framework == "torch" and _needs_autograd(leaves):
+    if shape_of.dtype not in ("float32", "float64") or shape_of.device != "cpu":
+        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data on "
+                             f"{shape_of.device}; reductions need float32 or float64 on the "
+                             "CPU")
+    # pykeops's convention: with no variable indexed by i (or j), that size is 1.
+    for category, size in ((CAT_I, shape_of.ni), (CAT_J, shape_of.nj)):
+        if size is None:
+            leaves = leaves + [_unit_axis(category, shape_of)]
+            table = table + ((category, 1),)
+    core = _core(nodes, table, options, shape_of.framework)
+    if shape_of.framework == "torch" and _needs_autograd(leaves):
         from .autograd import call  # torch only; recorded for backward
 
         args = [_genred_layout(leaf) for leaf in leaves]
         return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
     core.check_backend(backend)
-    batch = t.batch if weight is None or not roots[1].batch or roots[1].batch == t.batch \
-        else broadcast_batch([t.batch, roots[1].batch], roots, reduction_op)
-    prepared, strides = _prepare_leaves(leaves, batch, core.backend, t.dtype)
-    nout, nred = (t.ni, t.nj) if axis == 1 else (t.nj, t.ni)
-    result = core.run(t.dtype, batch, nout, nred, prepared, strides, out)
+    batch = shape_of.batch
+    prepared, strides = _prepare_leaves(leaves, batch, core.backend, shape_of.dtype)
+    nout, nred = (shape_of.ni or 1, shape_of.nj or 1)
+    if axis == 0:
+        nout, nred = nred, nout
+    result = core.run(shape_of.dtype, batch, nout, nred, prepared, strides, out)
     return _pykeops_shape(result, t, k)
+
+
+def _unit_axis(category, like):
+    """A zero variable of length 1 along an axis that no variable indexes."""
+    leaf = LazyTensor.__new__(type(like))
+    leaf.category, leaf.dim = category, 1
+    leaf.framework, leaf.dtype, leaf.device = like.framework, like.dtype, like.device
+    leaf.data = get_backend(like.framework).as_array([[[0.0]]], like.dtype)
+    leaf.ni, leaf.nj = (1, None) if category == CAT_I else (None, 1)
+    return leaf
 
 
 _IS_RECORDED = []  # tensor.autograd.is_recorded, imported on first use (it imports torch)
@@ -253,8 +280,9 @@ def sumsoftmaxweight(self, weight, axis=None, dim=None, **kwargs):
 def matmul(self, v):
     """K @ v = sum_j K_ij v_j for K of last dim 1 and v of shape (M,), (M, E), (..., M, E)."""
     if self.dim != 1:
-        raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got shape "
-                             f"{self.shape}")
+        raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got K of shape "
+                             f"{self.shape} and v of shape "
+                             f"{tuple(getattr(v, 'shape', ())) or type(v).__name__}")
     framework = _framework_name(v)
     if framework is None:
         raise LazyKeOpsError(f"K @ v needs v to be an array, got {type(v).__name__}")
@@ -292,6 +320,8 @@ def transpose(self):
         new.ni, new.nj = t.nj, t.ni
         if t.category in (CAT_I, CAT_J):
             new.category = CAT_J if t.category == CAT_I else CAT_I
+            x = t.data  # (..., N, 1, D) <-> (..., 1, N, D): the same memory, a reshape
+            new.data = x.reshape(*x.shape[:-3], x.shape[-2], x.shape[-3], x.shape[-1])
         new.args = tuple(flip(a) for a in t.args)
         memo[id(t)] = new
         return new
