@@ -28,7 +28,8 @@ class TorchBackend:
         return self.torch.as_tensor(x, dtype=self.from_name[dtype_name])
 
     def dtype_name(self, x):
-        return self.dtypes.get(x.dtype, str(x.dtype).replace("torch.", ""))
+        name = self.dtypes.get(x.dtype)
+        return name if name is not None else str(x.dtype).replace("torch.", "")
 
     def device(self, x):
         return "cpu" if x.is_cpu else str(x.device)  # is_cpu: cheap, on every leaf

@@ -19,6 +19,7 @@ from .backends import get_backend
 from .lazy import LazyTensor, _merge_into
 
 _CORES = {}
+_SUPPORTED = {("float32", "cpu"), ("float64", "cpu")}  # (dtype, device) the engines run
 DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
@@ -30,7 +31,10 @@ def lower(roots):
     def visit(t):
         op = t.op
         if op is not None:  # shared subtrees are walked again: interning makes it cheap
-            children = tuple([visit(a) for a in t.args])
+            args = t.args
+            children = (visit(args[0]),) if len(args) == 1 else \
+                (visit(args[0]), visit(args[1])) if len(args) == 2 else \
+                tuple([visit(a) for a in args])
             if op in DERIVATIVES:  # LazyTensor.grad / .diff: expanded symbolically
                 return DERIVATIVES[op](*children)
             return _INTERNED.get((op, children, t.params)) or make(op, *children,
@@ -40,7 +44,9 @@ def lower(roots):
             return var(t.symbolic_pos, t.dim, t.category)
         node = positions.get(id(t))
         if node is None:
-            node = positions[id(t)] = var(len(leaves), t.dim, t.category)
+            params = (len(leaves), t.dim, t.category)
+            node = _INTERNED.get(("Var", (), params)) or var(*params)
+            positions[id(t)] = node
             leaves.append(t)
         return node
 
@@ -99,15 +105,16 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
     if shape_of.framework is None:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
-    if shape_of.dtype not in ("float32", "float64") or shape_of.device != "cpu":
+    if (shape_of.dtype, shape_of.device) not in _SUPPORTED:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data on "
                              f"{shape_of.device}; reductions need float32 or float64 on the "
                              "CPU")
     # pykeops's convention: with no variable indexed by i (or j), that size is 1.
-    for category, size in ((CAT_I, shape_of.ni), (CAT_J, shape_of.nj)):
-        if size is None:
-            leaves = leaves + [_unit_axis(category, shape_of)]
-            table = table + ((category, 1),)
+    if shape_of.ni is None or shape_of.nj is None:
+        for category, size in ((CAT_I, shape_of.ni), (CAT_J, shape_of.nj)):
+            if size is None:
+                leaves = leaves + [_unit_axis(category, shape_of)]
+                table = table + ((category, 1),)
     core = _core(nodes, table, options, shape_of.framework)
     if shape_of.framework == "torch" and _needs_autograd(leaves):
         from .autograd import call  # torch only; recorded for backward
