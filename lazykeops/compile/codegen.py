@@ -110,13 +110,18 @@ def reduction_policy(spec):
     return red.policy.format(D=dim, E=wdim, K=spec.k, scheme=SUM_SCHEMES[spec.sum_scheme])
 
 
-def render_cpu_source(spec):
-    """The whole translation unit of a CPU kernel."""
+ENGINES = {"cpu": ("lk_cpu_engine.h", "LK_CPU_ENTRY"),
+           "cuda": ("lk_cuda_engine.cuh", "LK_CUDA_ENTRY")}
+
+
+def render_source(spec):
+    """The whole translation unit of a kernel, for the engine of spec.target."""
+    header, entry = ENGINES[spec.target]
     text = " ; ".join(str(f) for f in spec.formulas)
     return "\n".join([
         f"// lazykeops kernel: {spec.reduction} over {text}",
         f"// arguments (category, dim): {list(spec.args)}",
-        '#include "lk_cpu_engine.h"',
+        f'#include "{header}"',
         "",
         # An anonymous namespace gives the formula and every template instantiated on it
         # internal linkage: two loaded kernels never bind to each other's code.
@@ -126,21 +131,6 @@ def render_cpu_source(spec):
         f"using LkReduction = {reduction_policy(spec)};",
         "}  // namespace",
         "",
-        f"LK_CPU_ENTRY({CPP_TYPES[spec.dtype]})",
-        "",
-    ])
-
-
-def render_cuda_check_source(spec):
-    """A .cu file instantiating the formula and reduction in device code (nvcc -c test)."""
-    return "\n".join([
-        f"// lazykeops CUDA check: {spec.reduction} over {' ; '.join(map(str, spec.formulas))}",
-        f"#define LK_CHECK_T {CPP_TYPES[spec.dtype]}",
-        '#include "lk_math.h"',
-        '#include "lk_reductions.h"',
-        "",
-        render_formula_struct(spec.formulas, spec.args),
-        f"using LkReduction = {reduction_policy(spec)};",
-        '#include "lk_cuda_check.cuh"',
+        f"{entry}({CPP_TYPES[spec.dtype]})",
         "",
     ])

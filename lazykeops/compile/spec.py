@@ -20,7 +20,7 @@ class KernelSpec:
     args: (category, dim) for each argument position, categories relative to the
     reduction: CAT_I means indexed like the output, CAT_J indexed by the reduced index.
     reduction: a ReductionSpec name; k: its K (or None); dtype: "float32" or "float64";
-    sum_scheme: key of SUM_SCHEMES; target: "cpu" (CUDA comes with its engine)."""
+    sum_scheme: key of SUM_SCHEMES; target: the engine, "cpu" or "cuda"."""
 
     formulas: tuple
     args: tuple

@@ -17,24 +17,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "lk_layout.h"
 #include "lk_math.h"
 #include "lk_reductions.h"
 
 namespace lk {
-
-enum { CAT_I = 0, CAT_J = 1, CAT_P = 2 };
-
-// Offset of argument `pos` among the arguments of category `cat`, counted in scalars.
-template <class F>
-constexpr int packed_offset(int cat, int pos) {
-  int o = 0;
-  for (int v = 0; v < pos; ++v)
-    if (F::CAT[v] == cat) o += F::DIM[v];
-  return o;
-}
-
-template <class F>
-constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
 
 // What the generated `eval` reads its arguments through, for one (i, j) pair.
 template <class F, class T>

@@ -196,19 +196,27 @@ def _sumlike_backward(core, args, out, G, wanted):
         extras_data.append(call(lse, args))
     row_side = tuple(p for p in wanted if core.aliases[p].cat in (out_cat, CAT_P))
     col_side = tuple(p for p in wanted if p not in row_side)
-    grad_core = _derived(core, ("grad", row_side, col_side),
-                         lambda: _sumlike_grad_core(core, row_side, col_side))
-    values = call(grad_core, [*args, *extras_data])
-    if row_side and col_side:
-        rows, cols = values
+    if G.is_cuda:  # DualSum is a CPU engine feature: two Sum passes on the GPU
+        rows = _one_side(core, args, extras_data, row_side, ()) if row_side else None
+        cols = _one_side(core, args, extras_data, (), col_side) if col_side else None
     else:
-        rows, cols = (values, None) if row_side else (None, values)
+        values = _one_side(core, args, extras_data, row_side, col_side)
+        if row_side and col_side:
+            rows, cols = values
+        else:
+            rows, cols = (values, None) if row_side else (None, values)
     result = {}
     for group, block in ((row_side, rows), (col_side, cols)):
         if group:
             for p, g in zip(group, _split(block, [core.aliases[p].dim for p in group])):
                 result[p] = g.sum(-2) if core.aliases[p].cat == CAT_P else g
     return result
+
+
+def _one_side(core, args, extras_data, row_side, col_side):
+    grad_core = _derived(core, ("grad", row_side, col_side),
+                         lambda: _sumlike_grad_core(core, row_side, col_side))
+    return call(grad_core, [*args, *extras_data])
 
 
 def _sumlike_grad_core(core, row_side, col_side):

@@ -24,8 +24,20 @@ class TorchBackend:
     def is_array(self, x):
         return isinstance(x, self.torch.Tensor)
 
-    def as_array(self, x, dtype_name):
-        return self.torch.as_tensor(x, dtype=self.from_name[dtype_name])
+    def as_array(self, x, dtype_name, device="cpu"):
+        return self.torch.as_tensor(x, dtype=self.from_name[dtype_name], device=device)
+
+    def target(self, device):
+        """The engine for arrays on `device`: "cpu" or "cuda:sm_XY" (its architecture)."""
+        if device == "cpu":
+            return "cpu"
+        major, minor = self.torch.cuda.get_device_capability(device)
+        return f"cuda:sm_{major}{minor}"
+
+    def launch_context(self, device):
+        """(context manager making `device` current, its current stream's handle)."""
+        dev = self.torch.device(device)
+        return self.torch.cuda.device(dev), self.torch.cuda.current_stream(dev).cuda_stream
 
     def dtype_name(self, x):
         name = self.dtypes.get(x.dtype)
@@ -64,8 +76,11 @@ class NumpyBackend:
     def is_array(self, x):
         return isinstance(x, self.np.ndarray)
 
-    def as_array(self, x, dtype_name):
+    def as_array(self, x, dtype_name, device="cpu"):
         return self.np.asarray(x, dtype=dtype_name)
+
+    def target(self, device):
+        return "cpu"
 
     def dtype_name(self, x):
         return str(x.dtype)

@@ -10,8 +10,8 @@ parameter an array (..., D) (or a Python number when D = 1); leading batch dims 
 
 import ctypes
 
-from ..compile.build import load_kernel
-from ..compile.codegen import check_stack_size, render_cpu_source
+from ..compile.build import load_kernel, nvcc_available
+from ..compile.codegen import check_stack_size, render_source
 from ..compile.spec import SUM_SCHEMES, KernelSpec, swap_axis
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, var
@@ -113,6 +113,18 @@ class GenredCore:
         prepared, strides = self._prepare(arrays, batch)
         return self.run(dtype, batch, nout, nred, prepared, strides, out)
 
+    def check_device(self, device):
+        if device == "cpu":
+            return
+        if not device.startswith("cuda"):
+            raise LazyKeOpsError(f"formula '{self.text}' got arrays on {device}; lazykeops runs "
+                                 "on the CPU and on CUDA GPUs")
+        if not nvcc_available():
+            raise LazyKeOpsError(f"formula '{self.text}' got CUDA arrays, but no nvcc was found "
+                                 "(install the CUDA toolkit or set CUDA_HOME)")
+        if self.ncols:
+            raise LazyKeOpsError(f"{self.reduction.name} runs on the CPU only")
+
     def check_backend(self, backend):
         if backend not in BACKENDS:
             raise LazyKeOpsError(f"backend must be one of {BACKENDS} for formula "
@@ -151,19 +163,21 @@ class GenredCore:
 
     def _as_arrays(self, args):
         B = self.backend
-        dtype = None
+        dtype = device = None
         for a, x in zip(self.aliases, args):
             if B.is_array(x):
-                name = B.dtype_name(x)
+                name, where = B.dtype_name(x), B.device(x)
                 if dtype is None:
-                    dtype = name
+                    dtype, device, first = name, where, a.name
                 elif name != dtype:
                     raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' has dtype "
-                                         f"{name}, but an earlier argument has dtype {dtype}: "
+                                         f"{name}, but argument {first} has dtype {dtype}: "
                                          "all arrays must share one dtype")
-                if B.device(x) != "cpu":
+                elif where != device:
                     raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is on "
-                                         f"{B.device(x)}; only CPU arrays are supported yet")
+                                         f"{where}, but argument {first} is on {device}: all "
+                                         "arrays must be on one device")
+        self.check_device(device or "cpu")
         dtype = dtype or "float64"
         if dtype not in ("float32", "float64"):
             raise LazyKeOpsError(f"formula '{self.text}' got arrays of dtype {dtype}; expected "
@@ -176,7 +190,7 @@ class GenredCore:
                                          f"an array of shape (..., N, {a.dim}), got "
                                          f"{type(x).__name__}")
                 try:
-                    x = B.as_array(x, dtype)
+                    x = B.as_array(x, dtype, device or "cpu")
                 except (TypeError, ValueError) as err:
                     raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is not "
                                          f"a number or a list of numbers: {err}") from None
@@ -264,24 +278,35 @@ class GenredCore:
         return out
 
     # ------------------------------------------------------------------ launch
-    def kernel(self, dtype):
-        lib = self._kernels.get(dtype)
+    def kernel(self, dtype, target="cpu"):
+        lib = self._kernels.get((dtype, target))
         if lib is None:
             spec = KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k,
-                              dtype, self.sum_scheme)
-            lib = load_kernel(render_cpu_source(spec), f"{self.reduction.name}({self.text})")
-            self._kernels[dtype] = lib
+                              dtype, self.sum_scheme, target.split(":")[0])
+            lib = load_kernel(render_source(spec), f"{self.reduction.name}({self.text})",
+                              target)
+            self._kernels[(dtype, target)] = lib
         return lib
 
     def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols):
         B = self.backend
-        lib = self.kernel(dtype)
+        device = B.device(prepared[0])
         ptrs = self._pointer_array(*[B.data_ptr(x) for x in prepared])
         bstrides = self._stride_array(*strides)
-        status = lib.run(nbatch, nout, nred, ptrs, bstrides,
-                         B.data_ptr(vals) if vals is not None else None,
-                         B.data_ptr(idx) if idx is not None else None,
-                         B.data_ptr(cols) if cols is not None else None,
-                         B.num_threads())
+        vals_ptr = B.data_ptr(vals) if vals is not None else None
+        idx_ptr = B.data_ptr(idx) if idx is not None else None
+        if device == "cpu":
+            status = self.kernel(dtype).run(
+                nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr,
+                B.data_ptr(cols) if cols is not None else None, B.num_threads())
+        else:
+            lib = self.kernel(dtype, B.target(device))
+            context, stream = B.launch_context(device)
+            with context:
+                status = lib.run(nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr, stream)
+        if status == 2:
+            raise LazyKeOpsError(f"the j-variables of formula '{self.text}' are too large for "
+                                 "the CUDA engine's shared memory (large dimensions come with "
+                                 "the chunked scheme)")
         if status != 0:
             raise RuntimeError(f"the kernel for formula '{self.text}' failed (status {status})")

@@ -22,6 +22,7 @@ import difflib
 from collections import namedtuple
 
 from ..errors import LazyKeOpsError
+from .genred import BACKENDS
 from .kernels import Kernel, kernel_error, render
 
 # One extra array of a mode: its name (in messages and docs), its formula alias, whether
@@ -215,6 +216,8 @@ def kernel_product_with(genred_class, params, x, y, bs, mode=None, backend=None)
     mode = mode if mode is not None else params.get("mode", "sum")
     backend = backend if backend is not None else params.get("backend", "auto")
     spec = _lookup_mode(mode, kernel)
+    if backend not in BACKENDS:
+        raise kernel_error(kernel.name, f"backend must be one of {BACKENDS}, got {backend!r}")
     sizes = {}
     xs, ys, dims = _features(kernel, x, y, sizes)
     gammas, slots = _gammas(kernel, params.get("gamma"), dims, sizes)

@@ -19,7 +19,7 @@ from .backends import get_backend
 from .lazy import LazyTensor, _merge_into
 
 _CORES = {}
-_SUPPORTED = {("float32", "cpu"), ("float64", "cpu")}  # (dtype, device) the engines run
+_FLOATS = ("float32", "float64")
 DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
@@ -105,10 +105,9 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
     if shape_of.framework is None:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
-    if (shape_of.dtype, shape_of.device) not in _SUPPORTED:
-        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data on "
-                             f"{shape_of.device}; reductions need float32 or float64 on the "
-                             "CPU")
+    if shape_of.dtype not in _FLOATS:
+        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data; "
+                             "reductions need float32 or float64")
     # pykeops's convention: with no variable indexed by i (or j), that size is 1.
     if shape_of.ni is None or shape_of.nj is None:
         for category, size in ((CAT_I, shape_of.ni), (CAT_J, shape_of.nj)):
@@ -122,8 +121,11 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
         args = [_genred_layout(leaf) for leaf in leaves]
         return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
     core.check_backend(backend)
+    if shape_of.device != "cpu":
+        core.check_device(shape_of.device)
     batch = shape_of.batch
-    prepared, strides = _prepare_leaves(leaves, batch, core.backend, shape_of.dtype)
+    prepared, strides = _prepare_leaves(leaves, batch, core.backend, shape_of.dtype,
+                                        shape_of.device)
     nout, nred = (shape_of.ni or 1, shape_of.nj or 1)
     if axis == 0:
         nout, nred = nred, nout
@@ -136,7 +138,7 @@ def _unit_axis(category, like):
     leaf = LazyTensor.__new__(type(like))
     leaf.category, leaf.dim = category, 1
     leaf.framework, leaf.dtype, leaf.device = like.framework, like.dtype, like.device
-    leaf.data = get_backend(like.framework).as_array([[[0.0]]], like.dtype)
+    leaf.data = get_backend(like.framework).as_array([[[0.0]]], like.dtype, like.device)
     leaf.ni, leaf.nj = (1, None) if category == CAT_I else (None, 1)
     return leaf
 
@@ -165,14 +167,14 @@ def _genred_layout(leaf):
     return x.squeeze(keep) if keep is not None else x.squeeze(-2).squeeze(-2)
 
 
-def _prepare_leaves(leaves, batch, backend, dtype):
+def _prepare_leaves(leaves, batch, backend, dtype, device="cpu"):
     """Leaf data as the Genred core's run() wants it. LazyTensor construction already
     checked sizes, dims, dtypes and batch dims, so this only makes memory contiguous."""
     prepared, strides = [], []
     for leaf in leaves:
         x = leaf.data
         if leaf.framework is None:  # a Python number or list: a parameter
-            x = _python_parameter(x, backend, dtype)
+            x = _python_parameter(x, backend, dtype, device)
         own = leaf.batch
         if not own or all(s == 1 for s in own):
             strides.append(0)
@@ -187,15 +189,15 @@ def _prepare_leaves(leaves, batch, backend, dtype):
 _PARAMETERS = {}
 
 
-def _python_parameter(values, backend, dtype):
+def _python_parameter(values, backend, dtype, device):
     """Python numbers as a read-only array, converted once: `K * 0.5` on every call of a
     small problem would otherwise pay an array allocation each time."""
-    key = (tuple(values), backend.name, dtype)
+    key = (tuple(values), backend.name, dtype, device)
     array = _PARAMETERS.get(key)
     if array is None:
         if len(_PARAMETERS) > 1024:
             _PARAMETERS.clear()
-        array = _PARAMETERS[key] = backend.as_array(values, dtype)
+        array = _PARAMETERS[key] = backend.as_array(values, dtype, device)
     return array
 
 

@@ -12,10 +12,12 @@ from ..tensor.lazy_api import make_lazy_api
 from .genred import Genred
 from .generic_logsumexp import generic_logsumexp
 from .generic_sum import generic_sum
+from .kernels import Kernel, kernel_product
 
 generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("torch")
 
-__all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin"]
+__all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
+           "Kernel", "kernel_product"]

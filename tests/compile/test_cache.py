@@ -13,7 +13,7 @@ import pytest
 
 from lazykeops import CompileError
 from lazykeops.compile import build
-from lazykeops.compile.codegen import render_cpu_source
+from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula import make, var
 
@@ -81,9 +81,9 @@ def test_missing_manifest_is_rebuilt(tmp_path):
 def test_source_is_deterministic_and_key_changes_with_it():
     f = make("Exp", make("Minus", make("SqDist", var(0, 3, 0), var(1, 3, 1))))
     spec = KernelSpec((f,), ((0, 3), (1, 3)), "Sum", None, "float32")
-    src = render_cpu_source(spec)
-    assert src == render_cpu_source(KernelSpec((f,), ((0, 3), (1, 3)), "Sum", None, "float32"))
-    other = render_cpu_source(KernelSpec((f,), ((0, 3), (1, 3)), "Sum", None, "float64"))
+    src = render_source(spec)
+    assert src == render_source(KernelSpec((f,), ((0, 3), (1, 3)), "Sum", None, "float32"))
+    other = render_source(KernelSpec((f,), ((0, 3), (1, 3)), "Sum", None, "float64"))
     assert build.cache_key(src) == build.cache_key(src)
     assert build.cache_key(src) != build.cache_key(other)
     names = [name for name, _ in build.key_entries(src)]

@@ -1,14 +1,14 @@
-"""The generated formula code is valid CUDA: render a representative set of formulas and
-reductions with the device check header and compile them with the local nvcc for sm_90
-(no GPU needed). Skipped where nvcc is absent."""
+"""The generated CUDA kernels compile: render a representative set of formulas and
+reductions for the CUDA engine and compile them with the local nvcc for sm_90 (no GPU
+needed, so codegen errors show in CI). Skipped where nvcc is absent."""
 
 import shutil
 import subprocess
 
 import pytest
 
-from lazykeops.compile.build import CSRC
-from lazykeops.compile.codegen import render_cuda_check_source
+from lazykeops.compile.build import CSRC, CUDA_FLAGS
+from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula.parser import parse_aliases, parse_formula
 from lazykeops.formula import var
@@ -36,7 +36,8 @@ def _spec(red, formula, formula2, k, dtype):
     formulas = [parse_formula(formula, nodes)]
     if formula2:
         formulas.append(parse_formula(formula2, nodes))
-    return KernelSpec(tuple(formulas), tuple((a.cat, a.dim) for a in aliases), red, k, dtype)
+    return KernelSpec(tuple(formulas), tuple((a.cat, a.dim) for a in aliases), red, k, dtype,
+                      target="cuda")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
@@ -45,10 +46,10 @@ def test_generated_code_compiles_with_nvcc_for_sm90(tmp_path, dtype):
     sources = []
     for n, case in enumerate(CASES):
         path = tmp_path / f"check{n}.cu"
-        path.write_text(render_cuda_check_source(_spec(*case, dtype)))
+        path.write_text(render_source(_spec(*case, dtype)))
         sources.append(path)
     for path in sources:
-        res = subprocess.run([NVCC, "-std=c++17", "-arch=sm_90", "-I", str(CSRC), "-c",
+        res = subprocess.run([NVCC, *CUDA_FLAGS, "-arch=sm_90", "-I", str(CSRC), "-c",
                               str(path), "-o", str(path.with_suffix(".o"))],
                              capture_output=True, text=True)
         assert res.returncode == 0, f"{path.read_text()}\n{res.stderr}"

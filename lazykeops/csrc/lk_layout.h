@@ -1,0 +1,41 @@
+// lk_layout.h: how the engines pack a formula's arguments, from its argument table.
+//
+// The generated `struct LkFormula` lists each argument's category (CAT) and dimension
+// (DIM). The engines store the arguments of one category contiguously, one after the
+// other: packed_offset gives where argument `pos` starts among those of its category.
+#pragma once
+
+#include <type_traits>
+#include <utility>
+
+#include "lk_math.h"  // LK_HD
+
+namespace lk {
+
+enum { CAT_I = 0, CAT_J = 1, CAT_P = 2 };
+
+// Offset of argument `pos` among the arguments of category `cat`, counted in scalars.
+template <class F>
+LK_HD constexpr int packed_offset(int cat, int pos) {
+  int o = 0;
+  for (int v = 0; v < pos; ++v)
+    if (F::CAT[v] == cat) o += F::DIM[v];
+  return o;
+}
+
+template <class F>
+LK_HD constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
+
+// fn(std::integral_constant<int, V>()) for V = 0 .. N-1, unrolled at compile time: device
+// code may read F::CAT[V] and F::DIM[V] only with V a constant expression.
+template <class Fn, int... V>
+LK_HD LK_INLINE void static_for_impl(Fn& fn, std::integer_sequence<int, V...>) {
+  (fn(std::integral_constant<int, V>()), ...);
+}
+
+template <int N, class Fn>
+LK_HD LK_INLINE void static_for(Fn&& fn) {
+  static_for_impl(fn, std::make_integer_sequence<int, N>());
+}
+
+}  // namespace lk
