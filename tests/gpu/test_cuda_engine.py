@@ -1,0 +1,105 @@
+"""The CUDA engine against the CPU engine and dense torch: every op of the registry, every
+reduction over both axes, gradients (gradcheck on the GPU), LazyTensors, batch dims,
+placement and device errors. Skipped where no CUDA device is available (CI)."""
+
+import pytest
+import torch
+
+from lazykeops import LazyKeOpsError
+from lazykeops.formula import OPS, make, var
+from lazykeops.formula.reductions import lookup
+from lazykeops.torch import Genred, LazyTensor
+from tests.autograd.test_reduction_grads import SELECTIONS, SUM_LIKE, values_of
+from tests.engine.test_reductions import ALIASES, CASES, dense_inputs
+from tests.formula.op_samples import CASES as OP_CASES
+from tests.formula.op_samples import case_id, categories, sample
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+CUDA = "cuda"
+
+
+@pytest.mark.parametrize("index", range(len(OP_CASES)), ids=[case_id(c) for c in OP_CASES])
+def test_every_op_matches_the_cpu_engine(index):
+    name, dims, params = OP_CASES[index]
+    spec = OPS[name]
+    cats = categories(spec.arity, shift=index)
+    g = torch.Generator().manual_seed(index)
+    nodes = [var(k, d, c) for k, (d, c) in enumerate(zip(dims, cats))]
+    args = [sample(dom, c, d, g, 7, 5) for dom, c, d in zip(spec.domain, cats, dims)]
+    aliases = [f"a{k} = Var({k},{d},{c})" for k, (d, c) in enumerate(zip(dims, cats))]
+    for c, n in ((0, 7), (1, 5)):
+        if c not in cats:
+            aliases.append(f"a{len(aliases)} = Var({len(aliases)},1,{c})")
+            args.append(torch.rand(n, 1, dtype=torch.float64))
+    routine = Genred(str(make(name, *nodes, params=params)), aliases, axis=1)
+    on_gpu = routine(*[a.to(CUDA) for a in args])
+    assert on_gpu.is_cuda
+    torch.testing.assert_close(on_gpu.cpu(), routine(*args), rtol=1e-10, atol=1e-12)
+
+
+def _ids(case):
+    return f"{case[0]}[{case[1]}{'|' + case[2] if case[2] else ''}]"
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_every_reduction_matches_dense_torch(case, axis):
+    red, formula, formula2, k, dense_f, dense_w = case
+    x, y, b, g = dense_inputs()
+    F = dense_f(x[:, None], y[None], b[None], g)
+    W = dense_w(x[:, None], y[None], b[None], g).expand(*F.shape[:2], -1) if dense_w else None
+    if axis == 0:
+        F, W = F.transpose(0, 1), (W.transpose(0, 1) if W is not None else None)
+    ref = [r for r in lookup(red).reference(F, W, k) if r is not None]
+    out = Genred(formula, ALIASES, reduction_op=red, axis=axis, opt_arg=k,
+                 formula2=formula2)(*[t.to(CUDA) for t in (x, y, b, g)])
+    outs = out if isinstance(out, tuple) else (out,)
+    for got, want in zip(outs, ref):
+        assert got.is_cuda
+        want = want.reshape(got.shape)
+        if want.dtype == torch.int64:
+            assert torch.equal(got.cpu(), want)
+        else:
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("case", SUM_LIKE + SELECTIONS, ids=_ids)
+def test_gradients_on_the_gpu(case, axis):
+    red, formula, formula2, k = case
+    routine = Genred(formula, ["X = Vi(3)", "Y = Vj(3)", "B = Vj(2)", "G = Pm(1)"],
+                     reduction_op=red, axis=axis, formula2=formula2, opt_arg=k)
+    torch.manual_seed(0)
+    args = [torch.randn(*s, dtype=torch.float64, device=CUDA, requires_grad=True)
+            for s in ((6, 3), (5, 3), (5, 2), (1,))]
+    assert torch.autograd.gradcheck(values_of(routine), args)
+
+
+def test_float32_gaussian_conv_and_lazytensor_on_the_gpu():
+    torch.manual_seed(0)
+    x = torch.rand(3000, 3, device=CUDA)
+    y = torch.rand(2000, 3, device=CUDA)
+    b = torch.randn(2000, 2, device=CUDA)
+    K = (-((LazyTensor(x[:, None]) - LazyTensor(y[None])) ** 2).sum(-1) * 4.0).exp()
+    got = K @ b
+    want = torch.exp(-4 * torch.cdist(x.double(), y.double()) ** 2) @ b.double()
+    assert got.is_cuda and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+    idx = ((LazyTensor(x[:, None]) - LazyTensor(y[None])) ** 2).sum(-1).argKmin(5, dim=1)
+    assert torch.equal(idx, torch.cdist(x.double(), y.double()).topk(5, 1, largest=False).indices)
+
+
+def test_batch_dimensions_on_the_gpu():
+    x = torch.randn(3, 40, 3, dtype=torch.float64, device=CUDA)
+    y = torch.randn(30, 3, dtype=torch.float64, device=CUDA)
+    b = torch.randn(3, 30, 2, dtype=torch.float64, device=CUDA)
+    got = Genred("Exp(-SqDist(X,Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(2)"], axis=1)(x, y, b)
+    want = torch.exp(-torch.cdist(x, y.expand(3, -1, -1)) ** 2) @ b
+    torch.testing.assert_close(got, want)
+
+
+def test_mixing_devices_is_an_error():
+    with pytest.raises(LazyKeOpsError, match="device"):
+        Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)(
+            torch.zeros(4, 3, device=CUDA), torch.zeros(5, 3))
