@@ -93,10 +93,21 @@ __global__ void reduce_1d(int64_t nbatch, int64_t nx, int64_t ny, ArgTable<F> ar
       __syncthreads();
       if (i < nx) {
         const int n = (int)((ny - j0) < blockDim.x ? (ny - j0) : blockDim.x);
-        for (int jj = 0; jj < n; ++jj) {
-          T r[F::DIMOUT];
-          F::template eval<T>(CudaPair<F, T>{xi, yshared + (int64_t)jj * DJ, pshared}, r);
-          R::push(st, r, j0 + jj);
+        if constexpr (TileSummable<R>::value) {
+          T part[F::DIMOUT];
+          for (int k = 0; k < F::DIMOUT; ++k) part[k] = T(0);
+          for (int jj = 0; jj < n; ++jj) {
+            T r[F::DIMOUT];
+            F::template eval<T>(CudaPair<F, T>{xi, yshared + (int64_t)jj * DJ, pshared}, r);
+            for (int k = 0; k < F::DIMOUT; ++k) part[k] += r[k];
+          }
+          R::push(st, part, j0);
+        } else {
+          for (int jj = 0; jj < n; ++jj) {
+            T r[F::DIMOUT];
+            F::template eval<T>(CudaPair<F, T>{xi, yshared + (int64_t)jj * DJ, pshared}, r);
+            R::push(st, r, j0 + jj);
+          }
         }
       }
     }

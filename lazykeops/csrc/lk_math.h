@@ -100,6 +100,12 @@ LK_HD LK_INLINE T exp(T x) {
 #endif
 }
 
+#if defined(__CUDA_ARCH__)
+// float on the GPU: the hardware exp2 unit (a few ulp), as the CPU polynomial's accuracy.
+template <>
+__device__ LK_INLINE float exp<float>(float x) { return __expf(x); }
+#endif
+
 template <class T> LK_HD LK_INLINE T log(T x) { return LK_STD::log(x); }
 template <class T> LK_HD LK_INLINE T sin(T x) { return LK_STD::sin(x); }
 template <class T> LK_HD LK_INLINE T cos(T x) { return LK_STD::cos(x); }

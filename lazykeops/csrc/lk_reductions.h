@@ -84,6 +84,13 @@ struct DualSumRed : SumRed<DX, BlockSum> {
   static constexpr int COLS = DY;
 };
 
+// Sum-like policies whose state the CUDA engine may gather in T over a tile of terms and
+// carry in double once per tile (per-term double arithmetic halves GPU throughput).
+template <class R>
+struct TileSummable { static constexpr bool value = false; };
+template <int D, class S>
+struct TileSummable<SumRed<D, S>> { static constexpr bool value = true; };
+
 // COLS of a policy, 0 for those without column outputs.
 template <class R, class = void>
 struct ColumnCount { static constexpr int value = 0; };
@@ -105,14 +112,17 @@ struct LogSumExpRed {
     for (int k = 0; k < W; ++k) st.s[k] = 0;
   }
   // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
+  // X: the type the rescaling exp is computed in (T for the GPU's per-term push: a double
+  // exp there is a slow software routine; double for tiles and merges).
+  template <class X = double>
   LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
     if (tm == -inf<double>() || st.m[a] == inf<double>()) return;
     if (tm > st.m[a]) {
-      double scale = lk::exp(st.m[a] - tm);
+      double scale = lk::exp(X(st.m[a] - tm));
       for (int k = 0; k < cnt; ++k) st.s[k0 + k] = st.s[k0 + k] * scale + ts[k];
       st.m[a] = tm;
     } else {
-      double scale = lk::exp(tm - st.m[a]);
+      double scale = lk::exp(X(tm - st.m[a]));
       for (int k = 0; k < cnt; ++k) st.s[k0 + k] += ts[k] * scale;
     }
   }
@@ -152,11 +162,11 @@ struct LogSumExpRed {
       if (f == inf<double>()) { st.m[a] = f; continue; }
       if (E == 0) {
         double one = 1.0;
-        fold(st, a, f, &one, a, 1);
+        fold<T>(st, a, f, &one, a, 1);
       } else {
         double w[E > 0 ? E : 1];
         for (int e = 0; e < E; ++e) w[e] = r[1 + e];
-        fold(st, 0, f, w, 0, E);
+        fold<T>(st, 0, f, w, 0, E);
       }
     }
   }
