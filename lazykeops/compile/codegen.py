@@ -16,7 +16,7 @@ import re
 from ..errors import LazyKeOpsError
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
-from ..formula.node import OPS
+from ..formula.node import OPS, make
 from ..formula.reductions import lookup
 from .spec import SUM_SCHEMES
 
@@ -103,11 +103,24 @@ def _render_eval_body(formulas):
     return lines
 
 
+def _negated_columns(spec):
+    """DualSum whose column formula is minus its row formula (gradients of kernels of
+    x - y with respect to x and y): the rows are computed once and subtracted."""
+    return spec.reduction == "DualSum" and spec.formulas[1] is make("Minus", spec.formulas[0])
+
+
+def emitted_formulas(spec):
+    return spec.formulas[:1] if _negated_columns(spec) else spec.formulas
+
+
 def reduction_policy(spec):
     red = lookup(spec.reduction)
     dim = spec.formulas[0].dim
     wdim = spec.formulas[1].dim if len(spec.formulas) > 1 else 0
-    return red.policy.format(D=dim, E=wdim, K=spec.k, scheme=SUM_SCHEMES[spec.sum_scheme])
+    policy = red.policy.format(D=dim, E=wdim, K=spec.k, scheme=SUM_SCHEMES[spec.sum_scheme])
+    if _negated_columns(spec):
+        policy = policy[:-1] + ", 0, -1>"
+    return policy
 
 
 ENGINES = {"cpu": ("lk_cpu_engine.h", "LK_CPU_ENTRY"),
@@ -126,7 +139,7 @@ def render_source(spec):
         # An anonymous namespace gives the formula and every template instantiated on it
         # internal linkage: two loaded kernels never bind to each other's code.
         "namespace {",
-        render_formula_struct(spec.formulas, spec.args),
+        render_formula_struct(emitted_formulas(spec), spec.args),
         "",
         f"using LkReduction = {reduction_policy(spec)};",
         "}  // namespace",

@@ -83,14 +83,14 @@ LK_INLINE void pack_row(const T* const* args, const int64_t* batch_strides, int6
   }
 }
 
-// col_tile[k][j] += buf[FIRST + k][j]: the column part of a DualSum tile.
-template <int FIRST, int COLS, int TILE, class T>
+// col_tile[k][j] += SIGN * buf[FIRST + k][j]: the column part of a DualSum tile.
+template <int FIRST, int COLS, int TILE, int SIGN, class T>
 LK_INLINE void add_columns(T* __restrict__ col_tile, const T* __restrict__ buf, int n) {
   for (int k = 0; k < COLS; ++k) {
     const T* row = buf + (int64_t)(FIRST + k) * TILE;
     T* part = col_tile + (int64_t)k * TILE;
 #pragma omp simd
-    for (int j = 0; j < n; ++j) part[j] += row[j];
+    for (int j = 0; j < n; ++j) part[j] += SIGN > 0 ? row[j] : -row[j];
   }
 }
 
@@ -152,7 +152,8 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
               F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
             }
             R::tile(states[r], buf, TILE, n, j0);
-            if constexpr (COLS > 0) add_columns<F::DIMOUT - COLS, COLS, TILE>(col_tile.data(), buf, n);
+            if constexpr (COLS > 0)
+              add_columns<R::COL_FIRST, COLS, TILE, R::COL_SIGN>(col_tile.data(), buf, n);
           }
           if constexpr (COLS > 0) {
             for (int k = 0; k < COLS; ++k) {

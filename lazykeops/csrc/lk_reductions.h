@@ -79,9 +79,12 @@ struct SumRed {
 // over j (one row per i, like Sum), the last DY over i (one row per j, accumulated by the
 // engine in per-thread column buffers). Both sides share each pair's evaluation, so the
 // gradients of a Sum with respect to x_i and y_j cost one kernel instead of two.
-template <int DX, int DY>
+// COL_FIRST: where the column components start in the formula's output; COL_SIGN: -1 when
+// the columns are the negated rows (gradients of kernels of x - y), which then are not
+// computed twice.
+template <int DX, int DY, int FIRST = DX, int SIGN = 1>
 struct DualSumRed : SumRed<DX, BlockSum> {
-  static constexpr int COLS = DY;
+  static constexpr int COLS = DY, COL_FIRST = FIRST, COL_SIGN = SIGN;
 };
 
 // Sum-like policies whose state the CUDA engine may gather in T over a tile of terms and

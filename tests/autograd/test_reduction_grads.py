@@ -167,3 +167,18 @@ def test_gradient_at_a_kink_is_zero_not_nan(formula, dense):
     (g,) = torch.autograd.grad(Genred(formula, ["X = Vi(3)", "Y = Vj(3)"], axis=1)(x, y).sum(),
                                x)
     assert torch.equal(g, torch.zeros_like(g))
+
+
+def test_gradients_of_a_kernel_of_x_minus_y_share_one_evaluation():
+    # With respect to x and y only, the DualSum columns are minus its rows: the kernel is
+    # rendered with the row formula alone (DualSumRed<..., 0, -1>).
+    from lazykeops.compile.codegen import render_source
+    from lazykeops.compile.spec import KernelSpec
+
+    routine = Genred("Exp(-G*SqDist(X,Y)) * B", ALIASES, axis=1)
+    x, y, b, g = inputs()
+    b, g = b.detach(), g.detach()
+    assert torch.autograd.gradcheck(lambda x, y: routine(x, y, b, g), (x, y))
+    (dual,) = [c for c in routine.core.derived.values() if c.reduction.name == "DualSum"]
+    spec = KernelSpec(dual.formulas, dual.engine_args, "DualSum", None, "float64")
+    assert ", 0, -1>" in render_source(spec)
