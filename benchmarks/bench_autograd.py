@@ -7,20 +7,11 @@ forward + grad x when importable).
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 
 import torch
-
-
-def median_time(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from bench_cpu import median_time  # benchmarks/ is on sys.path when run as a script
 
 
 def main():

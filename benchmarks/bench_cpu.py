@@ -26,7 +26,7 @@ def aliases(d, e=1):
     return ["G = Pm(1)", f"X = Vi({d})", f"Y = Vj({d})", f"B = Vj({e})"]
 
 
-def median_time(fn, repeat):
+def median_time(fn, repeat=5):
     times = []
     for _ in range(repeat):
         start = time.perf_counter()

@@ -42,36 +42,36 @@ def _ids(case):
     return f"{case[0]}[{case[1]}{'|' + case[2] if case[2] else ''}]"
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
-def test_reduction_matches_dense_torch(case, axis):
-    red, formula, formula2, k, dense_f, dense_w = case
-    x, y, b, g = dense_inputs()
+def check_reduction(case, axis, device="cpu"):
+    """Run one case of CASES with inputs on `device` and compare with dense torch."""
     from lazykeops.formula.reductions import lookup
 
-    if axis == 1:
-        F = dense_f(x[:, None], y[None], b[None], g)
-        W = dense_w(x[:, None], y[None], b[None], g) if dense_w else None
-        W = W.expand(N, M, -1) if W is not None else None
-    else:  # reduce over i: the output is indexed by j; put i on the reduced axis
-        F = dense_f(x[:, None], y[None], b[None], g).transpose(0, 1)
-        W = dense_w(x[:, None], y[None], b[None], g).expand(N, M, -1).transpose(0, 1) \
-            if dense_w else None
-    ref_vals, ref_idx = lookup(red).reference(F, W, k)
-
+    red, formula, formula2, k, dense_f, dense_w = case
+    x, y, b, g = dense_inputs()
+    F = dense_f(x[:, None], y[None], b[None], g)
+    W = dense_w(x[:, None], y[None], b[None], g).expand(N, M, -1) if dense_w else None
+    if axis == 0:  # reduce over i: the output is indexed by j; put i on the reduced axis
+        F, W = F.transpose(0, 1), (W.transpose(0, 1) if W is not None else None)
+    expected = [r for r in lookup(red).reference(F, W, k) if r is not None]
     routine = Genred(formula, ALIASES, reduction_op=red, axis=axis, opt_arg=k,
                      formula2=formula2)
-    out = routine(x, y, b, g)
+    out = routine(*[t.to(device) for t in (x, y, b, g)])
     outs = out if isinstance(out, tuple) else (out,)
-    expected = [r for r in (ref_vals, ref_idx) if r is not None]
     assert len(outs) == len(expected)
     for got, want in zip(outs, expected):
-        want = want.reshape(got.shape)
+        assert got.device.type == torch.device(device).type
+        got, want = got.cpu(), want.reshape(got.shape)
         if want.dtype == torch.int64:
             assert got.dtype == torch.int64
             assert torch.equal(got, want)
         else:
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_reduction_matches_dense_torch(case, axis):
+    check_reduction(case, axis)
 
 
 def test_float32_sum_over_a_million_terms_is_accurate():

@@ -7,10 +7,9 @@ import torch
 
 from lazykeops import LazyKeOpsError
 from lazykeops.formula import OPS, make, var
-from lazykeops.formula.reductions import lookup
 from lazykeops.torch import Genred, LazyTensor
 from tests.autograd.test_reduction_grads import SELECTIONS, SUM_LIKE, values_of
-from tests.engine.test_reductions import ALIASES, CASES, dense_inputs
+from tests.engine.test_reductions import CASES, _ids, check_reduction
 from tests.formula.op_samples import CASES as OP_CASES
 from tests.formula.op_samples import case_id, categories, sample
 
@@ -38,30 +37,10 @@ def test_every_op_matches_the_cpu_engine(index):
     torch.testing.assert_close(on_gpu.cpu(), routine(*args), rtol=1e-10, atol=1e-12)
 
 
-def _ids(case):
-    return f"{case[0]}[{case[1]}{'|' + case[2] if case[2] else ''}]"
-
-
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
 def test_every_reduction_matches_dense_torch(case, axis):
-    red, formula, formula2, k, dense_f, dense_w = case
-    x, y, b, g = dense_inputs()
-    F = dense_f(x[:, None], y[None], b[None], g)
-    W = dense_w(x[:, None], y[None], b[None], g).expand(*F.shape[:2], -1) if dense_w else None
-    if axis == 0:
-        F, W = F.transpose(0, 1), (W.transpose(0, 1) if W is not None else None)
-    ref = [r for r in lookup(red).reference(F, W, k) if r is not None]
-    out = Genred(formula, ALIASES, reduction_op=red, axis=axis, opt_arg=k,
-                 formula2=formula2)(*[t.to(CUDA) for t in (x, y, b, g)])
-    outs = out if isinstance(out, tuple) else (out,)
-    for got, want in zip(outs, ref):
-        assert got.is_cuda
-        want = want.reshape(got.shape)
-        if want.dtype == torch.int64:
-            assert torch.equal(got.cpu(), want)
-        else:
-            torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-12)
+    check_reduction(case, axis, CUDA)
 
 
 @pytest.mark.parametrize("axis", [0, 1])
