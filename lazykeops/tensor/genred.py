@@ -20,7 +20,8 @@ from ..formula.reductions import lookup
 from .backends import get_backend
 
 CAT_WORDS = {CAT_I: "i-indexed", CAT_J: "j-indexed", CAT_P: "a parameter"}
-BACKENDS = ("auto", "CPU")
+# pykeops's names. Arrays stay on their device: the backend must agree with it.
+BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
 DTYPES_ACC = ("auto", "float32", "float64")
 
 
@@ -101,12 +102,16 @@ class GenredCore:
 
     # ------------------------------------------------------------------ call
     def __call__(self, *args, backend="auto", out=None):
-        self.check_backend(backend)
+        self.check_backend(backend)  # the name, before any array is looked at
         if len(args) != len(self.aliases):
             names = ", ".join(a.name for a in self.aliases)
             raise LazyKeOpsError(f"formula '{self.text}' takes {len(self.aliases)} arguments "
                                  f"({names}), got {len(args)}")
         arrays, dtype = self._as_arrays(args)
+        if backend != "auto":
+            where = next((self.backend.device(x) for x in arrays if self.backend.is_array(x)),
+                         "cpu")
+            self.check_backend(backend, where)
         sizes, batch = self._sizes(arrays)
         nout = sizes[CAT_I if self.axis == 1 else CAT_J]
         nred = sizes[CAT_J if self.axis == 1 else CAT_I]
@@ -125,11 +130,18 @@ class GenredCore:
         if self.ncols:
             raise LazyKeOpsError(f"{self.reduction.name} runs on the CPU only")
 
-    def check_backend(self, backend):
+    def check_backend(self, backend, device="cpu"):
         if backend not in BACKENDS:
             raise LazyKeOpsError(f"backend must be one of {BACKENDS} for formula "
-                                 f"'{self.text}', got {backend!r} (the CUDA engine is not "
-                                 "available yet)")
+                                 f"'{self.text}', got {backend!r}")
+        if backend == "GPU_2D":
+            raise LazyKeOpsError(f"backend 'GPU_2D' (the split scheme) is not written yet; "
+                                 f"use 'auto' or 'GPU_1D' for formula '{self.text}'")
+        on_gpu = device != "cpu"
+        if backend != "auto" and (backend == "CPU") == on_gpu:
+            raise LazyKeOpsError(f"backend {backend!r} for formula '{self.text}', but its "
+                                 f"arrays are on {device}: lazykeops computes where the data "
+                                 "is (move the arrays, or use backend='auto')")
 
     def run(self, dtype, batch, nout, nred, prepared, strides, out=None):
         """Allocate the outputs and launch, on arguments already checked: `prepared` are

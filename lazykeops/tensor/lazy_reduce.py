@@ -120,7 +120,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
 
         args = [_genred_layout(leaf) for leaf in leaves]
         return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
-    core.check_backend(backend)
+    core.check_backend(backend, shape_of.device)
     if shape_of.device != "cpu":
         core.check_device(shape_of.device)
     batch = shape_of.batch

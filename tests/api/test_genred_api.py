@@ -168,11 +168,13 @@ def test_k_larger_than_the_reduced_axis():
     assert "K=5" in msg
 
 
-def test_gpu_backend_is_refused_clearly():
+@pytest.mark.parametrize("backend, words", [("GPU", ("backend", "cpu")),
+                                             ("GPU_2D", ("GPU_2D",)), ("TPU", ("TPU",))])
+def test_backend_that_does_not_fit_the_data_is_refused_clearly(backend, words):
     g, x, y, b = inputs()
     msg = _no_compile(lambda: lkt.Genred(GAUSS, GAUSS_ALIASES, axis=1)(g, x, y, b,
-                                                                       backend="GPU"))
-    assert "backend" in msg
+                                                                       backend=backend))
+    assert all(w in msg for w in words)
 
 
 def test_output_alias_dimension_must_match():
