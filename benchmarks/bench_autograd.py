@@ -8,7 +8,6 @@ forward + grad x when importable).
 import argparse
 import os
 import tempfile
-import time
 
 import torch
 from bench_cpu import median_time  # benchmarks/ is on sys.path when run as a script

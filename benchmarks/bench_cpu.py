@@ -138,7 +138,7 @@ def main():
     os.environ.setdefault("LAZYKEOPS_CACHE_DIR", tempfile.mkdtemp(prefix="lk-bench-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cache "
           f"{os.environ['LAZYKEOPS_CACHE_DIR']}")
-    print(f"| measure | value |\n|---|---|")
+    print("| measure | value |\n|---|---|")
     print(f"| new formula: compile + first run (median of {repeat}) | "
           f"{bench_compile(repeat):.2f} s |")
     print(f"| cached formula, fresh process: load + first call | "

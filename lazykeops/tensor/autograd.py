@@ -24,7 +24,7 @@ import torch
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, make, var
 from ..formula import autodiff
-from ..formula.parser import Alias
+from ..formula.aliases import Alias
 from ..formula.reduction_grads import INDICES_ONLY, SELECTIONS, gradient_formula
 from .genred import GenredCore
 

@@ -6,7 +6,7 @@ reduction over j.
 
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J
-from ..formula.parser import parse_output_alias
+from ..formula.aliases import parse_output_alias
 
 
 def make_generic(genred_class, reduction_op):

@@ -15,7 +15,8 @@ from ..compile.codegen import check_stack_size, render_source
 from ..compile.spec import SUM_SCHEMES, KernelSpec, swap_axis
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, var
-from ..formula.parser import parse_aliases, parse_formula
+from ..formula.aliases import parse_aliases
+from ..formula.parser import parse_formula
 from ..formula.reductions import lookup
 from .backends import get_backend
 

@@ -1,4 +1,4 @@
-"""Reductions of LazyTensors, the linear-operator interface and dense materialisation.
+"""Reductions of LazyTensors (the linear-operator interface is in lazy_linear.py).
 
 `lower` turns LazyTensor trees into formula nodes, numbering the variables in order of
 first appearance; the same expression built twice gives the same nodes, so the Genred core
@@ -10,10 +10,9 @@ here are attached to LazyTensor at the bottom of the module.
 import numbers
 
 from ..errors import LazyKeOpsError
-from ..formula.evaluate import evaluate
 from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
-from ..formula.parser import Alias
+from ..formula.aliases import Alias
 from .genred import GenredCore
 from .backends import get_backend
 from .lazy import LazyTensor, _merge_into
@@ -21,7 +20,6 @@ from .lazy import LazyTensor, _merge_into
 _CORES = {}
 _FLOATS = ("float32", "float64")
 DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
-DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
 
 def lower(roots):
@@ -285,137 +283,6 @@ def sumsoftmaxweight(self, weight, axis=None, dim=None, **kwargs):
     return reduce(self, "SumSoftMaxWeight", _dim(self, axis, dim), weight=weight, **kwargs)
 
 
-# ------------------------------------------------------------------ linear operator
-def matmul(self, v):
-    """K @ v = sum_j K_ij v_j for K of last dim 1 and v of shape (M,), (M, E), (..., M, E)."""
-    if self.dim != 1:
-        raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got K of shape "
-                             f"{self.shape} and v of shape "
-                             f"{tuple(getattr(v, 'shape', ())) or type(v).__name__}")
-    framework = _framework_name(v)
-    if framework is None:
-        raise LazyKeOpsError(f"K @ v needs v to be an array, got {type(v).__name__}")
-    shape = v.shape
-    vector = len(shape) == 1
-    if not shape:
-        raise LazyKeOpsError(f"K @ v needs v of shape (M,) or (..., M, E), got {tuple(shape)}")
-    # v as a j-variable, built directly: this is on the path of every small K @ v.
-    backend = get_backend(framework)
-    vj = type(self).__new__(type(self))
-    vj.category, vj.framework = CAT_J, framework
-    vj.dtype, vj.device = backend.dtype_name(v), backend.device(v)
-    if vector:
-        vj.dim, vj.nj, vj.data = 1, shape[0], v.reshape(1, shape[0], 1)
-    else:
-        vj.dim, vj.nj, vj.batch = shape[-1], shape[-2], tuple(shape[:-2])
-        vj.data = v.reshape(*shape[:-2], 1, shape[-2], shape[-1])
-    if self.nj is not None and vj.nj != self.nj:
-        raise LazyKeOpsError(f"K @ v: K of shape {self.shape} has M = {self.nj}, but v has "
-                             f"shape {tuple(shape)}")
-    result = reduce(self._apply("Mult", vj), "Sum", len(self.batch) + 1)
-    return result.reshape(-1) if vector else result
-
-
-def transpose(self):
-    """K.T: the same formula with the roles of i and j exchanged."""
-    memo = {}
-
-    def flip(t):
-        done = memo.get(id(t))
-        if done is not None:
-            return done
-        new = type(t).__new__(type(t))
-        new.__dict__.update(t.__dict__)
-        new.ni, new.nj = t.nj, t.ni
-        if t.category in (CAT_I, CAT_J):
-            new.category = CAT_J if t.category == CAT_I else CAT_I
-            x = t.data  # (..., N, 1, D) <-> (..., 1, N, D): the same memory, a reshape
-            new.data = x.reshape(*x.shape[:-3], x.shape[-2], x.shape[-3], x.shape[-1])
-        new.args = tuple(flip(a) for a in t.args)
-        memo[id(t)] = new
-        return new
-
-    return flip(self)
-
-
-def matvec(self, v):
-    return matmul(self, v)
-
-
-def rmatvec(self, v):
-    return matmul(transpose(self), v)
-
-
-def dense(self, limit=DENSE_LIMIT):
-    """The LazyTensor as a torch tensor or numpy array of shape self.shape (small ones only:
-    at most `limit` entries)."""
-    import torch
-
-    size = self.dim * (self.ni or 1) * (self.nj or 1)
-    for b in self.batch:
-        size *= b
-    if size > limit:
-        raise LazyKeOpsError(f"dense() of a LazyTensor of shape {self.shape} would hold "
-                             f"{size:,} entries, above the limit {limit:,} (pass limit=...)")
-    (node,), leaves = lower([self])
-    if any(leaf.symbolic_pos is not None for leaf in leaves) or self.framework is None:
-        raise LazyKeOpsError("dense() needs a LazyTensor whose variables hold data")
-    dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
-    values = [_dense_leaf(leaf, dtype, torch) for leaf in leaves]
-    full = (*self.batch, self.ni or 1, self.nj or 1, self.dim)
-    result = torch.broadcast_to(evaluate(node, values, dtype), full).reshape(self.shape)
-    return result.contiguous() if self.framework == "torch" else result.numpy().copy()
-
-
-def _dense_leaf(leaf, dtype, torch):
-    return torch.as_tensor(leaf.data, dtype=dtype)  # canonical (..., N|1, M|1, D) layout
-
-
-def solve(self, b, alpha=1e-10, eps=None, maxiter=None, dim=None):
-    """x such that (alpha Id + K) x = b, K symmetric positive definite, by conjugate
-    gradient: at most `maxiter` iterations (default 10 N + 100), stopping when the residual
-    is below eps |b| (eps: 1e-6 in float32, 1e-10 in float64)."""
-    if self.dim != 1 or self.ni is None or self.ni != self.nj:
-        raise LazyKeOpsError(f"solve needs a square kernel LazyTensor with last dim 1, got "
-                             f"shape {self.shape}")
-    if dim not in (None, self.nbatchdims + 1):
-        raise LazyKeOpsError(f"solve reduces over j (dim={self.nbatchdims + 1}), got {dim}")
-    eps = eps if eps is not None else (1e-6 if self.dtype == "float32" else 1e-10)
-    maxiter = maxiter if maxiter is not None else 10 * self.ni + 100
-    return conjugate_gradient(lambda p: alpha * p + matmul(self, p), b, eps, maxiter,
-                              f"solve with a LazyTensor of shape {self.shape}")
-
-
-def conjugate_gradient(apply, b, eps, maxiter, what):
-    """Solve apply(x) = b column by column (b: (N,) or (..., N, E)), all columns at once."""
-    x = b * 0
-    r = b - apply(x)
-    p = r
-    rs = (r * r).sum(-2 if len(b.shape) > 1 else -1)
-    target = float(((b * b).sum()) ** 0.5) * eps
-    for _ in range(maxiter):
-        if float(rs.sum()) ** 0.5 <= target:
-            return x
-        ap = apply(p)
-        curvature = (p * ap).sum(-2 if len(b.shape) > 1 else -1)
-        if float(curvature.min()) <= 0:
-            raise LazyKeOpsError(f"{what}: the operator is not positive definite "
-                                 "(conjugate gradient met a direction of non-positive "
-                                 "curvature)")
-        step = rs / curvature
-        expand = (lambda s: s[..., None, :]) if len(b.shape) > 1 else (lambda s: s)
-        x = x + expand(step) * p
-        r = r - expand(step) * ap
-        rs_new = (r * r).sum(-2 if len(b.shape) > 1 else -1)
-        p = r + expand(rs_new / rs) * p
-        rs = rs_new
-    if float(rs.sum()) ** 0.5 <= target:
-        return x
-    raise LazyKeOpsError(f"{what}: conjugate gradient did not converge in {maxiter} "
-                         f"iterations (residual {float(rs.sum()) ** 0.5:.3e}, target "
-                         f"{target:.3e}); raise maxiter or eps, or increase alpha")
-
-
 LazyTensor.sum = _inner_or_reduce("Sum", "Sum")
 LazyTensor.min = _inner_or_reduce("Min", "Min")
 LazyTensor.max = _inner_or_reduce("Max", "Max")
@@ -437,10 +304,3 @@ LazyTensor.argKmin_reduction = LazyTensor.argKmin
 LazyTensor.Kmin_argKmin_reduction = LazyTensor.Kmin_argKmin
 LazyTensor.logsumexp_reduction = logsumexp
 LazyTensor.sumsoftmaxweight_reduction = sumsoftmaxweight
-LazyTensor.__matmul__ = matmul
-LazyTensor.matvec = matvec
-LazyTensor.rmatvec = rmatvec
-LazyTensor.t = transpose
-LazyTensor.T = property(transpose)
-LazyTensor.dense = dense
-LazyTensor.solve = solve

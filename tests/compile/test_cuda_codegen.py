@@ -10,7 +10,8 @@ import pytest
 from lazykeops.compile.build import CSRC, CUDA_FLAGS
 from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
-from lazykeops.formula.parser import parse_aliases, parse_formula
+from lazykeops.formula.aliases import parse_aliases
+from lazykeops.formula.parser import parse_formula
 from lazykeops.formula import var
 
 NVCC = shutil.which("nvcc")

@@ -7,8 +7,8 @@ import pytest
 
 from lazykeops.errors import LazyKeOpsError
 from lazykeops.formula import CAT_I, CAT_J, CAT_P, OPS, make, var
-from lazykeops.formula.parser import (Alias, alias_vars, parse_aliases, parse_formula,
-                                      parse_output_alias, tokenize)
+from lazykeops.formula.aliases import Alias, alias_vars, parse_aliases, parse_output_alias
+from lazykeops.formula.parser import parse_formula, tokenize
 
 G, X, Y, B = var(0, 1, CAT_P), var(1, 3, CAT_I), var(2, 3, CAT_J), var(3, 2, CAT_J)
 U, V = var(4, 3, CAT_I), var(5, 3, CAT_J)

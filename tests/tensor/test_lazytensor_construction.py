@@ -7,7 +7,6 @@ reductions reuse one Gaussian-kernel formula exp(-g |x_i - y_j|^2) b_j.
 """
 
 import numpy as np
-import pytest
 import torch
 
 from lazy_helpers import D, M, N, check, check_index, no_compile, normal, sqdist_dense, uniform
