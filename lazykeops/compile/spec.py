@@ -30,10 +30,6 @@ class KernelSpec:
     sum_scheme: str = "auto"
     target: str = "cpu"
 
-    @property
-    def dimout(self):
-        return sum(f.dim for f in self.formulas)
-
 
 def swap_axis(category):
     """Category seen by the engine when the reduction runs over i instead of j."""
