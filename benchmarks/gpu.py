@@ -78,13 +78,17 @@ def main():
         x, y, _ = data(100_000, d)
         record("argKmin K=10", 100_000, d, timed(lambda: knn(x, y), 3))
     x, y, b = data(100_000, 3)
-    x.requires_grad_(True)
-    y.requires_grad_(True)
     routine = conv(3)
+    x.requires_grad_(True)  # y needs no gradient here: none is computed for it
     record("Gaussian conv forward + grad x", 100_000, 3,
            timed(lambda: torch.autograd.grad(routine(x, y, b).sum(), (x,)), 3))
+    y.requires_grad_(True)
     record("Gaussian conv forward + grad x, y", 100_000, 3,
            timed(lambda: torch.autograd.grad(routine(x, y, b).sum(), (x, y)), 3))
+    for dtype in (torch.float16, torch.bfloat16):  # stored in half, computed in float32
+        x, y, b = (t.to(dtype) for t in data(1_000_000, 3))
+        record(f"Gaussian conv, E=1, {str(dtype)[6:]}", 1_000_000, 3,
+               timed(lambda: conv(3)(x, y, b), 3))
 
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     print("| workload | N = M | D | lazykeops | Gpair/s | dense torch |\n|---|---|---|---|---|---|")

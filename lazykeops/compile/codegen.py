@@ -21,6 +21,14 @@ from ..formula.reductions import lookup
 from .spec import SUM_SCHEMES
 
 CPP_TYPES = {"float32": "float", "float64": "double"}
+# The CUDA engine's (compute type, storage type) per dtype: half precisions are stored as
+# such and computed (and accumulated) in float.
+CUDA_TYPES = {"float32": ("float", "float"), "float64": ("double", "double"),
+              "float16": ("float", "__half"), "bfloat16": ("float", "__nv_bfloat16")}
+# Macros defined before the CUDA engine header (LK_CUDA_BLOCK, ...): empty by default, set
+# by benchmarks/tune_cuda.py to compare engine configurations; they change the source, so
+# the cache key.
+CUDA_TUNING = {}
 
 
 # Intermediate values and reduction states live on the stack of each engine thread: a
@@ -131,9 +139,15 @@ def render_source(spec):
     """The whole translation unit of a kernel, for the engine of spec.target."""
     header, entry = ENGINES[spec.target]
     text = " ; ".join(str(f) for f in spec.formulas)
+    if spec.target == "cuda":
+        tuning = [f"#define {name} {value}" for name, value in sorted(CUDA_TUNING.items())]
+        types = ", ".join(CUDA_TYPES[spec.dtype])
+    else:
+        tuning, types = [], CPP_TYPES[spec.dtype]
     return "\n".join([
         f"// lazykeops kernel: {spec.reduction} over {text}",
         f"// arguments (category, dim): {list(spec.args)}",
+        *tuning,
         f'#include "{header}"',
         "",
         # An anonymous namespace gives the formula and every template instantiated on it
@@ -144,6 +158,6 @@ def render_source(spec):
         f"using LkReduction = {reduction_policy(spec)};",
         "}  // namespace",
         "",
-        f"{entry}({CPP_TYPES[spec.dtype]})",
+        f"{entry}({types})",
         "",
     ])

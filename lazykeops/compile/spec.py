@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..formula.node import CAT_I, CAT_J, CAT_P
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 SUM_SCHEMES = {"auto": "lk::BlockSum", "block_sum": "lk::BlockSum",
                "kahan_scheme": "lk::KahanSum", "direct_sum": "lk::DirectSum"}
 
@@ -19,7 +19,8 @@ class KernelSpec:
     """formulas: the formula node, then the weight formula for weighted reductions.
     args: (category, dim) for each argument position, categories relative to the
     reduction: CAT_I means indexed like the output, CAT_J indexed by the reduced index.
-    reduction: a ReductionSpec name; k: its K (or None); dtype: "float32" or "float64";
+    reduction: a ReductionSpec name; k: its K (or None); dtype: one of DTYPES (the halves
+    only for the CUDA engine);
     sum_scheme: key of SUM_SCHEMES; target: the engine, "cpu" or "cuda"."""
 
     formulas: tuple

@@ -1,17 +1,30 @@
-// lk_cuda_engine.cuh: the CUDA engine (1D scheme).
+// lk_cuda_engine.cuh: the CUDA engine.
 //
 // The generated source defines `struct LkFormula` and `using LkReduction = ...` (the same
 // text as for the CPU engine), then includes this header and instantiates
-// LK_CUDA_ENTRY(T). "i" is the output index, "j" the reduced one.
+// LK_CUDA_ENTRY(T, S): T the compute type (float or double), S the storage type of the
+// arrays (T itself, or __half / __nv_bfloat16 computed in float). "i" is the output index,
+// "j" the reduced one. All indices are int64.
 //
-// 1D scheme: each thread owns one output row i, its i-variables in registers and its
-// reduction state in registers; the j-variables stream through shared memory in tiles of
-// blockDim.x terms (each thread of the block loads one term), and every thread folds
-// every term of the tile into its state with the policy's push(). Batches run on
-// gridDim.y (looping past 65535). All indices are int64. The split scheme for few rows
-// and the chunking over large dimensions are the next steps (issue 5).
+// One kernel serves both schemes. A block owns BLOCK * RPT output rows (RPT rows per
+// thread: the rows of a thread share each j-term read from shared memory, and their
+// evaluations are independent instructions the scheduler interleaves); the j-variables
+// stream through shared memory in tiles of TILE terms, loaded by the whole block with
+// coalesced reads. Each row folds the terms into an accumulator in T held in registers
+// (the policy's Acc), and the accumulator into the policy's State (double for sums).
+//   1D scheme (nsplit = 1): the block covers all of j and writes the finalized outputs.
+//   split scheme (nsplit > 1): gridDim.y splits j in nsplit ranges; each block writes its
+//     rows' States to a workspace, and merge_splits combines them with the policy's merge
+//     (pairs (max, sum) for LogSumExp, sorted lists for KMin) and finalizes. For few rows
+//     and many terms, where the 1D grid would leave most of the GPU idle.
+// Batches run on gridDim.z (looping past 65535).
+//
+// Large j-variables shrink TILE so that a tile fits in shared memory (up to the device's
+// opt-in limit); TILE rows are padded to 16 bytes so that reads vectorise.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -20,22 +33,72 @@
 #include "lk_math.h"
 #include "lk_reductions.h"
 
+// Tuning knobs (benchmarks/tune_cuda.py): threads per block; rows per thread (0: chosen
+// from the formula's register needs).
+#ifndef LK_CUDA_BLOCK
+#define LK_CUDA_BLOCK 256
+#endif
+#ifndef LK_CUDA_RPT
+#define LK_CUDA_RPT 0
+#endif
+
 namespace lk {
 
+// ---------------------------------------------------------------- storage conversions
+template <class T> __device__ LK_INLINE T to_compute(T v) { return v; }
+__device__ LK_INLINE float to_compute(__half v) { return __half2float(v); }
+__device__ LK_INLINE float to_compute(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <class S, class T> __device__ LK_INLINE S to_storage(T v) { return S(v); }
+template <> __device__ LK_INLINE __half to_storage<__half, float>(float v) {
+  return __float2half_rn(v);
+}
+template <> __device__ LK_INLINE __nv_bfloat16 to_storage<__nv_bfloat16, float>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// ---------------------------------------------------------------- configuration
+template <class F, class R, class T>
+struct CudaConfig {
+  static constexpr int DI = packed_size<F>(CAT_I);
+  static constexpr int DJ = packed_size<F>(CAT_J);
+  static constexpr int DP = packed_size<F>(CAT_P);
+  static constexpr int BLOCK = LK_CUDA_BLOCK;
+  static constexpr int PAD = 16 / sizeof(T);
+  static constexpr int DJP = (DJ + PAD - 1) / PAD * PAD;  // row stride of a tile
+  // Two rows per thread while their i-variables and accumulators stay small in registers.
+  static constexpr int ACC = (int)(sizeof(typename R::template Acc<T>) / sizeof(T));
+  static constexpr int RPT = LK_CUDA_RPT > 0 ? LK_CUDA_RPT : (DI + ACC + F::DIMOUT <= 24) ? 2 : 1;
+  // Wider i-variables are read from global memory (cached) at each use: a copy in a
+  // thread's local memory would reserve DI scalars for every thread the GPU can hold.
+  static constexpr bool X_IN_REGISTERS = DI * RPT <= 96;
+  // Tiles of BLOCK terms within 48 KB, fewer terms for wide rows (down to 1).
+  static constexpr int SMEM_SOFT = 48 * 1024;
+  static constexpr int FIT = (SMEM_SOFT / (int)sizeof(T) - DP) / (DJP > 0 ? DJP : 1);
+  static constexpr int TILE = DJP == 0 ? BLOCK : (FIT >= BLOCK ? BLOCK : (FIT > 1 ? FIT : 1));
+  static constexpr size_t SHARED = ((size_t)TILE * DJP + DP) * sizeof(T);
+};
+
 // What the generated `eval` reads its arguments through, for one (i, j) pair.
-template <class F, class T>
+template <class F, class T, class S, bool XREG>
 struct CudaPair {
-  const T* xi;  // the row's i-variables (registers / local memory)
-  const T* yj;  // the term's j-variables (shared memory)
-  const T* pm;  // the parameters (shared memory)
+  const T* xi;           // the row's i-variables, packed (registers), if XREG
+  const S* const* xrow;  // else where each i-variable's row starts (global memory)
+  const T* yj;           // the term's j-variables (shared memory)
+  const T* pm;           // the parameters (shared memory)
 
   template <int POS>
   __device__ LK_INLINE T var(int k) const {
     constexpr int cat = F::CAT[POS];
     constexpr int off = packed_offset<F>(cat, POS);
-    if constexpr (cat == CAT_I) return xi[off + k];
-    else if constexpr (cat == CAT_J) return yj[off + k];
-    else return pm[off + k];
+    if constexpr (cat == CAT_I) {
+      if constexpr (XREG) return xi[off + k];
+      else return to_compute(xrow[POS][k]);
+    } else if constexpr (cat == CAT_J) {
+      return yj[off + k];
+    } else {
+      return pm[off + k];
+    }
   }
 };
 
@@ -46,105 +109,220 @@ struct ArgTable {
   int64_t batch_stride[F::NARGS > 0 ? F::NARGS : 1];
 };
 
-template <class F, class T>
-__device__ LK_INLINE const T* arg(const ArgTable<F>& a, int v, int64_t b) {
-  return static_cast<const T*>(a.ptr[v]) + b * a.batch_stride[v];
+template <class F, class S>
+__device__ LK_INLINE const S* arg(const ArgTable<F>& a, int v, int64_t b) {
+  return static_cast<const S*>(a.ptr[v]) + b * a.batch_stride[v];
 }
 
-template <class F, class R, class T>
-__global__ void reduce_1d(int64_t nbatch, int64_t nx, int64_t ny, ArgTable<F> args,
-                          T* vals, int64_t* idx) {
-  constexpr int DI = packed_size<F>(CAT_I);
-  constexpr int DJ = packed_size<F>(CAT_J);
-  constexpr int DP = packed_size<F>(CAT_P);
-  extern __shared__ __align__(16) unsigned char shared_raw[];
-  T* yshared = reinterpret_cast<T*>(shared_raw);
-  T* pshared = yshared + (int64_t)blockDim.x * DJ;
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+// Terms j0 .. j0+n-1 of every j-variable into the tile, row jj at tile[jj * DJP]: the block's
+// threads read consecutive scalars of each variable (coalesced).
+template <class F, class C, class T, class S>
+__device__ LK_INLINE void load_tile(T* tile, const ArgTable<F>& args, int64_t b, int64_t j0,
+                                    int n) {
+  static_for<F::NARGS>([&](auto v) {
+    constexpr int V = decltype(v)::value;
+    if constexpr (F::CAT[V] == CAT_J) {
+      constexpr int dim = F::DIM[V], off = packed_offset<F>(CAT_J, V);
+      const S* src = arg<F, S>(args, V, b) + j0 * dim;
+      for (int e = threadIdx.x; e < n * dim; e += C::BLOCK) {
+        const int jj = e / dim;
+        tile[jj * C::DJP + off + (e - jj * dim)] = to_compute(src[e]);
+      }
+    }
+  });
+}
 
-  for (int64_t b = blockIdx.y; b < nbatch; b += gridDim.y) {
+template <class F, class R, class T, class S>
+__device__ LK_INLINE void write_outputs(const typename R::State& st, S* vals, int64_t* idx) {
+  T out[R::VALS > 0 ? R::VALS : 1];
+  R::finalize(st, out, idx);
+  for (int k = 0; k < R::VALS; ++k) vals[k] = to_storage<S>(out[k]);
+}
+
+template <class F, class R, class T, class S>
+__global__ void __launch_bounds__(LK_CUDA_BLOCK)
+reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F> args,
+             S* vals, int64_t* idx, typename R::State* partial) {
+  using C = CudaConfig<F, R, T>;
+  using Acc = typename R::template Acc<T>;
+  constexpr int RPT = C::RPT;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* tile = reinterpret_cast<T*>(shared_raw);
+  T* pshared = tile + C::TILE * C::DJP;
+  const int64_t first_row = (int64_t)blockIdx.x * C::BLOCK * RPT + threadIdx.x;
+  const int64_t jbeg = blockIdx.y * jchunk;
+  const int64_t jend = jbeg + jchunk < ny ? jbeg + jchunk : ny;
+
+  for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
     __syncthreads();  // the previous batch is done with the shared memory
-    T xi[DI > 0 ? DI : 1];
+    T xi[RPT][C::X_IN_REGISTERS && C::DI > 0 ? C::DI : 1];
+    const S* xrow[RPT][F::NARGS > 0 ? F::NARGS : 1];
     static_for<F::NARGS>([&](auto v) {
       constexpr int V = decltype(v)::value;
       constexpr int cat = F::CAT[V], dim = F::DIM[V], off = packed_offset<F>(cat, V);
-      const T* src = arg<F, T>(args, V, b);
+      const S* src = arg<F, S>(args, V, b);
       if constexpr (cat == CAT_P) {
-        for (int k = threadIdx.x; k < dim; k += blockDim.x) pshared[off + k] = src[k];
+        for (int k = threadIdx.x; k < dim; k += C::BLOCK) pshared[off + k] = to_compute(src[k]);
       } else if constexpr (cat == CAT_I) {
-        if (i < nx)
-          for (int k = 0; k < dim; ++k) xi[off + k] = src[i * dim + k];
+        for (int r = 0; r < RPT; ++r) {
+          // Rows past the end compute on the last row and are never written.
+          const int64_t i = first_row + r * C::BLOCK < nx ? first_row + r * C::BLOCK : nx - 1;
+          xrow[r][V] = src + i * dim;
+          if constexpr (C::X_IN_REGISTERS)
+            for (int k = 0; k < dim; ++k) xi[r][off + k] = to_compute(src[i * dim + k]);
+        }
       }
     });
-    typename R::State st;
-    R::init(st);
-    for (int64_t j0 = 0; j0 < ny; j0 += blockDim.x) {
+    typename R::State st[RPT];
+    Acc acc[RPT];
+    for (int r = 0; r < RPT; ++r) {
+      R::init(st[r]);
+      R::acc_init(acc[r]);
+    }
+    for (int64_t j0 = jbeg; j0 < jend; j0 += C::TILE) {
+      const int n = (int)(jend - j0 < C::TILE ? jend - j0 : C::TILE);
       __syncthreads();
-      const int64_t j = j0 + threadIdx.x;
-      if (j < ny)
-        static_for<F::NARGS>([&](auto v) {
-          constexpr int V = decltype(v)::value;
-          constexpr int dim = F::DIM[V], off = packed_offset<F>(CAT_J, V);
-          if constexpr (F::CAT[V] == CAT_J) {
-            const T* src = arg<F, T>(args, V, b) + j * dim;
-            for (int k = 0; k < dim; ++k) yshared[(int64_t)threadIdx.x * DJ + off + k] = src[k];
-          }
-        });
+      load_tile<F, C, T, S>(tile, args, b, j0, n);
       __syncthreads();
-      if (i < nx) {
-        const int n = (int)((ny - j0) < blockDim.x ? (ny - j0) : blockDim.x);
-        if constexpr (TileSummable<R>::value) {
-          T part[F::DIMOUT];
-          for (int k = 0; k < F::DIMOUT; ++k) part[k] = T(0);
-          for (int jj = 0; jj < n; ++jj) {
-            T r[F::DIMOUT];
-            F::template eval<T>(CudaPair<F, T>{xi, yshared + (int64_t)jj * DJ, pshared}, r);
-            for (int k = 0; k < F::DIMOUT; ++k) part[k] += r[k];
-          }
-          R::push(st, part, j0);
-        } else {
-          for (int jj = 0; jj < n; ++jj) {
-            T r[F::DIMOUT];
-            F::template eval<T>(CudaPair<F, T>{xi, yshared + (int64_t)jj * DJ, pshared}, r);
-            R::push(st, r, j0 + jj);
-          }
+      auto term = [&](int jj) {
+        const T* yj = tile + jj * C::DJP;
+        LK_UNROLL for (int r = 0; r < RPT; ++r) {
+          T f[F::DIMOUT];
+          F::template eval<T>(
+              CudaPair<F, T, S, C::X_IN_REGISTERS>{xi[r], xrow[r], yj, pshared}, f);
+          R::acc_push(acc[r], f, j0 + jj);
+        }
+      };
+      if (n == C::TILE) {
+#pragma unroll 4
+        for (int jj = 0; jj < C::TILE; ++jj) term(jj);
+      } else {
+        for (int jj = 0; jj < n; ++jj) term(jj);
+      }
+      if constexpr (R::ACC_PER_TILE) {
+        for (int r = 0; r < RPT; ++r) {
+          R::acc_fold(st[r], acc[r]);
+          R::acc_init(acc[r]);
         }
       }
     }
-    if (i < nx) R::finalize(st, vals + (b * nx + i) * R::VALS, idx + (b * nx + i) * R::IDXS);
+    for (int r = 0; r < RPT; ++r) {
+      const int64_t i = first_row + r * C::BLOCK;
+      if (i >= nx) continue;
+      if constexpr (!R::ACC_PER_TILE) R::acc_fold(st[r], acc[r]);
+      if (partial)
+        partial[(b * gridDim.y + blockIdx.y) * nx + i] = st[r];
+      else
+        write_outputs<F, R, T, S>(st[r], vals + (b * nx + i) * R::VALS,
+                                  idx + (b * nx + i) * R::IDXS);
+    }
   }
 }
 
-// Launches on `stream`; 0 on success, 2 if the j-variables do not fit in shared memory,
-// 3 on a CUDA error.
-template <class F, class R, class T>
+// The split scheme's second step: one thread per (batch, row) merges its nsplit States in
+// order of j (ties keep the smaller index) and writes the outputs.
+template <class F, class R, class T, class S>
+__global__ void merge_splits(int64_t nbatch, int64_t nx, int nsplit,
+                             const typename R::State* partial, S* vals, int64_t* idx) {
+  const int64_t total = nbatch * nx;
+  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t b = t / nx, i = t - b * nx;
+    typename R::State st = partial[b * nsplit * nx + i];
+    for (int s = 1; s < nsplit; ++s) R::merge(st, partial[(b * nsplit + s) * nx + i]);
+    write_outputs<F, R, T, S>(st, vals + t * R::VALS, idx + t * R::IDXS);
+  }
+}
+
+// ---------------------------------------------------------------- host side
+enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
+constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at most
+
+template <class F, class R, class T, class S>
+int64_t row_blocks(int64_t nx) {
+  using C = CudaConfig<F, R, T>;
+  return (nx + (int64_t)C::BLOCK * C::RPT - 1) / ((int64_t)C::BLOCK * C::RPT);
+}
+
+// How many j-ranges to split the reduction into. Auto: split only when the 1D grid has
+// fewer than eight waves of resident blocks, into enough ranges for eight waves, each of
+// at least two tiles, within WORKSPACE_LIMIT. Forced split: at least two ranges when there
+// are two terms.
+template <class F, class R, class T, class S>
+int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
+  using C = CudaConfig<F, R, T>;
+  if (scheme == SCHEME_1D || nx == 0 || ny == 0) return 1;
+  int dev = 0, sms = 1, per_sm = 1;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reduce_tiles<F, R, T, S>, C::BLOCK,
+                                                C::SHARED);
+  const int64_t blocks = row_blocks<F, R, T, S>(nx) * (nbatch < 65535 ? nbatch : 65535);
+  const int64_t target = 8ll * sms * (per_sm > 0 ? per_sm : 1);
+  int64_t n = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+  const int64_t by_tiles = ny / (2 * C::TILE);
+  n = n < by_tiles ? n : by_tiles;
+  if (scheme == SCHEME_SPLIT) n = n > 2 ? n : 2;
+  const int64_t by_memory = WORKSPACE_LIMIT / ((int64_t)sizeof(typename R::State) * nx * nbatch);
+  n = n < by_memory ? n : by_memory;
+  n = n < ny ? n : ny;
+  n = n < 65535 ? n : 65535;
+  return n > 1 ? n : 1;
+}
+
+// Launches on `stream`; 0 on success, 2 if a tile does not fit in shared memory, 3 on a
+// CUDA error. `workspace` holds nbatch * nsplit * nx States when nsplit > 1.
+template <class F, class R, class T, class S>
 int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
-                const int64_t* batch_strides, T* vals, int64_t* idx, cudaStream_t stream) {
-  constexpr int DJ = packed_size<F>(CAT_J);
-  constexpr int DP = packed_size<F>(CAT_P);
+                const int64_t* batch_strides, S* vals, int64_t* idx, int64_t nsplit,
+                void* workspace, cudaStream_t stream) {
+  using C = CudaConfig<F, R, T>;
   ArgTable<F> args;
   for (int v = 0; v < F::NARGS; ++v) {
     args.ptr[v] = ptrs[v];
     args.batch_stride[v] = batch_strides[v];
   }
-  int block = 192;
-  while (block > 32 && (size_t)(block * DJ + DP) * sizeof(T) > 48 * 1024) block /= 2;
-  const size_t shared = (size_t)(block * DJ + DP) * sizeof(T);
-  if (shared > 48 * 1024) return 2;
-  const int64_t nblocks = (nx + block - 1) / block;
-  dim3 grid((unsigned)nblocks, (unsigned)(nbatch < 65535 ? nbatch : 65535));
-  reduce_1d<F, R, T><<<grid, block, shared, stream>>>(nbatch, nx, ny, args, vals, idx);
+  auto kernel = reduce_tiles<F, R, T, S>;
+  if (C::SHARED > 48 * 1024) {
+    int dev = 0, limit = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (C::SHARED > (size_t)limit) return 2;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)C::SHARED) != cudaSuccess)
+      return 3;
+  }
+  const int64_t jchunk = (ny + nsplit - 1) / nsplit;
+  auto* partial = nsplit > 1 ? static_cast<typename R::State*>(workspace) : nullptr;
+  dim3 grid((unsigned)row_blocks<F, R, T, S>(nx), (unsigned)nsplit,
+            (unsigned)(nbatch < 65535 ? nbatch : 65535));
+  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nx, ny, jchunk, args, vals, idx, partial);
+  if (nsplit > 1) {
+    const int64_t total = nbatch * nx;
+    const int64_t blocks = (total + 255) / 256;
+    merge_splits<F, R, T, S><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
+        nbatch, nx, (int)nsplit, partial, vals, idx);
+  }
   return cudaGetLastError() == cudaSuccess ? 0 : 3;
 }
 
 }  // namespace lk
 
-// The one symbol each generated CUDA library exports, called through ctypes.
-#define LK_CUDA_ENTRY(T)                                                                \
-  extern "C" __attribute__((visibility("default"))) int lk_run_cuda(                   \
-      int64_t nbatch, int64_t nx, int64_t ny, const void* const* args,                 \
-      const int64_t* batch_strides, void* vals, int64_t* idx, void* stream) {          \
-    return lk::cuda_launch<LkFormula, LkReduction, T>(                                 \
-        nbatch, nx, ny, args, batch_strides, static_cast<T*>(vals), idx,               \
-        static_cast<cudaStream_t>(stream));                                            \
+// The symbols each generated CUDA library exports, called through ctypes: the launch, the
+// split planner (scheme: 0 auto, 1 1D, 2 split) and the size of one partial State.
+#define LK_CUDA_ENTRY(T, S)                                                              \
+  extern "C" __attribute__((visibility("default"))) int lk_run_cuda(                    \
+      int64_t nbatch, int64_t nx, int64_t ny, const void* const* args,                  \
+      const int64_t* batch_strides, void* vals, int64_t* idx, int64_t nsplit,           \
+      void* workspace, void* stream) {                                                  \
+    return lk::cuda_launch<LkFormula, LkReduction, T, S>(                               \
+        nbatch, nx, ny, args, batch_strides, static_cast<S*>(vals), idx, nsplit,        \
+        workspace, static_cast<cudaStream_t>(stream));                                  \
+  }                                                                                     \
+  extern "C" __attribute__((visibility("default"))) int64_t lk_plan_cuda(               \
+      int64_t nbatch, int64_t nx, int64_t ny, int scheme) {                             \
+    return lk::plan_splits<LkFormula, LkReduction, T, S>(nbatch, nx, ny, scheme);       \
+  }                                                                                     \
+  extern "C" __attribute__((visibility("default"))) int64_t lk_state_bytes() {          \
+    return (int64_t)sizeof(LkReduction::State);                                        \
   }

@@ -7,12 +7,16 @@
 //   tile(State&, buf, ld, n, j0)
 //                       fold n consecutive terms j0 .. j0+n-1; component k of term j
 //                       is buf[k * ld + j]; inner loops are written so that they vectorise
-//   push(State&, r, j)  fold one term r[0..DIMOUT) of index j (the CUDA engine's path)
 //   merge(State&, const State&)
 //                       combine two partial results over disjoint ranges (split schemes)
 //   finalize(const State&, T* vals, int64_t* idx)
-// Partial sums of a tile are kept in T (SIMD lanes) and carried across tiles in double:
-// a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
+// and, for the CUDA engine, an accumulator in the compute type T, kept in registers:
+//   Acc<T>, acc_init(Acc&), acc_push(Acc&, r, j), acc_fold(State&, const Acc&)
+//   ACC_PER_TILE        true: the engine folds the accumulator into the State after each
+//                       tile and starts a new one (sums: T within a tile, double across);
+//                       false: one accumulator spans the whole range (exact selections)
+// Partial sums of a tile are kept in T (SIMD lanes, GPU registers) and carried across
+// tiles in double: a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
 #pragma once
 
 #include <cstdint>
@@ -39,7 +43,7 @@ struct SumRed {
     for (int k = 0; k < D; ++k) { st.s[k] = 0; st.c[k] = 0; }
   }
   template <class T>
-  static LK_INLINE void add(State& st, int k, T part) {
+  LK_HD static LK_INLINE void add(State& st, int k, T part) {
     if constexpr (std::is_same_v<Scheme, KahanSum>) {
       T y = part - T(st.c[k]);
       T t = T(st.s[k]) + y;
@@ -61,9 +65,19 @@ struct SumRed {
       add(st, k, part);
     }
   }
+  static constexpr bool ACC_PER_TILE = true;
+  template <class T> struct Acc { T s[D]; };
   template <class T>
-  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t) {
-    for (int k = 0; k < D; ++k) st.s[k] += r[k];
+  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
+    for (int k = 0; k < D; ++k) a.s[k] = T(0);
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t) {
+    for (int k = 0; k < D; ++k) a.s[k] += r[k];
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+    for (int k = 0; k < D; ++k) add(st, k, a.s[k]);
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int k = 0; k < D; ++k) st.s[k] += o.s[k] - o.c[k];
@@ -87,13 +101,6 @@ struct DualSumRed : SumRed<DX, BlockSum> {
   static constexpr int COLS = DY, COL_FIRST = FIRST, COL_SIGN = SIGN;
 };
 
-// Sum-like policies whose state the CUDA engine may gather in T over a tile of terms and
-// carry in double once per tile (per-term double arithmetic halves GPU throughput).
-template <class R>
-struct TileSummable { static constexpr bool value = false; };
-template <int D, class S>
-struct TileSummable<SumRed<D, S>> { static constexpr bool value = true; };
-
 // COLS of a policy, 0 for those without column outputs.
 template <class R, class = void>
 struct ColumnCount { static constexpr int value = 0; };
@@ -115,17 +122,14 @@ struct LogSumExpRed {
     for (int k = 0; k < W; ++k) st.s[k] = 0;
   }
   // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
-  // X: the type the rescaling exp is computed in (T for the GPU's per-term push: a double
-  // exp there is a slow software routine; double for tiles and merges).
-  template <class X = double>
   LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
     if (tm == -inf<double>() || st.m[a] == inf<double>()) return;
     if (tm > st.m[a]) {
-      double scale = lk::exp(X(st.m[a] - tm));
+      double scale = lk::exp(st.m[a] - tm);
       for (int k = 0; k < cnt; ++k) st.s[k0 + k] = st.s[k0 + k] * scale + ts[k];
       st.m[a] = tm;
     } else {
-      double scale = lk::exp(X(tm - st.m[a]));
+      double scale = lk::exp(tm - st.m[a]);
       for (int k = 0; k < cnt; ++k) st.s[k0 + k] += ts[k] * scale;
     }
   }
@@ -157,20 +161,37 @@ struct LogSumExpRed {
       }
     }
   }
+  // The accumulator starts from the lowest finite value rather than -inf: s = 0 keeps it
+  // neutral, and -inf terms then give exp(-inf - m) = 0 with no special case. One exp per
+  // term: the smaller of (f, m) is rescaled to the larger.
+  static constexpr bool ACC_PER_TILE = true;
+  template <class T> struct Acc { T m[NM]; T s[W]; };
   template <class T>
-  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t) {
-    for (int a = 0; a < NM; ++a) {
-      double f = r[a];
-      if (f == -inf<double>() || st.m[a] == inf<double>()) continue;
-      if (f == inf<double>()) { st.m[a] = f; continue; }
-      if (E == 0) {
-        double one = 1.0;
-        fold<T>(st, a, f, &one, a, 1);
-      } else {
-        double w[E > 0 ? E : 1];
-        for (int e = 0; e < E; ++e) w[e] = r[1 + e];
-        fold<T>(st, 0, f, w, 0, E);
+  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
+    for (int k = 0; k < NM; ++k) a.m[k] = -std::numeric_limits<T>::max();
+    for (int k = 0; k < W; ++k) a.s[k] = T(0);
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t) {
+    for (int g = 0; g < NM; ++g) {
+      const T f = r[g];
+      const bool up = f > a.m[g];  // false for NaN f: then the scale below is NaN
+      const T scale = lk::exp(up ? a.m[g] - f : f - a.m[g]);
+      for (int k = E == 0 ? g : 0; k < (E == 0 ? g + 1 : W); ++k) {
+        const T w = E == 0 ? T(1) : r[1 + k];
+        a.s[k] = up ? a.s[k] * scale + w : a.s[k] + scale * w;
       }
+      a.m[g] = up ? f : a.m[g];
+    }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+    for (int g = 0; g < NM; ++g) {
+      if (a.m[g] == inf<T>()) { st.m[g] = inf<double>(); continue; }
+      double ts[W];
+      const int k0 = E == 0 ? g : 0, cnt = E == 0 ? 1 : W;
+      for (int k = 0; k < cnt; ++k) ts[k] = a.s[k0 + k];
+      fold(st, g, double(a.m[g]), ts, k0, cnt);
     }
   }
   LK_HD static void merge(State& st, const State& o) {
@@ -201,10 +222,23 @@ struct SoftMaxRed {
     Inner::tile(st.w, buf, ld, n, j0);
     LogSumExpRed<1, 0>::tile(st.z, buf, ld, n, j0);
   }
+  static constexpr bool ACC_PER_TILE = true;
   template <class T>
-  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t j) {
-    Inner::push(st.w, r, j);
-    LogSumExpRed<1, 0>::push(st.z, r, j);
+  struct Acc { typename Inner::template Acc<T> w; typename LogSumExpRed<1, 0>::template Acc<T> z; };
+  template <class T>
+  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
+    Inner::acc_init(a.w);
+    LogSumExpRed<1, 0>::acc_init(a.z);
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
+    Inner::acc_push(a.w, r, j);
+    LogSumExpRed<1, 0>::acc_push(a.z, r, j);
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+    Inner::acc_fold(st.w, a.w);
+    LogSumExpRed<1, 0>::acc_fold(st.z, a.z);
   }
   LK_HD static void merge(State& st, const State& o) {
     Inner::merge(st.w, o.w);
@@ -238,10 +272,24 @@ struct ArgExtremumRed {
       if (where >= 0) { st.v[k] = best; st.i[k] = j0 + where; }
     }
   }
+  // Comparisons are exact in T: the accumulator spans the whole range.
+  static constexpr bool ACC_PER_TILE = false;
+  template <class T> struct Acc { T v[D]; int64_t i[D]; };
   template <class T>
-  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t j) {
+  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
+    for (int k = 0; k < D; ++k) { a.v[k] = IS_MAX ? -inf<T>() : inf<T>(); a.i[k] = 0; }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
     for (int k = 0; k < D; ++k)
-      if (better(r[k], st.v[k])) { st.v[k] = r[k]; st.i[k] = j; }
+      if (IS_MAX ? r[k] > a.v[k] : r[k] < a.v[k]) { a.v[k] = r[k]; a.i[k] = j; }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+    for (int k = 0; k < D; ++k)
+      if (better(a.v[k], st.v[k]) || (a.v[k] == st.v[k] && a.i[k] < st.i[k])) {
+        st.v[k] = a.v[k]; st.i[k] = a.i[k];
+      }
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int k = 0; k < D; ++k)
@@ -285,9 +333,35 @@ struct KMinRed {
       for (int j = 0; j < n; ++j) insert(st, d, row[j], j0 + j);
     }
   }
+  // The accumulator's lists stay in registers: every index into them is a constant of an
+  // unrolled loop. A new value enters after the values equal to it and shifts the rest.
+  static constexpr bool ACC_PER_TILE = false;
+  template <class T> struct Acc { T v[D][K]; int64_t i[D][K]; };
   template <class T>
-  LK_HD static LK_INLINE void push(State& st, const T* r, int64_t j) {
-    for (int d = 0; d < D; ++d) insert(st, d, r[d], j);
+  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
+    for (int d = 0; d < D; ++d)
+      for (int k = 0; k < K; ++k) { a.v[d][k] = inf<T>(); a.i[d][k] = -1; }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
+    LK_UNROLL for (int d = 0; d < D; ++d) {
+      if (!(r[d] < a.v[d][K - 1])) continue;
+      T cv = r[d];
+      int64_t ci = j;
+      bool shifting = false;
+      LK_UNROLL for (int k = 0; k < K; ++k) {
+        shifting = shifting || cv < a.v[d][k];
+        if (shifting) {
+          T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
+          int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
+        }
+      }
+    }
+  }
+  template <class T>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+    for (int d = 0; d < D; ++d)
+      for (int k = 0; k < K && a.i[d][k] >= 0; ++k) insert(st, d, a.v[d][k], a.i[d][k]);
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int d = 0; d < D; ++d)

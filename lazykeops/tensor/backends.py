@@ -1,7 +1,7 @@
 """The minimal array protocol the framework-agnostic core needs: one class per framework.
 
 A backend says whether an object is one of its arrays, gives its dtype name, shape and
-data pointer, makes it contiguous, broadcasts it, allocates outputs, and tells how many
+data pointer, makes it contiguous, broadcasts it, converts it, allocates outputs, and tells how many
 threads the CPU engine should use. torch and numpy are imported lazily, when a backend
 is first used.
 """
@@ -18,8 +18,8 @@ class TorchBackend:
         self.torch = torch
         self.dtypes = {torch.float32: "float32", torch.float64: "float64",
                        torch.float16: "float16", torch.bfloat16: "bfloat16"}
-        self.from_name = {"float32": torch.float32, "float64": torch.float64,
-                          "int64": torch.int64}
+        self.from_name = {**{name: dtype for dtype, name in self.dtypes.items()},
+                          "int64": torch.int64, "uint8": torch.uint8}
 
     def is_array(self, x):
         return isinstance(x, self.torch.Tensor)
@@ -54,6 +54,12 @@ class TorchBackend:
 
     def contiguous(self, x):
         return x.contiguous()
+
+    def astype(self, x, dtype_name):
+        return x.to(self.from_name[dtype_name])
+
+    def copy_into(self, out, x):
+        out.copy_(x)
 
     def data_ptr(self, x):
         return x.data_ptr()
@@ -95,6 +101,12 @@ class NumpyBackend:
 
     def contiguous(self, x):
         return self.np.ascontiguousarray(x)
+
+    def astype(self, x, dtype_name):
+        return x.astype(dtype_name)
+
+    def copy_into(self, out, x):
+        out[...] = x
 
     def data_ptr(self, x):
         return x.ctypes.data

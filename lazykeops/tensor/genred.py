@@ -12,7 +12,7 @@ import ctypes
 
 from ..compile.build import load_kernel, nvcc_available
 from ..compile.codegen import check_stack_size, render_source
-from ..compile.spec import SUM_SCHEMES, KernelSpec, swap_axis
+from ..compile.spec import DTYPES, SUM_SCHEMES, KernelSpec, swap_axis
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, var
 from ..formula.aliases import parse_aliases
@@ -23,6 +23,9 @@ from .backends import get_backend
 CAT_WORDS = {CAT_I: "i-indexed", CAT_J: "j-indexed", CAT_P: "a parameter"}
 # pykeops's names. Arrays stay on their device: the backend must agree with it.
 BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
+# backend= -> the CUDA engine's scheme (csrc/lk_cuda_engine.cuh): 0 auto, 1 1D, 2 split.
+CUDA_SCHEMES = {"auto": 0, "GPU": 0, "GPU_1D": 1, "GPU_2D": 2}
+HALF_DTYPES = ("float16", "bfloat16")
 DTYPES_ACC = ("auto", "float32", "float64")
 
 
@@ -108,16 +111,31 @@ class GenredCore:
             names = ", ".join(a.name for a in self.aliases)
             raise LazyKeOpsError(f"formula '{self.text}' takes {len(self.aliases)} arguments "
                                  f"({names}), got {len(args)}")
-        arrays, dtype = self._as_arrays(args)
+        arrays, dtype, device = self._as_arrays(args)
         if backend != "auto":
-            where = next((self.backend.device(x) for x in arrays if self.backend.is_array(x)),
-                         "cpu")
-            self.check_backend(backend, where)
+            self.check_backend(backend, device)
+        if dtype in HALF_DTYPES and device == "cpu":
+            # The CPU engine has no half types: it computes in float32, as the GPU does.
+            widened = [self.backend.astype(x, "float32") for x in arrays]
+            return self._narrowed(self._compute(widened, "float32"), dtype, out)
+        return self._compute(arrays, dtype, out, backend)
+
+    def _compute(self, arrays, dtype, out=None, backend="auto"):
         sizes, batch = self._sizes(arrays)
         nout = sizes[CAT_I if self.axis == 1 else CAT_J]
         nred = sizes[CAT_J if self.axis == 1 else CAT_I]
         prepared, strides = self._prepare(arrays, batch)
-        return self.run(dtype, batch, nout, nred, prepared, strides, out)
+        return self.run(dtype, batch, nout, nred, prepared, strides, out, backend)
+
+    def _narrowed(self, result, dtype, out):
+        """Float outputs of a widened computation back to `dtype` (into `out` if given)."""
+        B = self.backend
+        parts = result if isinstance(result, tuple) else (result,)
+        parts = [p if B.dtype_name(p) == "int64" else B.astype(p, dtype) for p in parts]
+        if out is not None:
+            B.copy_into(self._output(out, tuple(parts[0].shape), dtype, parts[0]), parts[0])
+            parts[0] = out
+        return tuple(parts) if isinstance(result, tuple) else parts[0]
 
     def check_device(self, device):
         if device == "cpu":
@@ -131,20 +149,20 @@ class GenredCore:
         if self.ncols:
             raise LazyKeOpsError(f"{self.reduction.name} runs on the CPU only")
 
-    def check_backend(self, backend, device="cpu"):
+    def check_backend(self, backend, device=None):
+        """The backend's name, and with `device`, that it agrees with the arrays' device."""
         if backend not in BACKENDS:
             raise LazyKeOpsError(f"backend must be one of {BACKENDS} for formula "
                                  f"'{self.text}', got {backend!r}")
-        if backend == "GPU_2D":
-            raise LazyKeOpsError(f"backend 'GPU_2D' (the split scheme) is not written yet; "
-                                 f"use 'auto' or 'GPU_1D' for formula '{self.text}'")
+        if device is None:
+            return
         on_gpu = device != "cpu"
         if backend != "auto" and (backend == "CPU") == on_gpu:
             raise LazyKeOpsError(f"backend {backend!r} for formula '{self.text}', but its "
                                  f"arrays are on {device}: lazykeops computes where the data "
                                  "is (move the arrays, or use backend='auto')")
 
-    def run(self, dtype, batch, nout, nred, prepared, strides, out=None):
+    def run(self, dtype, batch, nout, nred, prepared, strides, out=None, backend="auto"):
         """Allocate the outputs and launch, on arguments already checked: `prepared` are
         contiguous arrays laid out as (..., N, D), (..., M, D) or (..., D) in memory, with
         `strides` their offsets from one batch to the next (0 when broadcast)."""
@@ -162,7 +180,8 @@ class GenredCore:
         for b in batch:
             nbatch *= b
         if nbatch and nout:
-            self._launch(dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols)
+            self._launch(dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols,
+                         backend)
         elif cols is not None:
             cols[...] = 0
         if cols is not None:
@@ -190,11 +209,12 @@ class GenredCore:
                     raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is on "
                                          f"{where}, but argument {first} is on {device}: all "
                                          "arrays must be on one device")
-        self.check_device(device or "cpu")
+        device = device or "cpu"
+        self.check_device(device)
         dtype = dtype or "float64"
-        if dtype not in ("float32", "float64"):
+        if dtype not in DTYPES:
             raise LazyKeOpsError(f"formula '{self.text}' got arrays of dtype {dtype}; expected "
-                                 "float32 or float64")
+                                 f"one of {', '.join(DTYPES)}")
         arrays = []
         for a, x in zip(self.aliases, args):
             if not B.is_array(x):
@@ -203,12 +223,12 @@ class GenredCore:
                                          f"an array of shape (..., N, {a.dim}), got "
                                          f"{type(x).__name__}")
                 try:
-                    x = B.as_array(x, dtype, device or "cpu")
+                    x = B.as_array(x, dtype, device)
                 except (TypeError, ValueError) as err:
                     raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is not "
                                          f"a number or a list of numbers: {err}") from None
             arrays.append(self._check_shape(a, x))
-        return arrays, dtype
+        return arrays, dtype, device
 
     def _check_shape(self, a, x):
         shape = tuple(x.shape)
@@ -301,7 +321,7 @@ class GenredCore:
             self._kernels[(dtype, target)] = lib
         return lib
 
-    def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols):
+    def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols, backend):
         B = self.backend
         device = B.device(prepared[0])
         ptrs = self._pointer_array(*[B.data_ptr(x) for x in prepared])
@@ -316,10 +336,15 @@ class GenredCore:
             lib = self.kernel(dtype, B.target(device))
             context, stream = B.launch_context(device)
             with context:
-                status = lib.run(nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr, stream)
+                # The split scheme's partial results live in a workspace from the framework's
+                # allocator (stream-ordered: freed once the launch is queued, safely).
+                nsplit = lib.plan(nbatch, nout, nred, CUDA_SCHEMES[backend])
+                workspace = B.empty((nbatch * nsplit * nout * lib.state_bytes(),), "uint8",
+                                    prepared[0]) if nsplit > 1 else None
+                status = lib.run(nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr, nsplit,
+                                 B.data_ptr(workspace) if nsplit > 1 else None, stream)
         if status == 2:
-            raise LazyKeOpsError(f"the j-variables of formula '{self.text}' are too large for "
-                                 "the CUDA engine's shared memory (large dimensions come with "
-                                 "the chunked scheme)")
+            raise LazyKeOpsError(f"the j-variables of formula '{self.text}' are too large: one "
+                                 "term does not fit in the GPU's shared memory")
         if status != 0:
             raise RuntimeError(f"the kernel for formula '{self.text}' failed (status {status})")

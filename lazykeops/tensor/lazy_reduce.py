@@ -13,12 +13,12 @@ from ..errors import LazyKeOpsError
 from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.aliases import Alias
-from .genred import GenredCore
+from .genred import HALF_DTYPES, GenredCore
 from .backends import get_backend
 from .lazy import LazyTensor, _merge_into
 
 _CORES = {}
-_FLOATS = ("float32", "float64")
+_FLOATS = ("float32", "float64", *HALF_DTYPES)
 DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
 
 
@@ -105,7 +105,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
                              "Python numbers cannot be reduced: there is no i or j axis")
     if shape_of.dtype not in _FLOATS:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data; "
-                             "reductions need float32 or float64")
+                             f"reductions need one of {', '.join(_FLOATS)}")
     # pykeops's convention: with no variable indexed by i (or j), that size is 1.
     if shape_of.ni is None or shape_of.nj is None:
         for category, size in ((CAT_I, shape_of.ni), (CAT_J, shape_of.nj)):
@@ -118,6 +118,9 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
 
         args = [_genred_layout(leaf) for leaf in leaves]
         return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
+    if shape_of.device == "cpu" and shape_of.dtype in HALF_DTYPES:  # widened by the core
+        args = [_genred_layout(leaf) for leaf in leaves]
+        return _pykeops_shape(core(*args, backend=backend, out=out), t, k)
     core.check_backend(backend, shape_of.device)
     if shape_of.device != "cpu":
         core.check_device(shape_of.device)
@@ -127,7 +130,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
     nout, nred = (shape_of.ni or 1, shape_of.nj or 1)
     if axis == 0:
         nout, nred = nred, nout
-    result = core.run(shape_of.dtype, batch, nout, nred, prepared, strides, out)
+    result = core.run(shape_of.dtype, batch, nout, nred, prepared, strides, out, backend)
     return _pykeops_shape(result, t, k)
 
 

@@ -29,10 +29,17 @@ CASES = [
     ("Min_ArgMin", "X - Y", None, None),
     ("KMin_ArgKMin", "SqDist(X,Y)", None, 5),
 ]
+# Wide j-variables: tiles shorter than a block, in dynamic shared memory past 48 KB.
+WIDE_ALIASES = ["X = Vi(1024)", "Y = Vj(1024)", "B = Vj(1)"]
+WIDE_CASE = ("Sum", "Exp(-SqDist(X,Y)) * B", None, None)
+# torch.utils.cpp_extension compiles with these: half types must work without the implicit
+# conversions they disable.
+TORCH_HALF_FLAGS = ("-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__")
 
 
-def _spec(red, formula, formula2, k, dtype):
-    aliases = parse_aliases(ALIASES)
+def _spec(red, formula, formula2, k, dtype, alias_texts=ALIASES):
+    aliases = parse_aliases(alias_texts)
     nodes = {a.name: var(a.pos, a.dim, a.cat) for a in aliases}
     formulas = [parse_formula(formula, nodes)]
     if formula2:
@@ -42,15 +49,17 @@ def _spec(red, formula, formula2, k, dtype):
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_generated_code_compiles_with_nvcc_for_sm90(tmp_path, dtype):
+    specs = [_spec(*case, dtype) for case in CASES] + [_spec(*WIDE_CASE, dtype, WIDE_ALIASES)]
     sources = []
-    for n, case in enumerate(CASES):
+    for n, spec in enumerate(specs):
         path = tmp_path / f"check{n}.cu"
-        path.write_text(render_source(_spec(*case, dtype)))
+        path.write_text(render_source(spec))
         sources.append(path)
     for path in sources:
-        res = subprocess.run([NVCC, *CUDA_FLAGS, "-arch=sm_90", "-I", str(CSRC), "-c",
+        res = subprocess.run([NVCC, *CUDA_FLAGS, *TORCH_HALF_FLAGS, "-arch=sm_90", "-I",
+                              str(CSRC), "-c",
                               str(path), "-o", str(path.with_suffix(".o"))],
                              capture_output=True, text=True)
         assert res.returncode == 0, f"{path.read_text()}\n{res.stderr}"
