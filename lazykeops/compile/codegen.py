@@ -16,8 +16,9 @@ import re
 from ..errors import LazyKeOpsError
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
-from ..formula.node import OPS, make
+from ..formula.node import CAT_P, OPS, make
 from ..formula.reductions import lookup
+from .chunking import CHUNK, PART_POS, plan_chunks, restricted_sums
 from .spec import SUM_SCHEMES
 
 CPP_TYPES = {"float32": "float", "float64": "double"}
@@ -47,12 +48,13 @@ def check_stack_size(formulas, outputs, text):
                              f"the supported {MAX_SCALARS_PER_PAIR}")
 
 
-def render_formula_struct(formulas, args):
-    """C++ text of `struct LkFormula` computing the concatenation of `formulas`."""
+def render_formula_struct(formulas, args, chunks=None):
+    """C++ text of `struct LkFormula` computing the concatenation of `formulas`; with a
+    ChunkPlan, `eval` computes the plan's rest, and chunk_full / chunk_tail its sums."""
     cats = ", ".join(str(c) for c, _ in args) or "0"
     dims = ", ".join(str(d) for _, d in args) or "0"
     dimout = sum(f.dim for f in formulas)
-    body = _render_eval_body(formulas)
+    body = _render_eval_body(chunks.rest if chunks else formulas)
     lines = [
         "struct LkFormula {",
         f"  static constexpr int NARGS = {len(args)};",
@@ -63,9 +65,35 @@ def render_formula_struct(formulas, args):
         "  LK_HD static LK_INLINE void eval(const In& in, Out out) {",
         *[f"    {_unrolled(line)}" for line in body],
         "  }",
-        "};",
     ]
-    return "\n".join(lines)
+    if chunks:
+        lines += [f"  static constexpr int WIDE = {chunks.width};",
+                  f"  static constexpr int NCHUNKED = {len(chunks.sums)};"]
+        lines += _render_chunk_function(chunks, args, "chunk_full", CHUNK)
+        if chunks.width % CHUNK:
+            lines += _render_chunk_function(chunks, args, "chunk_tail", chunks.width % CHUNK)
+    return "\n".join(lines + ["};"])
+
+
+def _render_chunk_function(plan, args, name, length):
+    """part[m] += chunked sum m over `length` components of the wide variables (read
+    through the engine's wvar / pvar, which add the chunk's first component)."""
+    sums = restricted_sums(plan, length)
+
+    def leaf(node):
+        pos, dim, cat = node.params
+        if pos in plan.wide:
+            return Ref(dim, f"in.template wvar<{pos}>({{k}})")
+        if cat == CAT_P and args[pos][1] == plan.width:
+            return Ref(dim, f"in.template pvar<{pos}>({{k}})")
+        return None
+
+    lines, refs = _render_nodes(sums, leaf)
+    lines += [f"part[{m}] += {refs[node](0)};" for m, node in enumerate(sums)]
+    return ["  template <class T, class In>",
+            f"  LK_HD static LK_INLINE void {name}(const In& in, T* part) {{",
+            *[f"    {_unrolled(line)}" for line in lines],
+            "  }"]
 
 
 _LOOP = re.compile(r"for \(int \w+ = 0; \w+ < (\d+);")
@@ -81,19 +109,19 @@ def _unrolled(line):
     return line
 
 
-def _render_eval_body(formulas):
-    refs, lines = {}, []
-    counter = 0
-    nodes = []
-    seen = set()
-    for f in formulas:
+def _render_nodes(roots, leaf=None):
+    """C++ lines computing every node under `roots` once, children first, and each node's
+    Ref. leaf(var_node) may give a Var's Ref (None: the engine's `in.var<pos>(k)`)."""
+    refs, lines, nodes, seen, counter = {}, [], [], set(), 0
+    for f in roots:
         for node in f.walk():
             if id(node) not in seen:
                 seen.add(id(node))
                 nodes.append(node)
     for node in nodes:
         if node.op == "Var":
-            refs[node] = Ref(node.dim, f"in.template var<{node.params[0]}>({{k}})")
+            ref = leaf(node) if leaf else None
+            refs[node] = ref or Ref(node.dim, f"in.template var<{node.params[0]}>({{k}})")
         elif node.op in CONSTANT_VALUE:
             refs[node] = Ref(node.dim, CONSTANT_VALUE[node.op](node.params))
         else:
@@ -103,10 +131,20 @@ def _render_eval_body(formulas):
             lines.append(f"T {name}[{node.dim}];  // {node.op}")
             lines.extend(OPS[node.op].emit(out, [refs[a] for a in node.args], node.params))
             refs[node] = out
+    return lines, refs
+
+
+def _chunk_part(node):
+    """The placeholder of chunked sum m reads the engine's partial sum m."""
+    pos = node.params[0]
+    return Ref(1, f"in.template part<{pos - PART_POS}>()") if pos >= PART_POS else None
+
+
+def _render_eval_body(formulas):
+    lines, refs = _render_nodes(formulas, _chunk_part)
     offset = 0
     for f in formulas:
-        ref = refs[f]
-        lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {ref('k')};")
+        lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {refs[f]('k')};")
         offset += f.dim
     return lines
 
@@ -139,6 +177,8 @@ def render_source(spec):
     """The whole translation unit of a kernel, for the engine of spec.target."""
     header, entry = ENGINES[spec.target]
     text = " ; ".join(str(f) for f in spec.formulas)
+    formulas = emitted_formulas(spec)
+    chunks = plan_chunks(formulas, spec.args) if spec.target == "cuda" else None
     if spec.target == "cuda":
         tuning = [f"#define {name} {value}" for name, value in sorted(CUDA_TUNING.items())]
         types = ", ".join(CUDA_TYPES[spec.dtype])
@@ -153,7 +193,7 @@ def render_source(spec):
         # An anonymous namespace gives the formula and every template instantiated on it
         # internal linkage: two loaded kernels never bind to each other's code.
         "namespace {",
-        render_formula_struct(emitted_formulas(spec), spec.args),
+        render_formula_struct(formulas, spec.args, chunks),
         "",
         f"using LkReduction = {reduction_policy(spec)};",
         "}  // namespace",

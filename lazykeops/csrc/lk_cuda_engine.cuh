@@ -20,7 +20,9 @@
 // Batches run on gridDim.z (looping past 65535).
 //
 // Large j-variables shrink TILE so that a tile fits in shared memory (up to the device's
-// opt-in limit); TILE rows are padded to 16 bytes so that reads vectorise.
+// opt-in limit); TILE rows are padded to 16 bytes so that reads vectorise. Formulas whose
+// wide variables enter only through sums over their components run chunk by chunk
+// instead (lk_cuda_chunked.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -28,6 +30,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "lk_layout.h"
 #include "lk_math.h"
@@ -234,32 +237,67 @@ __global__ void merge_splits(int64_t nbatch, int64_t nx, int nsplit,
   }
 }
 
+}  // namespace lk
+
+#include "lk_cuda_chunked.cuh"
+
+namespace lk {
+
 // ---------------------------------------------------------------- host side
+// The kernel and configuration for a formula: chunked when it was rendered with WIDE.
+template <class F, class = void>
+struct IsChunked : std::false_type {};
+template <class F>
+struct IsChunked<F, std::void_t<decltype(F::WIDE)>> : std::true_type {};
+
+template <class F, class R, class T, class S, bool CHUNKED = IsChunked<F>::value>
+struct Engine {
+  using C = CudaConfig<F, R, T>;
+  static auto kernel() { return reduce_tiles<F, R, T, S>; }
+};
+template <class F, class R, class T, class S>
+struct Engine<F, R, T, S, true> {
+  using C = ChunkConfig<F, R, T>;
+  static auto kernel() { return reduce_chunked<F, R, T, S>; }
+};
+
 enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
 constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at most
 
 template <class F, class R, class T, class S>
 int64_t row_blocks(int64_t nx) {
-  using C = CudaConfig<F, R, T>;
+  using C = typename Engine<F, R, T, S>::C;
   return (nx + (int64_t)C::BLOCK * C::RPT - 1) / ((int64_t)C::BLOCK * C::RPT);
 }
 
-// How many j-ranges to split the reduction into. Auto: split only when the 1D grid has
-// fewer than eight waves of resident blocks, into enough ranges for eight waves, each of
-// at least two tiles, within WORKSPACE_LIMIT. Forced split: at least two ranges when there
-// are two terms.
+// How many j-ranges to split the reduction into. Auto, for sums: split only when the 1D
+// grid has fewer than eight waves of resident blocks, into enough ranges for eight waves
+// (the last, partial wave then costs little); each range of at least two tiles, within
+// WORKSPACE_LIMIT. Forced split: at least two ranges when there are two terms.
 template <class F, class R, class T, class S>
 int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
-  using C = CudaConfig<F, R, T>;
+  using C = typename Engine<F, R, T, S>::C;
   if (scheme == SCHEME_1D || nx == 0 || ny == 0) return 1;
-  int dev = 0, sms = 1, per_sm = 1;
+  // Resident blocks per device, asked once per device (the queries cost microseconds).
+  static int64_t cached[64] = {0};
+  int dev = 0;
   cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, reduce_tiles<F, R, T, S>, C::BLOCK,
-                                                C::SHARED);
+  int64_t resident = dev < 64 ? cached[dev] : 0;
+  if (resident == 0) {
+    int sms = 1, per_sm = 1;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Engine<F, R, T, S>::kernel(),
+                                                  C::BLOCK, C::SHARED);
+    resident = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
+    if (dev < 64) cached[dev] = resident;
+  }
   const int64_t blocks = row_blocks<F, R, T, S>(nx) * (nbatch < 65535 ? nbatch : 65535);
-  const int64_t target = 8ll * sms * (per_sm > 0 ? per_sm : 1);
-  int64_t n = blocks >= target ? 1 : (target + blocks - 1) / blocks;
+  // Selections (ACC_PER_TILE false) pay for each range: its list refills from empty, and
+  // while it fills, some thread of every warp inserts at nearly every term. They split
+  // only a GPU less than half busy, into one wave.
+  const int64_t target = R::ACC_PER_TILE ? 8 * resident : resident;
+  const int64_t threshold = R::ACC_PER_TILE ? target : resident / 2;
+  int64_t n = blocks >= threshold ? 1 : (target + blocks - 1) / blocks;
   const int64_t by_tiles = ny / (2 * C::TILE);
   n = n < by_tiles ? n : by_tiles;
   if (scheme == SCHEME_SPLIT) n = n > 2 ? n : 2;
@@ -276,13 +314,13 @@ template <class F, class R, class T, class S>
 int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
                 const int64_t* batch_strides, S* vals, int64_t* idx, int64_t nsplit,
                 void* workspace, cudaStream_t stream) {
-  using C = CudaConfig<F, R, T>;
+  using C = typename Engine<F, R, T, S>::C;
   ArgTable<F> args;
   for (int v = 0; v < F::NARGS; ++v) {
     args.ptr[v] = ptrs[v];
     args.batch_stride[v] = batch_strides[v];
   }
-  auto kernel = reduce_tiles<F, R, T, S>;
+  auto kernel = Engine<F, R, T, S>::kernel();
   if (C::SHARED > 48 * 1024) {
     int dev = 0, limit = 0;
     cudaGetDevice(&dev);

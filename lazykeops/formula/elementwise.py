@@ -185,12 +185,14 @@ def _ref_elementwise(fn):
 
 for _name, (_cpp, _ref, _dom) in UNARY.items():
     register(OpSpec(_name, 1, (), broadcast_dim(_name), elementwise(_cpp),
-                    _ref_elementwise(_ref), domain=(_dom,), vjp=VJP[_name]))
+                    _ref_elementwise(_ref), domain=(_dom,), vjp=VJP[_name],
+                    componentwise=True))
 
 for _table, _arity in ((BINARY, 2), (TERNARY, 3)):
     for _name, (_cpp, _ref, _dom) in _table.items():
         register(OpSpec(_name, _arity, (), broadcast_dim(_name), elementwise(_cpp),
-                        _ref_elementwise(_ref), domain=_dom, vjp=VJP[_name]))
+                        _ref_elementwise(_ref), domain=_dom, vjp=VJP[_name],
+                        componentwise=True))
 
 
 # Ops with integer parameters.
@@ -219,7 +221,8 @@ def _emit_round(out, args, params):
 
 register(OpSpec("Round", 1, ("d",), _dim_same, _emit_round,
                 lambda args, p: torch.round(args[0] * 10.0 ** p[0]) / 10.0 ** p[0],
-                domain=("any",), example_params=(2,), vjp=lambda n, g: (None,)))
+                domain=("any",), example_params=(2,), vjp=lambda n, g: (None,),
+                componentwise=True))
 
 
 def _clampint_dim(dims, params):
@@ -231,7 +234,8 @@ def _clampint_dim(dims, params):
 register(OpSpec("ClampInt", 1, ("a", "b"), _clampint_dim,
                 elementwise("lk::clamp({0}, T({1}), T({2}))"),
                 lambda args, p: torch.clamp(args[0], p[0], p[1]),
-                domain=("any",), example_params=(-1, 1), vjp=_clampint_vjp))
+                domain=("any",), example_params=(-1, 1), vjp=_clampint_vjp,
+                componentwise=True))
 
 
 # Constants: no formula argument, dimension from their parameters.

@@ -35,7 +35,10 @@ class OpSpec:
                  axis is the formula dimension and whose leading axes broadcast.
     domain:      for the registry test, one sampler name per argument ("any", "positive",
                  "unit", "nonzero") and a dict of example parameters.
-    vjp:         reserved for the autodiff issue: vjp(node, grad_node) -> tuple of nodes.
+    vjp:         vjp(node, grad_node) -> tuple of nodes (None for a zero gradient).
+    componentwise: component k of the output depends only on component k of each argument
+                 (dimension-1 arguments broadcast): the CUDA engine may evaluate such ops
+                 on a chunk of components (compile/chunking.py).
     """
 
     name: str
@@ -49,6 +52,7 @@ class OpSpec:
     example_dims: Optional[tuple] = None
     vjp: Optional[Callable] = None
     doc: str = ""
+    componentwise: bool = False
 
 
 OPS: dict = {}

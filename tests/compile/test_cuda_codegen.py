@@ -29,9 +29,12 @@ CASES = [
     ("Min_ArgMin", "X - Y", None, None),
     ("KMin_ArgKMin", "SqDist(X,Y)", None, 5),
 ]
-# Wide j-variables: tiles shorter than a block, in dynamic shared memory past 48 KB.
-WIDE_ALIASES = ["X = Vi(1024)", "Y = Vj(1024)", "B = Vj(1)"]
-WIDE_CASE = ("Sum", "Exp(-SqDist(X,Y)) * B", None, None)
+# Wide variables: chunked sums (a partial last chunk: 1000 = 31 * 32 + 8), and a use
+# outside sums (tiles shorter than a block, in dynamic shared memory past 48 KB).
+WIDE_ALIASES = ["X = Vi(1000)", "Y = Vj(1000)", "B = Vj(1)", "W = Pm(1000)"]
+WIDE_CASES = [("Sum", "Exp(-SqDist(X,Y) + Scalprod(W, X)) * B", None, None),
+              ("ArgKMin", "SqDist(X,Y)", None, 3),
+              ("Sum", "Exp(-SqDist(X,Y)) * Elem(Y, 0) * B", None, None)]
 # torch.utils.cpp_extension compiles with these: half types must work without the implicit
 # conversions they disable.
 TORCH_HALF_FLAGS = ("-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
@@ -51,7 +54,8 @@ def _spec(red, formula, formula2, k, dtype, alias_texts=ALIASES):
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_generated_code_compiles_with_nvcc_for_sm90(tmp_path, dtype):
-    specs = [_spec(*case, dtype) for case in CASES] + [_spec(*WIDE_CASE, dtype, WIDE_ALIASES)]
+    specs = [_spec(*case, dtype) for case in CASES] + \
+        [_spec(*case, dtype, WIDE_ALIASES) for case in WIDE_CASES]
     sources = []
     for n, spec in enumerate(specs):
         path = tmp_path / f"check{n}.cu"

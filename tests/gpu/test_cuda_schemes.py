@@ -1,8 +1,9 @@
 """The CUDA engine's schemes, dtypes and sizes: the split scheme (backend="GPU_2D") and the
 1D scheme ("GPU_1D") on every reduction over both axes, at sizes spanning many tiles and
 splits, against the CPU engine; float16 and bfloat16 against float64 on the same rounded
-inputs (values and gradients); wide variables whose tiles shrink or leave registers;
-the split planner; peak memory. Skipped where no CUDA device is available (CI)."""
+inputs (values and gradients); wide variables (chunked sums, or read from global memory);
+wide outputs; the split planner; peak memory. Skipped where no CUDA device is available
+(CI)."""
 
 import pytest
 import torch
@@ -145,21 +146,64 @@ def test_half_precision_lazytensor():
 
 
 # ---------------------------------------------------------------- wide variables
+def wide_inputs(dim, n=300, m=257, e=3):
+    g = torch.Generator().manual_seed(dim)
+    return (torch.rand(n, dim, generator=g, dtype=torch.float64) / dim ** 0.5,
+            torch.rand(m, dim, generator=g, dtype=torch.float64) / dim ** 0.5,
+            torch.randn(m, e, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ["auto", "GPU_2D"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("dim", [64, 200, 1024, 9000])
-def test_wide_variables(dim, dtype):
-    """Tiles shrink with the row width (down to one term for D = 9000 in float64, in
-    dynamic shared memory past 48 KB); i-variables past 96 scalars stay in global memory."""
-    g = torch.Generator().manual_seed(dim)
-    x = torch.rand(300, dim, generator=g, dtype=torch.float64) / dim ** 0.5
-    y = torch.rand(257, dim, generator=g, dtype=torch.float64) / dim ** 0.5
-    b = torch.randn(257, 3, generator=g, dtype=torch.float64)
+def test_wide_variables(dim, dtype, backend):
+    """D = 64 stays in registers; past 96 components SqDist is computed in chunks of 32
+    (1024: whole chunks; 200 and 9000: a partial last chunk)."""
+    x, y, b = wide_inputs(dim)
     routine = Genred("Exp(-SqDist(X,Y)) * B", [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(3)"],
                      axis=1)
-    got = routine(*[t.to(CUDA, dtype) for t in (x, y, b)])
+    got = routine(*[t.to(CUDA, dtype) for t in (x, y, b)], backend=backend)
     want = torch.exp(-torch.cdist(x, y) ** 2) @ b
     tol = 1e-4 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(got.cpu().double(), want, rtol=tol, atol=tol)
+
+
+def test_chunked_sums_with_wide_parameters_and_several_sums():
+    dim = 300
+    x, y, b = wide_inputs(dim, e=2)
+    w = torch.rand(dim, dtype=torch.float64)
+    routine = Genred("Exp(-SqDist(X,Y) - Sum(W*X*Y) + Scalprod(X, W)) * B",
+                     [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(2)", f"W = Pm({dim})"], axis=1)
+    got = routine(*[t.to(CUDA) for t in (x, y, b, w)])
+    k = -torch.cdist(x, y) ** 2 - (x * w) @ y.T + (x @ w)[:, None]
+    torch.testing.assert_close(got.cpu(), torch.exp(k) @ b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_chunked_nearest_neighbours_and_logsumexp(dtype):
+    dim = 1024
+    x, y, _ = wide_inputs(dim, n=500, m=2000)
+    x, y = x.to(dtype), y.to(dtype)
+    X, Y = LazyTensor(x.to(CUDA)[:, None]), LazyTensor(y.to(CUDA)[None])
+    D = ((X - Y) ** 2).sum(-1)
+    dist = torch.cdist(x.double(), y.double()) ** 2
+    idx = D.argKmin(5, dim=1).cpu()
+    # Rounding may swap near ties: the chosen neighbours' distances match the true ones.
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(dist.gather(1, idx), dist.topk(5, 1, largest=False).values,
+                               rtol=tol, atol=tol)
+    lse = (-D).logsumexp(dim=1).cpu().double()
+    torch.testing.assert_close(lse, torch.logsumexp(-dist, 1, keepdim=True), rtol=tol, atol=tol)
+
+
+def test_wide_variables_used_outside_sums_are_read_from_global_memory():
+    # Elem(X, 0) uses X outside a sum: no chunking, X read at each use, Y in shared memory.
+    dim = 1024
+    x, y, b = wide_inputs(dim)
+    routine = Genred("Exp(-SqDist(X,Y)) * Elem(X, 0) * B",
+                     [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(3)"], axis=1)
+    got = routine(*[t.to(CUDA) for t in (x, y, b)])
+    torch.testing.assert_close(got.cpu(), (torch.exp(-torch.cdist(x, y) ** 2) * x[:, :1]) @ b)
 
 
 def test_wide_outputs():
@@ -171,8 +215,10 @@ def test_wide_outputs():
 
 
 def test_a_term_too_large_for_shared_memory_is_a_clear_error():
-    dim = 40_000  # float64: 320 KB per term, past the H100's 227 KB of shared memory
-    routine = Genred("SqDist(X,Y)", [f"X = Vi({dim})", f"Y = Vj({dim})"], axis=1)
+    # Y is used outside a sum, so its 40,000 components (320 KB in float64) must fit in
+    # shared memory: past the H100's 227 KB.
+    dim = 40_000
+    routine = Genred("SqDist(X,Y) + Elem(Y, 0)", [f"X = Vi({dim})", f"Y = Vj({dim})"], axis=1)
     x = torch.zeros(2, dim, dtype=torch.float64, device=CUDA)
     with pytest.raises(LazyKeOpsError, match="shared memory"):
         routine(x, x)

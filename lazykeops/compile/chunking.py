@@ -1,0 +1,91 @@
+"""Chunked evaluation over wide variables, for the CUDA engine.
+
+A thread of the CUDA engine keeps its row's i-variables in registers and reads the
+j-variables of a tile of terms from shared memory. Variables of hundreds or thousands of
+components fit in neither. In the formulas that have such variables (distances and
+scalar products between embeddings, kernels of them), the wide variables mostly enter
+through sums over their components of componentwise expressions: Sum, SqNorm2, SqDist,
+Scalprod. Such sums are additive over any split of the components, so the engine
+computes them CHUNK components at a time for a tile of terms, keeping one partial sum per
+(term, sum) in registers, and then evaluates the rest of the formula, to which each sum
+is a scalar (csrc/lk_cuda_chunked.cuh).
+
+`plan_chunks` finds the sums to chunk; it gives None when no variable is wide, or when a
+wide variable is also used outside such sums (the engine then reads that variable's
+components from global memory at each use: correct, but bound by memory traffic).
+"""
+
+from dataclasses import dataclass
+
+from ..formula.autodiff import substitute
+from ..formula.elementwise import CONSTANT_VALUE
+from ..formula.node import CAT_P, OPS, make, var
+
+CHUNK = 32  # components per chunk: LK_CUDA_CHUNK in csrc/lk_cuda_chunked.cuh
+WIDE_ABOVE = 96  # i- and j-variables with more components than this are wide
+SUMS = ("Sum", "SqNorm2", "SqDist", "Scalprod")
+PART_POS = 1 << 29  # position of the placeholder variable standing for chunked sum m: + m
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """width: the number of components of every wide variable; wide: their positions;
+    sums: the chunked sum nodes; rest: the formulas, chunked sum m replaced by the
+    placeholder Var(PART_POS + m, 1, CAT_P)."""
+
+    width: int
+    wide: frozenset
+    sums: tuple
+    rest: tuple
+
+
+def plan_chunks(formulas, args):
+    """The ChunkPlan of `formulas` over the argument table `args` ((cat, dim) per
+    position), or None if nothing is wide or a wide variable escapes the chunked sums."""
+    width = max((d for c, d in args if c != CAT_P), default=0)
+    if width <= WIDE_ABOVE:
+        return None
+    wide = frozenset(p for p, (c, d) in enumerate(args) if c != CAT_P and d == width)
+    sums = []
+    for f in formulas:
+        for node in f.walk():
+            if node.op in SUMS and node not in sums and _chunkable(node, wide, width):
+                sums.append(node)
+    mapping = {node: var(PART_POS + m, 1, CAT_P) for m, node in enumerate(sums)}
+    rest = tuple(substitute(f, mapping) for f in formulas)
+    if any(v.params[0] in wide for f in rest for v in f.variables()):
+        return None
+    return ChunkPlan(width, wide, tuple(sums), rest)
+
+
+def _chunkable(node, wide, width):
+    """A sum over `width` components of a componentwise expression of wide variables,
+    parameters of `width` components, and scalars."""
+    if node.args[0].dim != width:
+        return False
+    for arg in node.args:
+        for n in arg.walk():
+            if n.op == "Var":
+                pos, dim, cat = n.params
+                if not (pos in wide or dim == 1 or (cat == CAT_P and dim == width)):
+                    return False
+            elif n.op in CONSTANT_VALUE:
+                if n.dim not in (1, width):
+                    return False
+            elif not OPS[n.op].componentwise:
+                return False
+    return True
+
+
+def restricted_sums(plan, length):
+    """The chunked sums rewritten over `length` components: every leaf of `width`
+    components (wide variables, wide parameters, zeros) shrunk to `length`."""
+    mapping = {}
+    for node in plan.sums:
+        for n in node.walk():
+            if n.op == "Var" and n.dim == plan.width:
+                pos, _, cat = n.params
+                mapping[n] = var(pos, length, cat)
+            elif n.op == "Zero" and n.dim == plan.width:
+                mapping[n] = make("Zero", params=(length,))
+    return tuple(substitute(node, mapping) for node in plan.sums)
