@@ -50,7 +50,7 @@ _COMMON_ARGS = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
 
 class KernelLibrary:
     """A loaded kernel: `run` is its C entry point: LK_CPU_ENTRY's lk_run (..., cols,
-    nthreads) or LK_CUDA_ENTRY's lk_run_cuda (..., nsplit, workspace, stream); CUDA
+    nthreads) or LK_CUDA_ENTRY's lk_run_cuda (..., layout, nsplit, workspace, stream); CUDA
     libraries also export `plan` (nbatch, nx, ny, scheme) -> nsplit and `state_bytes`,
     see csrc/lk_cuda_engine.cuh."""
 
@@ -63,8 +63,8 @@ class KernelLibrary:
             self.run.argtypes = _COMMON_ARGS + [ctypes.c_void_p, ctypes.c_int]
         else:
             self.run = self._dll.lk_run_cuda
-            self.run.argtypes = _COMMON_ARGS + [ctypes.c_int64, ctypes.c_void_p,
-                                                ctypes.c_void_p]
+            self.run.argtypes = _COMMON_ARGS + [ctypes.c_void_p, ctypes.c_int64,
+                                                ctypes.c_void_p, ctypes.c_void_p]
             self.plan = self._dll.lk_plan_cuda
             self.plan.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_int]
             self.plan.restype = ctypes.c_int64

@@ -90,7 +90,7 @@ struct ChunkPair {
 template <class F, class R, class T, class S>
 __global__ void __launch_bounds__(LK_CUDA_BLOCK)
 reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F> args,
-               S* vals, int64_t* idx, typename R::State* partial) {
+               Outputs<S> out, typename R::State* partial) {
   using C = ChunkConfig<F, R, T>;
   using Pair = ChunkPair<F, C, T>;
   constexpr int W = F::WIDE, CL = C::CL, NCH = F::NCHUNKED;
@@ -188,7 +188,7 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
       if (partial)
         partial[(b * gridDim.y + blockIdx.y) * nx + row] = st;
       else
-        write_outputs<F, R, T, S>(st, vals + (b * nx + row) * R::VALS, idx + (b * nx + row) * R::IDXS);
+        write_outputs<F, R, T, S>(st, out, b * nx + row);
     }
   }
 }

@@ -135,17 +135,30 @@ __device__ LK_INLINE void load_tile(T* tile, const ArgTable<F>& args, int64_t b,
   });
 }
 
+// Where the outputs go: output row t (= batch * nx + i) writes its values at
+// vals[t * vstride + voff ...] and its indices at idx[t * istride + ioff ...]. The strides
+// exceed the policy's widths when a wide output is computed in slices of components, one
+// kernel per slice (tensor/genred.py).
+template <class S>
+struct Outputs {
+  S* vals;
+  int64_t* idx;
+  int64_t vstride, voff, istride, ioff;
+};
+
 template <class F, class R, class T, class S>
-__device__ LK_INLINE void write_outputs(const typename R::State& st, S* vals, int64_t* idx) {
-  T out[R::VALS > 0 ? R::VALS : 1];
-  R::finalize(st, out, idx);
-  for (int k = 0; k < R::VALS; ++k) vals[k] = to_storage<S>(out[k]);
+__device__ LK_INLINE void write_outputs(const typename R::State& st, const Outputs<S>& out,
+                                        int64_t t) {
+  T v[R::VALS > 0 ? R::VALS : 1];
+  R::finalize(st, v, out.idx + t * out.istride + out.ioff);
+  S* vals = out.vals + t * out.vstride + out.voff;
+  for (int k = 0; k < R::VALS; ++k) vals[k] = to_storage<S>(v[k]);
 }
 
 template <class F, class R, class T, class S>
 __global__ void __launch_bounds__(LK_CUDA_BLOCK)
 reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F> args,
-             S* vals, int64_t* idx, typename R::State* partial) {
+             Outputs<S> out, typename R::State* partial) {
   using C = CudaConfig<F, R, T>;
   using Acc = typename R::template Acc<T>;
   constexpr int RPT = C::RPT;
@@ -216,8 +229,7 @@ reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F>
       if (partial)
         partial[(b * gridDim.y + blockIdx.y) * nx + i] = st[r];
       else
-        write_outputs<F, R, T, S>(st[r], vals + (b * nx + i) * R::VALS,
-                                  idx + (b * nx + i) * R::IDXS);
+        write_outputs<F, R, T, S>(st[r], out, b * nx + i);
     }
   }
 }
@@ -226,14 +238,14 @@ reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F>
 // order of j (ties keep the smaller index) and writes the outputs.
 template <class F, class R, class T, class S>
 __global__ void merge_splits(int64_t nbatch, int64_t nx, int nsplit,
-                             const typename R::State* partial, S* vals, int64_t* idx) {
+                             const typename R::State* partial, Outputs<S> out) {
   const int64_t total = nbatch * nx;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
     const int64_t b = t / nx, i = t - b * nx;
     typename R::State st = partial[b * nsplit * nx + i];
     for (int s = 1; s < nsplit; ++s) R::merge(st, partial[(b * nsplit + s) * nx + i]);
-    write_outputs<F, R, T, S>(st, vals + t * R::VALS, idx + t * R::IDXS);
+    write_outputs<F, R, T, S>(st, out, t);
   }
 }
 
@@ -309,11 +321,12 @@ int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
 }
 
 // Launches on `stream`; 0 on success, 2 if a tile does not fit in shared memory, 3 on a
-// CUDA error. `workspace` holds nbatch * nsplit * nx States when nsplit > 1.
+// CUDA error. layout: (vstride, voff, istride, ioff) of Outputs. `workspace` holds
+// nbatch * nsplit * nx States when nsplit > 1.
 template <class F, class R, class T, class S>
 int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
-                const int64_t* batch_strides, S* vals, int64_t* idx, int64_t nsplit,
-                void* workspace, cudaStream_t stream) {
+                const int64_t* batch_strides, S* vals, int64_t* idx, const int64_t* layout,
+                int64_t nsplit, void* workspace, cudaStream_t stream) {
   using C = typename Engine<F, R, T, S>::C;
   ArgTable<F> args;
   for (int v = 0; v < F::NARGS; ++v) {
@@ -334,12 +347,13 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
   auto* partial = nsplit > 1 ? static_cast<typename R::State*>(workspace) : nullptr;
   dim3 grid((unsigned)row_blocks<F, R, T, S>(nx), (unsigned)nsplit,
             (unsigned)(nbatch < 65535 ? nbatch : 65535));
-  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nx, ny, jchunk, args, vals, idx, partial);
+  const Outputs<S> out{vals, idx, layout[0], layout[1], layout[2], layout[3]};
+  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nx, ny, jchunk, args, out, partial);
   if (nsplit > 1) {
     const int64_t total = nbatch * nx;
     const int64_t blocks = (total + 255) / 256;
     merge_splits<F, R, T, S><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
-        nbatch, nx, (int)nsplit, partial, vals, idx);
+        nbatch, nx, (int)nsplit, partial, out);
   }
   return cudaGetLastError() == cudaSuccess ? 0 : 3;
 }
@@ -351,10 +365,10 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
 #define LK_CUDA_ENTRY(T, S)                                                              \
   extern "C" __attribute__((visibility("default"))) int lk_run_cuda(                    \
       int64_t nbatch, int64_t nx, int64_t ny, const void* const* args,                  \
-      const int64_t* batch_strides, void* vals, int64_t* idx, int64_t nsplit,           \
-      void* workspace, void* stream) {                                                  \
+      const int64_t* batch_strides, void* vals, int64_t* idx, const int64_t* layout,    \
+      int64_t nsplit, void* workspace, void* stream) {                                  \
     return lk::cuda_launch<LkFormula, LkReduction, T, S>(                               \
-        nbatch, nx, ny, args, batch_strides, static_cast<S*>(vals), idx, nsplit,        \
+        nbatch, nx, ny, args, batch_strides, static_cast<S*>(vals), idx, layout, nsplit, \
         workspace, static_cast<cudaStream_t>(stream));                                  \
   }                                                                                     \
   extern "C" __attribute__((visibility("default"))) int64_t lk_plan_cuda(               \

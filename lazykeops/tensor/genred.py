@@ -19,12 +19,11 @@ from ..formula.aliases import parse_aliases
 from ..formula.parser import parse_formula
 from ..formula.reductions import lookup
 from .backends import get_backend
+from .cuda_launch import launch_cuda
 
 CAT_WORDS = {CAT_I: "i-indexed", CAT_J: "j-indexed", CAT_P: "a parameter"}
 # pykeops's names. Arrays stay on their device: the backend must agree with it.
 BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
-# backend= -> the CUDA engine's scheme (csrc/lk_cuda_engine.cuh): 0 auto, 1 1D, 2 split.
-CUDA_SCHEMES = {"auto": 0, "GPU": 0, "GPU_1D": 1, "GPU_2D": 2}
 HALF_DTYPES = ("float16", "bfloat16")
 DTYPES_ACC = ("auto", "float32", "float64")
 
@@ -82,6 +81,7 @@ class GenredCore:
         self.framework = framework
         self.derived = {}  # gradient and companion cores, built on first use
         self._kernels = {}
+        self.output_slices = None  # ((start, core), ...) on the GPU: see cuda_launch.py
         self._pointer_array = ctypes.c_void_p * len(self.aliases)
         self._stride_array = ctypes.c_int64 * len(self.aliases)
 
@@ -333,16 +333,8 @@ class GenredCore:
                 nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr,
                 B.data_ptr(cols) if cols is not None else None, B.num_threads())
         else:
-            lib = self.kernel(dtype, B.target(device))
-            context, stream = B.launch_context(device)
-            with context:
-                # The split scheme's partial results live in a workspace from the framework's
-                # allocator (stream-ordered: freed once the launch is queued, safely).
-                nsplit = lib.plan(nbatch, nout, nred, CUDA_SCHEMES[backend])
-                workspace = B.empty((nbatch * nsplit * nout * lib.state_bytes(),), "uint8",
-                                    prepared[0]) if nsplit > 1 else None
-                status = lib.run(nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr, nsplit,
-                                 B.data_ptr(workspace) if nsplit > 1 else None, stream)
+            status = launch_cuda(self, dtype, prepared[0], (nbatch, nout, nred), ptrs, bstrides,
+                                 vals_ptr, idx_ptr, backend)
         if status == 2:
             raise LazyKeOpsError(f"the j-variables of formula '{self.text}' are too large: one "
                                  "term does not fit in the GPU's shared memory")

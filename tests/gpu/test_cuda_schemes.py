@@ -206,12 +206,27 @@ def test_wide_variables_used_outside_sums_are_read_from_global_memory():
     torch.testing.assert_close(got.cpu(), (torch.exp(-torch.cdist(x, y) ** 2) * x[:, :1]) @ b)
 
 
-def test_wide_outputs():
-    x = torch.rand(300, 3, dtype=torch.float64, device=CUDA)
-    y = torch.rand(500, 3, dtype=torch.float64, device=CUDA)
-    b = torch.randn(500, 256, dtype=torch.float64, device=CUDA)
-    got = Genred("Exp(-SqDist(X,Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(256)"], axis=1)(x, y, b)
-    torch.testing.assert_close(got, torch.exp(-torch.cdist(x, y) ** 2) @ b)
+WIDE_OUTPUTS = [  # (reduction, formula, weights, aliases): outputs past 32 components
+    ("Sum", "Exp(-SqDist(X,Y)) * B", None, ["X = Vi(3)", "Y = Vj(3)", "B = Vj(100)"]),
+    ("Sum", "Concat(X - Y, Exp(-SqDist(X,Y)) * B)", None,
+     ["X = Vi(40)", "Y = Vj(40)", "B = Vj(30)"]),
+    ("Min_ArgMin", "X - Y", None, ["X = Vi(40)", "Y = Vj(40)"]),
+    ("Max", "X * Y", None, ["X = Vi(40)", "Y = Vj(40)"]),
+    ("LogSumExp", "X - Y", None, ["X = Vi(40)", "Y = Vj(40)"]),
+    ("LogSumExp", "-SqDist(X,Y)", "B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(50)"]),
+    ("SumSoftMaxWeight", "-SqDist(X,Y)", "B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(50)"]),
+]
+
+
+@pytest.mark.parametrize("backend", ["auto", "GPU_2D"])
+@pytest.mark.parametrize("case", WIDE_OUTPUTS, ids=lambda c: f"{c[0]}[{c[1]}]")
+def test_wide_outputs_computed_in_slices(case, backend):
+    red, formula, weights, aliases = case
+    routine = Genred(formula, aliases, reduction_op=red, formula2=weights, axis=1)
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(n, int(a.split("(")[1][:-1]), generator=g, dtype=torch.float64)
+            for n, a in zip((300, 500, 500), aliases)]
+    assert_same(routine(*[a.to(CUDA) for a in args], backend=backend), routine(*args), 1e-10)
 
 
 def test_a_term_too_large_for_shared_memory_is_a_clear_error():
