@@ -67,6 +67,9 @@ def main():
         record("Gaussian conv, E=1", n, d, timed(lambda: routine(x, y, b), repeat), dense)
     x, y, b = data(1_000_000, 3, 3)
     record("Gaussian conv, E=3", 1_000_000, 3, timed(lambda: conv(3, 3)(x, y, b), 3))
+    for e in (64, 256):  # wide outputs: computed in slices of 16 columns
+        x, y, b = data(100_000, 3, e)
+        record(f"Gaussian conv, E={e}", 100_000, 3, timed(lambda: conv(3, e)(x, y, b), 3))
     lse = Genred("B - SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)"],
                  reduction_op="LogSumExp", axis=1)
     for n in (100_000, 1_000_000):

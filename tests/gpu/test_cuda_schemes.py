@@ -213,7 +213,7 @@ WIDE_OUTPUTS = [  # (reduction, formula, weights, aliases): outputs past 32 comp
     ("Min_ArgMin", "X - Y", None, ["X = Vi(40)", "Y = Vj(40)"]),
     ("Max", "X * Y", None, ["X = Vi(40)", "Y = Vj(40)"]),
     ("LogSumExp", "X - Y", None, ["X = Vi(40)", "Y = Vj(40)"]),
-    ("LogSumExp", "-SqDist(X,Y)", "B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(50)"]),
+    ("LogSumExp", "-SqDist(X,Y)", "Exp(B)", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(50)"]),
     ("SumSoftMaxWeight", "-SqDist(X,Y)", "B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(50)"]),
 ]
 
