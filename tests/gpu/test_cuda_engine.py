@@ -1,6 +1,7 @@
-"""The CUDA engine against the CPU engine and dense torch: every op of the registry, every
-reduction over both axes, gradients (gradcheck on the GPU), LazyTensors, batch dims,
-placement and device errors. Skipped where no CUDA device is available (CI)."""
+"""The CUDA engine against the CPU engine and dense torch: every op of the registry
+(values, and gradcheck of its gradients on the GPU), every reduction over both axes,
+gradients of every reduction (gradcheck on the GPU), LazyTensors, batch dims, placement
+and device errors. Skipped where no CUDA device is available (CI)."""
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from lazykeops import LazyKeOpsError
 from lazykeops.formula import OPS, make, var
 from lazykeops.torch import Genred, LazyTensor
+from tests.autograd.test_op_gradcheck import DIFFERENTIABLE, routine_and_inputs
 from tests.autograd.test_reduction_grads import SELECTIONS, SUM_LIKE, values_of
 from tests.engine.test_reductions import CASES, _ids, check_reduction
 from tests.formula.op_samples import CASES as OP_CASES
@@ -35,6 +37,14 @@ def test_every_op_matches_the_cpu_engine(index):
     on_gpu = routine(*[a.to(CUDA) for a in args])
     assert on_gpu.is_cuda
     torch.testing.assert_close(on_gpu.cpu(), routine(*args), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("index", range(len(DIFFERENTIABLE)),
+                         ids=[case_id(c) for c in DIFFERENTIABLE])
+def test_every_op_gradcheck_on_the_gpu(index):
+    routine, args = routine_and_inputs(DIFFERENTIABLE[index], index)
+    args = [a.detach().to(CUDA).requires_grad_(a.requires_grad) for a in args]
+    assert torch.autograd.gradcheck(routine, args)
 
 
 @pytest.mark.parametrize("axis", [0, 1])
