@@ -10,8 +10,9 @@ from .elementwise import CONSTANT_VALUE
 from .node import OPS
 
 
-def evaluate(node, values, dtype):
-    """The value of `node`; `values[pos]` is the tensor of variable `pos`."""
+def evaluate(node, values, dtype, device="cpu"):
+    """The value of `node`; `values[pos]` is the tensor of variable `pos`; constants are
+    made with `dtype` on `device`."""
     cache = {}
     for n in node.walk():
         if n.op == "Var":
@@ -19,5 +20,5 @@ def evaluate(node, values, dtype):
         else:
             args = [cache[a] for a in n.args]
             result = OPS[n.op].reference(args, n.params)
-            cache[n] = result.to(dtype) if n.op in CONSTANT_VALUE else result
+            cache[n] = result.to(device, dtype) if n.op in CONSTANT_VALUE else result
     return cache[node]

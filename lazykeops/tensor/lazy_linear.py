@@ -87,10 +87,13 @@ def dense(self, limit=DENSE_LIMIT):
     (node,), leaves = lower([self])
     if any(leaf.symbolic_pos is not None for leaf in leaves) or self.framework is None:
         raise LazyKeOpsError("dense() needs a LazyTensor whose variables hold data")
-    dtype = {"float32": torch.float32, "float64": torch.float64}[self.dtype]
-    values = [_dense_leaf(leaf, dtype, torch) for leaf in leaves]
+    dtype = getattr(torch, self.dtype)
+    # Half precisions are evaluated in float32 (as the kernels do), then rounded.
+    compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    values = [_dense_leaf(leaf, compute, torch) for leaf in leaves]
     full = (*self.batch, self.ni or 1, self.nj or 1, self.dim)
-    result = torch.broadcast_to(evaluate(node, values, dtype), full).reshape(self.shape)
+    result = torch.broadcast_to(evaluate(node, values, compute, self.device), full)
+    result = result.reshape(self.shape).to(dtype)
     return result.contiguous() if self.framework == "torch" else result.numpy().copy()
 
 

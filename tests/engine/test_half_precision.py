@@ -50,6 +50,7 @@ def test_half_out_argument_and_lazytensor():
     got = K @ b
     assert got.dtype == torch.float16
     torch.testing.assert_close(got, out)
+    assert K.dense().dtype == torch.float16  # evaluated in float32, rounded
 
 
 def test_half_gradients():

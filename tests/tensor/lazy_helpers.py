@@ -21,14 +21,15 @@ F64 = torch.float64
 
 
 class Backend:
-    """lazykeops.torch or lazykeops.numpy, with conversions from and to torch float64."""
+    """lazykeops.torch (on the CPU, or "cuda": on the GPU) or lazykeops.numpy, with
+    conversions from and to CPU torch tensors."""
 
     def __init__(self, name):
         self.name = name
-        self.lk = lkt if name == "torch" else lknp
+        self.lk = lknp if name == "numpy" else lkt
         self.LazyTensor, self.Vi, self.Vj, self.Pm = \
             self.lk.LazyTensor, self.lk.Vi, self.lk.Vj, self.lk.Pm
-        self.array_type = torch.Tensor if name == "torch" else np.ndarray
+        self.array_type = np.ndarray if name == "numpy" else torch.Tensor
 
     def __repr__(self):
         return self.name
@@ -36,12 +37,18 @@ class Backend:
     def arr(self, t, dtype=None):
         """A torch tensor as this backend's array (a copy, same dtype unless `dtype`)."""
         t = t if dtype is None else t.to(dtype)
-        return t.clone() if self.name == "torch" else t.numpy().copy()
+        if self.name == "numpy":
+            return t.numpy().copy()
+        return t.clone() if self.name == "torch" else t.to("cuda")
 
     def tt(self, a):
-        """This backend's array as a torch tensor, checking that it is one."""
+        """This backend's array as a CPU torch tensor, checking that it is one (on the GPU
+        for "cuda")."""
         assert isinstance(a, self.array_type), type(a)
-        return a if self.name == "torch" else torch.from_numpy(np.ascontiguousarray(a))
+        if self.name == "numpy":
+            return torch.from_numpy(np.ascontiguousarray(a))
+        assert a.is_cuda == (self.name == "cuda"), a.device
+        return a.cpu()
 
 
 def check(be, result, expected, tol=1e-10, dtype=F64):
