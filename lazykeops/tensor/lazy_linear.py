@@ -90,15 +90,16 @@ def dense(self, limit=DENSE_LIMIT):
     dtype = getattr(torch, self.dtype)
     # Half precisions are evaluated in float32 (as the kernels do), then rounded.
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-    values = [_dense_leaf(leaf, compute, torch) for leaf in leaves]
+    values = [_dense_leaf(leaf, compute, self.device, torch) for leaf in leaves]
     full = (*self.batch, self.ni or 1, self.nj or 1, self.dim)
     result = torch.broadcast_to(evaluate(node, values, compute, self.device), full)
     result = result.reshape(self.shape).to(dtype)
     return result.contiguous() if self.framework == "torch" else result.numpy().copy()
 
 
-def _dense_leaf(leaf, dtype, torch):
-    return torch.as_tensor(leaf.data, dtype=dtype)  # canonical (..., N|1, M|1, D) layout
+def _dense_leaf(leaf, dtype, device, torch):
+    # canonical (..., N|1, M|1, D) layout; numbers and lists become tensors on `device`
+    return torch.as_tensor(leaf.data, dtype=dtype, device=device)
 
 
 def solve(self, b, alpha=1e-10, eps=None, maxiter=None, dim=None):
