@@ -195,3 +195,14 @@ def test_formulas_too_large_for_the_engine_are_refused(formula, kwargs):
     msg = _no_compile(lambda: lkt.Genred(formula, ["X = Vi(1)", "Y = Vj(1)"], axis=1,
                                          **kwargs))
     assert "too large" in msg and formula in msg
+
+
+def test_cuda_arrays_without_nvcc_are_a_clear_error(monkeypatch):
+    import lazykeops.tensor.genred as genred_module
+
+    monkeypatch.setattr(genred_module, "nvcc_available", lambda: False)
+    routine = lkt.Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
+    with pytest.raises(LazyKeOpsError, match="nvcc"):
+        routine.core.check_device("cuda:0")
+    with pytest.raises(LazyKeOpsError, match="CUDA GPUs"):
+        routine.core.check_device("mps")

@@ -92,3 +92,12 @@ def test_mixing_devices_is_an_error():
     with pytest.raises(LazyKeOpsError, match="device"):
         Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)(
             torch.zeros(4, 3, device=CUDA), torch.zeros(5, 3))
+
+
+def test_cuda_tensors_without_nvcc_are_a_clear_error(monkeypatch):
+    import lazykeops.tensor.genred as genred_module
+
+    monkeypatch.setattr(genred_module, "nvcc_available", lambda: False)
+    x = torch.zeros(4, 3, device=CUDA)
+    with pytest.raises(LazyKeOpsError, match="nvcc"):
+        Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)(x, x)
