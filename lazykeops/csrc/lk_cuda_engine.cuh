@@ -138,7 +138,7 @@ __device__ LK_INLINE void load_tile(T* tile, const ArgTable<F>& args, int64_t b,
 // Where the outputs go: output row t (= batch * nx + i) writes its values at
 // vals[t * vstride + voff ...] and its indices at idx[t * istride + ioff ...]. The strides
 // exceed the policy's widths when a wide output is computed in slices of components, one
-// kernel per slice (tensor/genred.py).
+// kernel per slice (tensor/cuda_launch.py).
 template <class S>
 struct Outputs {
   S* vals;

@@ -54,7 +54,9 @@ def _spec(red, formula, formula2, k, dtype, alias_texts=ALIASES):
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 def test_generated_code_compiles_with_nvcc_for_sm90(tmp_path, dtype):
-    specs = [_spec(*case, dtype) for case in CASES] + \
+    # Every case in float32; the other dtypes change only the types: a few cases each.
+    cases = CASES if dtype == "float32" else [CASES[0], CASES[6], CASES[9]]
+    specs = [_spec(*case, dtype) for case in cases] + \
         [_spec(*case, dtype, WIDE_ALIASES) for case in WIDE_CASES]
     sources = []
     for n, spec in enumerate(specs):

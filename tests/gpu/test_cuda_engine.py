@@ -101,3 +101,22 @@ def test_cuda_tensors_without_nvcc_are_a_clear_error(monkeypatch):
     x = torch.zeros(4, 3, device=CUDA)
     with pytest.raises(LazyKeOpsError, match="nvcc"):
         Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)(x, x)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_tensors_on_a_second_gpu_run_there_on_its_current_stream():
+    x = torch.rand(3000, 3, device="cuda:1", dtype=torch.float64)
+    y = torch.rand(2000, 3, device="cuda:1", dtype=torch.float64)
+    b = torch.randn(2000, 2, device="cuda:1", dtype=torch.float64)
+    routine = Genred("Exp(-SqDist(X,Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(2)"], axis=1)
+    want = torch.exp(-torch.cdist(x, y) ** 2) @ b
+    with torch.cuda.device(0):  # another device current: the data's device still runs it
+        for backend in ("auto", "GPU_1D", "GPU_2D"):
+            got = routine(x, y, b, backend=backend)
+            assert got.device == torch.device("cuda:1")
+            torch.testing.assert_close(got, want)
+    stream = torch.cuda.Stream(device="cuda:1")
+    with torch.cuda.stream(stream):  # the launch goes to the current stream of cuda:1
+        got = routine(x, y, b)
+    stream.synchronize()
+    torch.testing.assert_close(got, want)
