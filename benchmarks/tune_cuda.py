@@ -40,7 +40,10 @@ def workloads(quick):
             ("conv D=64", 100_000, 64, gauss),
             ("LSE D=3", 1_000_000, 3, ("B - SqDist(X,Y)", "LogSumExp", None)),
             ("argKmin D=64", 100_000, 64, ("SqDist(X,Y)", "ArgKMin", 10)),
-            ("argKmin D=3", 100_000, 3, ("SqDist(X,Y)", "ArgKMin", 10))]
+            ("argKmin D=3", 100_000, 3, ("SqDist(X,Y)", "ArgKMin", 10)),
+            ("conv D=128 (chunked)", 100_000, 128, gauss),
+            ("conv D=1024 (chunked)", 10_000, 1024, gauss),
+            ("conv D=1024 (chunked)", 100_000, 1024, gauss)]
     if quick:
         rows = [r for r in rows if r[1] <= 100_000]
     for name, n, d, (formula, red, k) in rows:

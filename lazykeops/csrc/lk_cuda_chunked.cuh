@@ -6,9 +6,10 @@
 // one chunk of components to each sum) and an `eval` that reads each sum as part<m>().
 //
 // A thread owns one row. For each tile of TILE terms: the narrow j-variables go to shared
-// memory once; then, chunk after chunk of CHUNK components, the wide j-variables' chunk of
-// the tile goes to shared memory and the thread's wide i-variables' chunk to registers,
-// and every term's partial sums (TILE x NCHUNKED registers) grow by that chunk. Last,
+// memory once; then, chunk after chunk of CHUNK components, the wide variables' chunk (of
+// the tile's terms and of the block's rows) goes to shared memory, the thread's own rows'
+// chunk from there to registers, and every term's partial sums (TILE x NCHUNKED registers)
+// grow by that chunk. Last,
 // `eval` runs once per term on the finished sums and the narrow variables, and its value
 // goes to the reduction as in the 1D scheme. Same split of j over gridDim.y and batches
 // over gridDim.z as reduce_tiles.
@@ -55,7 +56,11 @@ struct ChunkConfig {
   static constexpr int NWJ = wide_index<F>(CAT_J, F::NARGS);
   static constexpr int DJNP = (DJN + PAD - 1) / PAD * PAD;
   static constexpr int WSTRIDE = (NWJ * CL + PAD - 1) / PAD * PAD;
-  static constexpr size_t SHARED = ((size_t)TILE * (DJNP + WSTRIDE) + DP) * sizeof(T);
+  // The block's wide i-variables' chunk, one row per thread: an odd row stride keeps the
+  // threads' reads on distinct banks.
+  static constexpr int XSTRIDE = NWI * CL + 1;
+  static constexpr size_t SHARED =
+      ((size_t)TILE * (DJNP + WSTRIDE) + (NWI > 0 ? (size_t)BLOCK * XSTRIDE : 0) + DP) * sizeof(T);
 };
 
 // What chunk_full / chunk_tail and eval read their arguments through, for one (i, j) pair.
@@ -97,8 +102,10 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* ynarrow = reinterpret_cast<T*>(shared_raw);
   T* ywide = ynarrow + C::TILE * C::DJNP;
-  T* pshared = ywide + C::TILE * C::WSTRIDE;
-  const int64_t row = (int64_t)blockIdx.x * C::BLOCK + threadIdx.x;
+  T* xwide = ywide + C::TILE * C::WSTRIDE;
+  T* pshared = xwide + (C::NWI > 0 ? C::BLOCK * C::XSTRIDE : 0);
+  const int64_t row0 = (int64_t)blockIdx.x * C::BLOCK;
+  const int64_t row = row0 + threadIdx.x;
   const int64_t i = row < nx ? row : nx - 1;  // rows past the end compute, never write
   const int64_t jbeg = blockIdx.y * jchunk;
   const int64_t jend = jbeg + jchunk < ny ? jbeg + jchunk : ny;
@@ -106,7 +113,6 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
   for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
     __syncthreads();
     T xn[C::DIN > 0 ? C::DIN : 1];
-    const S* xw[C::NWI > 0 ? C::NWI : 1];
     static_for<F::NARGS>([&](auto v) {
       constexpr int V = decltype(v)::value;
       constexpr int cat = F::CAT[V], dim = F::DIM[V];
@@ -114,9 +120,7 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
       if constexpr (cat == CAT_P) {
         constexpr int off = packed_offset<F>(CAT_P, V);
         for (int k = threadIdx.x; k < dim; k += C::BLOCK) pshared[off + k] = to_compute(src[k]);
-      } else if constexpr (cat == CAT_I && is_wide<F>(V)) {
-        xw[wide_index<F>(CAT_I, V)] = src + i * W;
-      } else if constexpr (cat == CAT_I) {
+      } else if constexpr (cat == CAT_I && !is_wide<F>(V)) {
         for (int k = 0; k < dim; ++k) xn[narrow_offset<F>(CAT_I, V) + k] = to_compute(src[i * dim + k]);
       }
     });
@@ -143,22 +147,28 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
         LK_UNROLL for (int m = 0; m < NCH; ++m) part[jj][m] = T(0);
       for (int c0 = 0; c0 < W; c0 += CL) {
         __syncthreads();  // every thread is done with the previous chunk
+        // This chunk of the wide variables: the tile's terms and the block's rows, read
+        // one 32-component segment of a row per warp instruction (coalesced).
         static_for<F::NARGS>([&](auto v) {
           constexpr int V = decltype(v)::value;
-          if constexpr (F::CAT[V] == CAT_J && is_wide<F>(V)) {
-            constexpr int w = wide_index<F>(CAT_J, V);
-            const S* src = arg<F, S>(args, V, b) + j0 * W + c0;
-            for (int e = threadIdx.x; e < n * CL; e += C::BLOCK) {
-              const int jj = e / CL, k = e - jj * CL;
-              if (c0 + k < W) ywide[jj * C::WSTRIDE + w * CL + k] = to_compute(src[(int64_t)jj * W + k]);
+          if constexpr (F::CAT[V] != CAT_P && is_wide<F>(V)) {
+            constexpr bool J = F::CAT[V] == CAT_J;
+            const S* src = arg<F, S>(args, V, b) + c0;
+            const int64_t first = J ? j0 : row0;
+            const int rows = J ? n : C::BLOCK;
+            T* dst = J ? ywide + wide_index<F>(CAT_J, V) * CL : xwide + wide_index<F>(CAT_I, V) * CL;
+            for (int e = threadIdx.x; e < rows * CL; e += C::BLOCK) {
+              const int r = e / CL, k = e - r * CL;
+              const int64_t at = first + r < (J ? ny : nx) ? first + r : (J ? ny : nx) - 1;
+              if (c0 + k < W) dst[r * (J ? C::WSTRIDE : C::XSTRIDE) + k] = to_compute(src[at * W + k]);
             }
           }
         });
+        __syncthreads();
         T xc[C::NWI > 0 ? C::NWI : 1][CL];
         LK_UNROLL for (int w = 0; w < C::NWI; ++w)
           LK_UNROLL for (int k = 0; k < CL; ++k)
-            xc[w][k] = c0 + k < W ? to_compute(xw[w][c0 + k]) : T(0);
-        __syncthreads();
+            xc[w][k] = c0 + k < W ? xwide[threadIdx.x * C::XSTRIDE + w * CL + k] : T(0);
         if (c0 + CL <= W) {
           LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj)
             if (jj < n)
