@@ -22,7 +22,11 @@ from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.node import CAT_P, OPS, make, var
 
 CHUNK = 32  # components per chunk: LK_CUDA_CHUNK in csrc/lk_cuda_chunked.cuh
-WIDE_ABOVE = 96  # i- and j-variables with more components than this are wide
+# i- and j-variables with more 32-bit words than this are wide: LK_CUDA_X_REGISTERS in
+# csrc/lk_cuda_engine.cuh (on the H100: D = 160 ran 2.7x faster in registers than in
+# chunks, D = 256 spilled registers and ran 7x slower).
+WIDE_ABOVE_WORDS = 160
+WORDS = {"float64": 2}  # 32-bit words per compute scalar (halves compute in float)
 SUMS = ("Sum", "SqNorm2", "SqDist", "Scalprod")
 PART_POS = 1 << 29  # position of the placeholder variable standing for chunked sum m: + m
 
@@ -39,11 +43,11 @@ class ChunkPlan:
     rest: tuple
 
 
-def plan_chunks(formulas, args):
+def plan_chunks(formulas, args, dtype="float32"):
     """The ChunkPlan of `formulas` over the argument table `args` ((cat, dim) per
     position), or None if nothing is wide or a wide variable escapes the chunked sums."""
     width = max((d for c, d in args if c != CAT_P), default=0)
-    if width <= WIDE_ABOVE:
+    if width * WORDS.get(dtype, 1) <= WIDE_ABOVE_WORDS:
         return None
     wide = frozenset(p for p, (c, d) in enumerate(args) if c != CAT_P and d == width)
     sums = []

@@ -178,7 +178,7 @@ def render_source(spec):
     header, entry = ENGINES[spec.target]
     text = " ; ".join(str(f) for f in spec.formulas)
     formulas = emitted_formulas(spec)
-    chunks = plan_chunks(formulas, spec.args) if spec.target == "cuda" else None
+    chunks = plan_chunks(formulas, spec.args, spec.dtype) if spec.target == "cuda" else None
     if spec.target == "cuda":
         tuning = [f"#define {name} {value}" for name, value in sorted(CUDA_TUNING.items())]
         types = ", ".join(CUDA_TYPES[spec.dtype])

@@ -7,17 +7,21 @@ from lazykeops.formula.aliases import parse_aliases
 from lazykeops.formula.parser import parse_formula
 
 
-def plan(formula, aliases):
+def plan(formula, aliases, dtype="float32"):
     parsed = parse_aliases(aliases)
     nodes = {a.name: var(a.pos, a.dim, a.cat) for a in parsed}
-    return plan_chunks((parse_formula(formula, nodes),), tuple((a.cat, a.dim) for a in parsed))
+    return plan_chunks((parse_formula(formula, nodes),), tuple((a.cat, a.dim) for a in parsed),
+                       dtype)
 
 
 WIDE = ["X = Vi(1000)", "Y = Vj(1000)", "B = Vj(2)", "W = Pm(1000)", "G = Pm(1)"]
 
 
 def test_narrow_formulas_are_not_chunked():
-    assert plan("Exp(-SqDist(X,Y)) * B", ["X = Vi(96)", "Y = Vj(96)", "B = Vj(2)"]) is None
+    narrow = ["X = Vi(160)", "Y = Vj(160)", "B = Vj(2)"]
+    assert plan("Exp(-SqDist(X,Y)) * B", narrow) is None
+    # float64 takes two registers per component: 160 of them are wide
+    assert plan("Exp(-SqDist(X,Y)) * B", narrow, "float64") is not None
 
 
 def test_sums_over_wide_variables_are_chunked_and_replaced_by_placeholders():

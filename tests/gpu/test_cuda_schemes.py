@@ -155,10 +155,10 @@ def wide_inputs(dim, n=300, m=257, e=3):
 
 @pytest.mark.parametrize("backend", ["auto", "GPU_2D"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("dim", [64, 200, 1024, 9000])
+@pytest.mark.parametrize("dim", [64, 128, 200, 1024, 9000])
 def test_wide_variables(dim, dtype, backend):
-    """D = 64 stays in registers; past 96 components SqDist is computed in chunks of 32
-    (1024: whole chunks; 200 and 9000: a partial last chunk)."""
+    """D = 64 stays in registers, and 128 in float32; past 160 registers SqDist is computed
+    in chunks of 32 (1024: whole chunks; 200 and 9000: a partial last chunk)."""
     x, y, b = wide_inputs(dim)
     routine = Genred("Exp(-SqDist(X,Y)) * B", [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(3)"],
                      axis=1)
