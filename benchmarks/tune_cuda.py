@@ -10,23 +10,11 @@ and scheme (auto, GPU_1D).
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 import torch
 
-
-def timed(fn, repeat=3):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from gpu import timed  # benchmarks/gpu.py, beside this script
 
 
 def workloads(quick):
@@ -74,7 +62,7 @@ def main():
             codegen.CUDA_TUNING.clear()
             codegen.CUDA_TUNING.update(LK_CUDA_BLOCK=block, LK_CUDA_RPT=rpt)
             routine = Genred(formula, aliases, reduction_op=red, axis=1, opt_arg=k)
-            cells.append(f"{timed(lambda: routine(*args, backend=scheme)) * 1e3:.3g} ms")
+            cells.append(f"{timed(lambda: routine(*args, backend=scheme), 3) * 1e3:.3g} ms")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
     codegen.CUDA_TUNING.clear()
 
