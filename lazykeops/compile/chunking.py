@@ -1,18 +1,21 @@
-"""Chunked evaluation over wide variables, for the CUDA engine.
+"""Chunked evaluation over wide variables, for both engines.
 
 A thread of the CUDA engine keeps its row's i-variables in registers and reads the
 j-variables of a tile of terms from shared memory. Variables of hundreds or thousands of
-components fit in neither. In the formulas that have such variables (distances and
-scalar products between embeddings, kernels of them), the wide variables mostly enter
-through sums over their components of componentwise expressions: Sum, SqNorm2, SqDist,
-Scalprod. Such sums are additive over any split of the components, so the engine
-computes them CHUNK components at a time for a tile of terms, keeping one partial sum per
-(term, sum) in registers, and then evaluates the rest of the formula, to which each sum
-is a scalar (csrc/lk_cuda_chunked.cuh).
+components fit in neither. The CPU engine vectorises its loop over terms only when the
+formula's own loops are unrolled, which stops at some hundred components. In the formulas
+that have such variables (distances and scalar products between embeddings, kernels of
+them), the wide variables mostly enter through sums over their components of
+componentwise expressions: Sum, SqNorm2, SqDist, Scalprod. Such sums are additive over
+any split of the components, so the engines compute them CHUNK components at a time for
+a tile of terms, keeping one partial sum per (term, sum) (in registers on the GPU, in a
+per-thread buffer on the CPU), and then evaluate the rest of the formula, to which each
+sum is a scalar (csrc/lk_cuda_chunked.cuh, csrc/lk_cpu_engine.h).
 
 `plan_chunks` finds the sums to chunk; it gives None when no variable is wide, or when a
-wide variable is also used outside such sums (the engine then reads that variable's
-components from global memory at each use: correct, but bound by memory traffic).
+wide variable is also used outside such sums (the CUDA engine then reads that variable's
+components from global memory at each use, the CPU engine runs `eval` on the whole
+formula: correct, but slower).
 """
 
 from dataclasses import dataclass
@@ -21,12 +24,17 @@ from ..formula.autodiff import substitute
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.node import CAT_P, OPS, make, var
 
-CHUNK = 32  # components per chunk: LK_CUDA_CHUNK in csrc/lk_cuda_chunked.cuh
+CHUNK = 32  # components per chunk: CHUNK in csrc/lk_layout.h
 # i- and j-variables with more 32-bit words than this are wide: LK_CUDA_X_REGISTERS in
 # csrc/lk_cuda_engine.cuh (on the H100: D = 160 ran 2.7x faster in registers than in
 # chunks, D = 256 spilled registers and ran 7x slower).
 WIDE_ABOVE_WORDS = 160
 WORDS = {"float64": 2}  # 32-bit words per compute scalar (halves compute in float)
+# The CPU engine: variables of more components than this are wide. Past the unrolling
+# limit (codegen.MAX_UNROLL) chunked sums keep the SIMD loop over j that `eval`'s own
+# loops lose: 16-20x faster at D = 200 to 1024; below it they won 1.3-1.5x from D = 64 to
+# 128, tied at 32 and lost 1.3x (argKmin) at 17 (benchmarks/bench_cpu_wide.py).
+CPU_WIDE_ABOVE = CHUNK
 SUMS = ("Sum", "SqNorm2", "SqDist", "Scalprod")
 PART_POS = 1 << 29  # position of the placeholder variable standing for chunked sum m: + m
 
@@ -43,11 +51,15 @@ class ChunkPlan:
     rest: tuple
 
 
-def plan_chunks(formulas, args, dtype="float32"):
+def plan_chunks(formulas, args, dtype="float32", target="cuda"):
     """The ChunkPlan of `formulas` over the argument table `args` ((cat, dim) per
-    position), or None if nothing is wide or a wide variable escapes the chunked sums."""
+    position) for the engine of `target`, or None if nothing is wide or a wide variable
+    escapes the chunked sums."""
     width = max((d for c, d in args if c != CAT_P), default=0)
-    if width * WORDS.get(dtype, 1) <= WIDE_ABOVE_WORDS:
+    if target == "cpu":
+        if width <= CPU_WIDE_ABOVE:
+            return None
+    elif width * WORDS.get(dtype, 1) <= WIDE_ABOVE_WORDS:
         return None
     wide = frozenset(p for p, (c, d) in enumerate(args) if c != CAT_P and d == width)
     sums = []

@@ -90,8 +90,8 @@ def _render_chunk_function(plan, args, name, length):
 
     lines, refs = _render_nodes(sums, leaf)
     lines += [f"part[{m}] += {refs[node](0)};" for m, node in enumerate(sums)]
-    return ["  template <class T, class In>",
-            f"  LK_HD static LK_INLINE void {name}(const In& in, T* part) {{",
+    return ["  template <class T, class In, class Part>",
+            f"  LK_HD static LK_INLINE void {name}(const In& in, Part part) {{",
             *[f"    {_unrolled(line)}" for line in lines],
             "  }"]
 
@@ -178,7 +178,7 @@ def render_source(spec):
     header, entry = ENGINES[spec.target]
     text = " ; ".join(str(f) for f in spec.formulas)
     formulas = emitted_formulas(spec)
-    chunks = plan_chunks(formulas, spec.args, spec.dtype) if spec.target == "cuda" else None
+    chunks = plan_chunks(formulas, spec.args, spec.dtype, spec.target)
     if spec.target == "cuda":
         tuning = [f"#define {name} {value}" for name, value in sorted(CUDA_TUNING.items())]
         types = ", ".join(CUDA_TYPES[spec.dtype])

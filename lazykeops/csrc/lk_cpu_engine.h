@@ -11,6 +11,12 @@
 // OpenMP splits the output rows; each thread evaluates the formula on a tile of j into a
 // per-thread buffer (component k of term j at k * TILE + j), then folds the tile into the
 // row's reduction state. All indices are int64.
+//
+// A formula rendered with a chunk plan (compile/chunking.py: sums over variables of more
+// than a few dozen components) first gets its sums for the row block and the tile, one
+// chunk of components at a time (chunk_sums); `eval` then reads them as scalars. The loop
+// over j stays vectorised at any width, where `eval`'s own loops over thousands of
+// components would not be.
 #pragma once
 
 #include <algorithm>
@@ -41,6 +47,22 @@ struct CpuPair {
     else if constexpr (cat == CAT_J) return yj[(int64_t)(off + k) * ystride];
     else return pm[off + k];
   }
+};
+
+// The same for a chunked formula (one rendered with WIDE): chunk_full / chunk_tail read the
+// wide variables' components c0 + k, and `eval` reads sum m of the current term at
+// sums[m * TILE].
+template <class F, class T, int TILE>
+struct CpuChunkPair : CpuPair<F, T> {
+  int c0;
+  const T* __restrict__ sums;
+
+  template <int POS>
+  LK_INLINE T wvar(int k) const { return this->template var<POS>(c0 + k); }
+  template <int POS>
+  LK_INLINE T pvar(int k) const { return this->template var<POS>(c0 + k); }
+  template <int M>
+  LK_INLINE T part() const { return sums[(int64_t)M * TILE]; }
 };
 
 // Tile width over j: wide enough for SIMD and loop overhead, small enough that the
@@ -94,6 +116,42 @@ LK_INLINE void add_columns(T* __restrict__ col_tile, const T* __restrict__ buf, 
   }
 }
 
+template <class F>
+constexpr int chunked_sum_count() {
+  if constexpr (IsChunked<F>::value) return F::NCHUNKED;
+  else return 0;
+}
+
+// sums[(r * NCHUNKED + m) * TILE + j]: the chunked sums m of rows r < nb and terms j < n,
+// CHUNK components at a time, so that the chunk's components of the tile's j-variables
+// stay in cache while every row of the block uses them. (Handling several rows in one
+// loop over j, to share the loads, measured slower with gcc.)
+template <class F, class T, int TILE>
+void chunk_sums(int nb, const T* x_block, const T* yj, int64_t ystride, const T* pm, int n,
+                T* __restrict__ sums) {
+  constexpr int W = F::WIDE, NCH = F::NCHUNKED, DI = packed_size<F>(CAT_I);
+  std::fill(sums, sums + (int64_t)nb * NCH * TILE, T(0));
+  for (int c0 = 0; c0 < W; c0 += CHUNK) {
+    for (int r = 0; r < nb; ++r) {
+      const T* xi = x_block + (int64_t)r * DI;
+      T* row_sums = sums + (int64_t)r * NCH * TILE;
+      if (c0 + CHUNK <= W) {
+#pragma omp simd
+        for (int j = 0; j < n; ++j) {
+          CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, c0, nullptr};
+          F::template chunk_full<T>(in, TileColumn<T, TILE>{row_sums + j});
+        }
+      } else if constexpr (W % CHUNK != 0) {
+#pragma omp simd
+        for (int j = 0; j < n; ++j) {
+          CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, c0, nullptr};
+          F::template chunk_tail<T>(in, TileColumn<T, TILE>{row_sums + j});
+        }
+      }
+    }
+  }
+}
+
 template <class F, class R, class T>
 int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
             const int64_t* batch_strides, T* vals, int64_t* idx, T* cols, int nthreads) {
@@ -103,6 +161,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
   constexpr int DP = packed_size<F>(CAT_P);
   constexpr int TILE = tile_width<F>();
   constexpr int IB = row_block<R>();
+  constexpr int NCHUNKED = chunked_sum_count<F>();
   const int64_t ystride = (ny + 15) / 16 * 16;
   std::vector<T> ysoa((size_t)std::max<int64_t>(DJ * ystride, 1));
   T pm[DP > 0 ? DP : 1];
@@ -132,6 +191,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
       std::vector<double> col_acc((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
       std::vector<T> x_block((size_t)IB * (DI > 0 ? DI : 1));
       std::vector<typename R::State> states(IB);
+      std::vector<T> sums((size_t)IB * NCHUNKED * TILE);
 #pragma omp for schedule(dynamic, 1)
       for (int64_t blk = 0; blk < nblocks; ++blk) {
         const int64_t i0 = blk * IB;
@@ -144,12 +204,23 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
           const int n = (int)std::min<int64_t>(TILE, ny - j0);
           const T* yj = ysoa.data() + j0;
           if constexpr (COLS > 0) std::fill(col_tile.begin(), col_tile.end(), T(0));
+          if constexpr (IsChunked<F>::value)
+            chunk_sums<F, T, TILE>(nb, x_block.data(), yj, ystride, pm, n, sums.data());
           for (int r = 0; r < nb; ++r) {
             const T* xi = x_block.data() + (int64_t)r * DI;
+            if constexpr (IsChunked<F>::value) {
+              const T* row_sums = sums.data() + (int64_t)r * NCHUNKED * TILE;
 #pragma omp simd
-            for (int j = 0; j < n; ++j) {
-              CpuPair<F, T> in{xi, yj + j, ystride, pm};
-              F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+              for (int j = 0; j < n; ++j) {
+                CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, 0, row_sums + j};
+                F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+              }
+            } else {
+#pragma omp simd
+              for (int j = 0; j < n; ++j) {
+                CpuPair<F, T> in{xi, yj + j, ystride, pm};
+                F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+              }
             }
             R::tile(states[r], buf, TILE, n, j0);
             if constexpr (COLS > 0)

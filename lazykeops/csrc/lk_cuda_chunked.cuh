@@ -15,10 +15,6 @@
 // over gridDim.z as reduce_tiles.
 #pragma once
 
-#ifndef LK_CUDA_CHUNK
-#define LK_CUDA_CHUNK 32  // must match compile/chunking.py's CHUNK
-#endif
-
 namespace lk {
 
 template <class F>
@@ -44,7 +40,7 @@ LK_HD constexpr int wide_index(int cat, int pos) {
 
 template <class F, class R, class T>
 struct ChunkConfig {
-  static constexpr int CL = LK_CUDA_CHUNK;
+  static constexpr int CL = CHUNK;
   static constexpr int BLOCK = LK_CUDA_BLOCK;
   static constexpr int RPT = 1;
   static constexpr int TILE = 32;  // terms per tile: TILE * NCHUNKED partial sums per thread

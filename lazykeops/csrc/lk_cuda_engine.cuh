@@ -263,11 +263,6 @@ namespace lk {
 
 // ---------------------------------------------------------------- host side
 // The kernel and configuration for a formula: chunked when it was rendered with WIDE.
-template <class F, class = void>
-struct IsChunked : std::false_type {};
-template <class F>
-struct IsChunked<F, std::void_t<decltype(F::WIDE)>> : std::true_type {};
-
 template <class F, class R, class T, class S, bool CHUNKED = IsChunked<F>::value>
 struct Engine {
   using C = CudaConfig<F, R, T>;

@@ -26,6 +26,32 @@ LK_HD constexpr int packed_offset(int cat, int pos) {
 template <class F>
 LK_HD constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
 
+// Formulas rendered with a chunk plan (compile/chunking.py) define WIDE: both engines
+// then accumulate their sums over wide variables chunk by chunk before `eval`.
+// Components per chunk: compile/chunking.py's CHUNK, the length chunk_full covers.
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+constexpr int CHUNK = 32;
+
+template <class F, class = void>
+struct IsChunked : std::false_type {};
+template <class F>
+struct IsChunked<F, std::void_t<decltype(F::WIDE)>> : std::true_type {};
+
 // fn(std::integral_constant<int, V>()) for V = 0 .. N-1, unrolled at compile time: device
 // code may read F::CAT[V] and F::DIM[V] only with V a constant expression.
 template <class Fn, int... V>

@@ -8,13 +8,18 @@ from lazykeops.torch import Genred
 
 N, M = 23, 37  # not multiples of the SIMD width or of the tile
 
-ALIASES = ["X = Vi(3)", "Y = Vj(3)", "B = Vj(2)", "G = Pm(1)"]
+def aliases(dim):
+    return [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(2)", "G = Pm(1)"]
 
 
-def dense_inputs(dtype=torch.float64):
+ALIASES = aliases(3)
+
+
+def dense_inputs(dtype=torch.float64, dim=3, m=M):
     torch.manual_seed(0)
-    return (torch.randn(N, 3, dtype=dtype), torch.randn(M, 3, dtype=dtype),
-            torch.rand(M, 2, dtype=dtype) + 0.5, torch.tensor([0.7], dtype=dtype))
+    scale = (3 / dim) ** 0.5  # distances of the same order at any dim
+    return (torch.randn(N, dim, dtype=dtype) * scale, torch.randn(m, dim, dtype=dtype) * scale,
+            torch.rand(m, 2, dtype=dtype) + 0.5, torch.tensor([0.7], dtype=dtype))
 
 
 # (reduction, formula, formula2, K, dense formula on x (N,1,3), y (1,M,3), b (1,M,2), g,
@@ -42,18 +47,19 @@ def _ids(case):
     return f"{case[0]}[{case[1]}{'|' + case[2] if case[2] else ''}]"
 
 
-def check_reduction(case, axis, device="cpu"):
-    """Run one case of CASES with inputs on `device` and compare with dense torch."""
+def check_reduction(case, axis, device="cpu", dim=3, m=M):
+    """Run one case of CASES (or of the same form) with inputs on `device`, X and Y of
+    `dim` components, and compare with dense torch."""
     from lazykeops.formula.reductions import lookup
 
     red, formula, formula2, k, dense_f, dense_w = case
-    x, y, b, g = dense_inputs()
+    x, y, b, g = dense_inputs(dim=dim, m=m)
     F = dense_f(x[:, None], y[None], b[None], g)
-    W = dense_w(x[:, None], y[None], b[None], g).expand(N, M, -1) if dense_w else None
+    W = dense_w(x[:, None], y[None], b[None], g).expand(N, m, -1) if dense_w else None
     if axis == 0:  # reduce over i: the output is indexed by j; put i on the reduced axis
         F, W = F.transpose(0, 1), (W.transpose(0, 1) if W is not None else None)
     expected = [r for r in lookup(red).reference(F, W, k) if r is not None]
-    routine = Genred(formula, ALIASES, reduction_op=red, axis=axis, opt_arg=k,
+    routine = Genred(formula, aliases(dim), reduction_op=red, axis=axis, opt_arg=k,
                      formula2=formula2)
     out = routine(*[t.to(device) for t in (x, y, b, g)])
     outs = out if isinstance(out, tuple) else (out,)
