@@ -1,4 +1,5 @@
-// lk_layout.h: how the engines pack a formula's arguments, from its argument table.
+// lk_layout.h: what both engines read from a generated formula's tables: how they pack
+// its arguments, and whether its sums over wide variables come in chunks.
 //
 // The generated `struct LkFormula` lists each argument's category (CAT) and dimension
 // (DIM). The engines store the arguments of one category contiguously, one after the
@@ -26,27 +27,11 @@ LK_HD constexpr int packed_offset(int cat, int pos) {
 template <class F>
 LK_HD constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
 
-// Formulas rendered with a chunk plan (compile/chunking.py) define WIDE: both engines
-// then accumulate their sums over wide variables chunk by chunk before `eval`.
 // Components per chunk: compile/chunking.py's CHUNK, the length chunk_full covers.
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 constexpr int CHUNK = 32;
 
+// Formulas rendered with a chunk plan (compile/chunking.py) define WIDE: both engines
+// then accumulate their sums over wide variables chunk by chunk before `eval`.
 template <class F, class = void>
 struct IsChunked : std::false_type {};
 template <class F>
