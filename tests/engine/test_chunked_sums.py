@@ -17,7 +17,7 @@ from lazykeops.formula.parser import parse_formula
 from lazykeops.torch import Genred, LazyTensor
 from tests.engine.test_reductions import _ids, aliases, check_reduction
 
-N, M = 29, 700  # M spans two tiles of terms, N two blocks of rows and a partial one
+N, M = 29, 700  # M spans two tiles of terms, N a block of rows and a partial one
 
 
 def wide_inputs(dim, n=N, m=M, e=2, seed=0):
@@ -27,14 +27,14 @@ def wide_inputs(dim, n=N, m=M, e=2, seed=0):
             torch.randn(m, e, generator=g, dtype=torch.float64))
 
 
-def parsed(formula, aliases):
-    table = parse_aliases(aliases)
+def parsed(formula, alias_texts):
+    table = parse_aliases(alias_texts)
     nodes = {a.name: var(a.pos, a.dim, a.cat) for a in table}
     return (parse_formula(formula, nodes),), tuple((a.cat, a.dim) for a in table)
 
 
-def cpu_plan(formula, aliases):
-    return plan_chunks(*parsed(formula, aliases), "float32", "cpu")
+def cpu_plan(formula, alias_texts):
+    return plan_chunks(*parsed(formula, alias_texts), "float32", "cpu")
 
 
 def test_the_cpu_threshold():
