@@ -4,8 +4,8 @@ torch, float32.
 
     python benchmarks/bench_cpu_wide.py [--quick]
 
-Gaussian conv sum_j exp(-|x_i - y_j|^2) b_j and argKmin K=10 of |x_i - y_j|^2 at
-N = M = 5,000, D from 3 to 1,024. Medians of 3 runs after a warm one (compile excluded);
+Gaussian conv sum_j exp(-|x_i - y_j|^2) b_j, argKmin K=10 of |x_i - y_j|^2, and the
+conv's forward + gradient in x, at N = M = 5,000, D from 3 to 1,024. Medians of 3 runs after a warm one (compile excluded);
 runs over a second are timed once. Prints a table for benchmarks/RESULTS.md.
 """
 
@@ -44,10 +44,19 @@ def workloads(d):
     dims = [f"X = Vi({d})", f"Y = Vj({d})"]
     conv = Genred("Exp(-SqDist(X,Y)) * B", dims + ["B = Vj(1)"], axis=1)
     knn = Genred("SqDist(X,Y)", dims, reduction_op="ArgKMin", axis=1, opt_arg=10)
+    xg = x.clone().requires_grad_()
+
+    def grad_x(kernel_sum):
+        return torch.autograd.grad(kernel_sum(xg).sum(), xg)
+
     return [("Gaussian conv", lambda: conv(x, y, b),
              lambda: torch.exp(-torch.cdist(x, y) ** 2) @ b),
             ("argKmin K=10", lambda: knn(x, y),
-             lambda: (torch.cdist(x, y) ** 2).topk(10, 1, largest=False).indices)]
+             lambda: (torch.cdist(x, y) ** 2).topk(10, 1, largest=False).indices),
+            # The gradient's output has D components with X - Y outside any sum: never
+            # chunked, so this row shows what chunked sums leave to do.
+            ("conv forward + grad x", lambda: grad_x(lambda xg: conv(xg, y, b)),
+             lambda: grad_x(lambda xg: torch.exp(-torch.cdist(xg, y) ** 2) @ b))]
 
 
 def main():
