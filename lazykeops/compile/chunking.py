@@ -12,10 +12,14 @@ a tile of terms, keeping one partial sum per (term, sum) (in registers on the GP
 per-thread buffer on the CPU), and then evaluate the rest of the formula, to which each
 sum is a scalar (csrc/lk_cuda_chunked.cuh, csrc/lk_cpu_engine.h).
 
-`plan_chunks` finds the sums to chunk; it gives None when no variable is wide, or when a
-wide variable is also used outside such sums (the CUDA engine then reads that variable's
-components from global memory at each use, the CPU engine runs `eval` on the whole
-formula: correct, but slower).
+On the CPU, an output that is itself componentwise in the wide variables and in scalars
+(the gradients of kernels in x and y: c_ij (x_i - y_j)) is computed chunk by chunk too,
+from the scalars (c_ij) that `eval` computes once per term.
+
+`plan_chunks` finds the sums (and CPU outputs) to chunk; it gives None when no variable is
+wide, or when a wide variable is also used outside them (the CUDA engine then reads that
+variable's components from global memory at each use, the CPU engine runs `eval` on the
+whole formula: correct, but slower).
 """
 
 from dataclasses import dataclass
@@ -37,18 +41,26 @@ WORDS = {"float64": 2}  # 32-bit words per compute scalar (halves compute in flo
 CPU_WIDE_ABOVE = CHUNK
 SUMS = ("Sum", "SqNorm2", "SqDist", "Scalprod")
 PART_POS = 1 << 29  # position of the placeholder variable standing for chunked sum m: + m
+SCALAR_POS = 1 << 28  # position of the placeholder standing for scalar s of the outputs: + s
 
 
 @dataclass(frozen=True)
 class ChunkPlan:
     """width: the number of components of every wide variable; wide: their positions;
     sums: the chunked sum nodes; rest: the formulas, chunked sum m replaced by the
-    placeholder Var(PART_POS + m, 1, CAT_P)."""
+    placeholder Var(PART_POS + m, 1, CAT_P), None for a chunked output.
+
+    CPU only: outputs holds (formula index, expression) for the formulas computed chunk
+    by chunk, componentwise in the wide variables and in scalars, scalar s replaced by
+    the placeholder Var(SCALAR_POS + s, 1, CAT_P); `eval` computes `scalars` (chunked sums
+    replaced as in rest) after the other formulas' values."""
 
     width: int
     wide: frozenset
     sums: tuple
     rest: tuple
+    outputs: tuple = ()
+    scalars: tuple = ()
 
 
 def plan_chunks(formulas, args, dtype="float32", target="cuda"):
@@ -68,10 +80,46 @@ def plan_chunks(formulas, args, dtype="float32", target="cuda"):
             if node.op in SUMS and node not in sums and _chunkable(node, wide, width):
                 sums.append(node)
     mapping = {node: var(PART_POS + m, 1, CAT_P) for m, node in enumerate(sums)}
-    rest = tuple(substitute(f, mapping) for f in formulas)
-    if any(v.params[0] in wide for f in rest for v in f.variables()):
+    rest = [substitute(f, mapping) for f in formulas]
+    outputs, scalars = [], {}
+    for index, f in enumerate(rest):
+        if not _uses(f, wide):
+            continue
+        output = _componentwise_output(f, wide, width, scalars) if target == "cpu" else None
+        if output is None:
+            return None
+        outputs.append((index, output))
+        rest[index] = None
+    if any(_uses(s, wide) for s in scalars):
         return None
-    return ChunkPlan(width, wide, tuple(sums), rest)
+    return ChunkPlan(width, wide, tuple(sums), tuple(rest), tuple(outputs), tuple(scalars))
+
+
+def _uses(node, wide):
+    return any(v.params[0] in wide for v in node.variables())
+
+
+def _componentwise_output(node, wide, width, scalars):
+    """`node` (of `width` components) as a componentwise expression of wide variables,
+    parameters of `width` components, constants and broadcast scalars, each scalar subtree
+    replaced by a placeholder numbered in `scalars`; None if it is not one."""
+    if node.op == "Var" and node.params[0] < SCALAR_POS:  # an argument
+        pos, dim, cat = node.params
+        return node if pos in wide or dim == 1 or (cat == CAT_P and dim == width) else None
+    if node.dim == 1 and node.op not in CONSTANT_VALUE:  # chunked sums' placeholders too
+        s = scalars.setdefault(node, len(scalars))
+        return var(SCALAR_POS + s, 1, CAT_P)
+    if node.op in CONSTANT_VALUE:
+        return node if node.dim in (1, width) else None
+    if node.dim != width:
+        return None
+    if node.op == "SumT":  # a scalar repeated `width` times
+        return make("SumT", _componentwise_output(node.args[0], wide, width, scalars),
+                    params=node.params)
+    if not OPS[node.op].componentwise:
+        return None
+    args = [_componentwise_output(a, wide, width, scalars) for a in node.args]
+    return None if any(a is None for a in args) else make(node.op, *args, params=node.params)
 
 
 def _chunkable(node, wide, width):
@@ -93,15 +141,20 @@ def _chunkable(node, wide, width):
     return True
 
 
-def restricted_sums(plan, length):
-    """The chunked sums rewritten over `length` components: every leaf of `width`
-    components (wide variables, wide parameters, zeros) shrunk to `length`."""
+def restricted(nodes, width, length):
+    """`nodes` rewritten over `length` components: every leaf of `width` components (wide
+    variables, wide parameters, zeros, broadcast scalars) shrunk to `length`."""
     mapping = {}
-    for node in plan.sums:
+    for node in nodes:
         for n in node.walk():
-            if n.op == "Var" and n.dim == plan.width:
+            if n.op == "Var" and n.dim == width:
                 pos, _, cat = n.params
                 mapping[n] = var(pos, length, cat)
-            elif n.op == "Zero" and n.dim == plan.width:
-                mapping[n] = make("Zero", params=(length,))
-    return tuple(substitute(node, mapping) for node in plan.sums)
+            elif n.op in ("Zero", "SumT") and n.dim == width:
+                mapping[n] = make(n.op, *n.args, params=(length,))
+    return tuple(substitute(node, mapping) for node in nodes)
+
+
+def restricted_sums(plan, length):
+    """The chunked sums rewritten over `length` components."""
+    return restricted(plan.sums, plan.width, length)

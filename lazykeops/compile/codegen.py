@@ -18,7 +18,7 @@ from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
 from ..formula.node import CAT_P, OPS, make
 from ..formula.reductions import lookup
-from .chunking import CHUNK, PART_POS, plan_chunks, restricted_sums
+from .chunking import CHUNK, PART_POS, SCALAR_POS, plan_chunks, restricted, restricted_sums
 from .spec import SUM_SCHEMES
 
 CPP_TYPES = {"float32": "float", "float64": "double"}
@@ -54,7 +54,7 @@ def render_formula_struct(formulas, args, chunks=None):
     cats = ", ".join(str(c) for c, _ in args) or "0"
     dims = ", ".join(str(d) for _, d in args) or "0"
     dimout = sum(f.dim for f in formulas)
-    body = _render_eval_body(chunks.rest if chunks else formulas)
+    body = _render_eval_body(formulas, chunks)
     lines = [
         "struct LkFormula {",
         f"  static constexpr int NARGS = {len(args)};",
@@ -72,6 +72,13 @@ def render_formula_struct(formulas, args, chunks=None):
         lines += _render_chunk_function(chunks, args, "chunk_full", CHUNK)
         if chunks.width % CHUNK:
             lines += _render_chunk_function(chunks, args, "chunk_tail", chunks.width % CHUNK)
+    if chunks and chunks.outputs:
+        lines.append(f"  static constexpr int NSCALARS = {len(chunks.scalars)};")
+        offsets = [sum(f.dim for f in formulas[:i]) for i in range(len(formulas))]
+        lines += _render_output_function(chunks, args, offsets, "output_full", CHUNK)
+        if chunks.width % CHUNK:
+            lines += _render_output_function(chunks, args, offsets, "output_tail",
+                                             chunks.width % CHUNK)
     return "\n".join(lines + ["};"])
 
 
@@ -79,21 +86,42 @@ def _render_chunk_function(plan, args, name, length):
     """part[m] += chunked sum m over `length` components of the wide variables (read
     through the engine's wvar / pvar, which add the chunk's first component)."""
     sums = restricted_sums(plan, length)
-
-    def leaf(node):
-        pos, dim, cat = node.params
-        if pos in plan.wide:
-            return Ref(dim, f"in.template wvar<{pos}>({{k}})")
-        if cat == CAT_P and args[pos][1] == plan.width:
-            return Ref(dim, f"in.template pvar<{pos}>({{k}})")
-        return None
-
-    lines, refs = _render_nodes(sums, leaf)
+    lines, refs = _render_nodes(sums, _wide_leaf(plan, args))
     lines += [f"part[{m}] += {refs[node](0)};" for m, node in enumerate(sums)]
     return ["  template <class T, class In, class Part>",
             f"  LK_HD static LK_INLINE void {name}(const In& in, Part part) {{",
             *[f"    {_unrolled(line)}" for line in lines],
             "  }"]
+
+
+def _render_output_function(plan, args, offsets, name, length):
+    """The chunked outputs' components c0 .. c0 + `length` (c0: the engine's chunk_start),
+    from the wide variables' chunk and the scalars `eval` computed."""
+    nodes = restricted([node for _, node in plan.outputs], plan.width, length)
+    lines, refs = _render_nodes(nodes, _wide_leaf(plan, args))
+    for (index, _), node in zip(plan.outputs, nodes):
+        lines.append(f"for (int k = 0; k < {length}; ++k) "
+                     f"out[{offsets[index]} + in.chunk_start() + k] = {refs[node]('k')};")
+    return ["  template <class T, class In, class Out>",
+            f"  LK_HD static LK_INLINE void {name}(const In& in, Out out) {{",
+            *[f"    {_unrolled(line)}" for line in lines],
+            "  }"]
+
+
+def _wide_leaf(plan, args):
+    """Leaves read by the chunk functions: wide variables and wide parameters through the
+    engine's wvar / pvar (which add the chunk's first component), scalars through
+    scalar<s>()."""
+    def leaf(node):
+        pos, dim, cat = node.params
+        if pos in plan.wide:
+            return Ref(dim, f"in.template wvar<{pos}>({{k}})")
+        if SCALAR_POS <= pos < PART_POS:
+            return Ref(1, f"in.template scalar<{pos - SCALAR_POS}>()")
+        if cat == CAT_P and pos < len(args) and args[pos][1] == plan.width:
+            return Ref(dim, f"in.template pvar<{pos}>({{k}})")
+        return None
+    return leaf
 
 
 _LOOP = re.compile(r"for \(int \w+ = 0; \w+ < (\d+);")
@@ -140,12 +168,20 @@ def _chunk_part(node):
     return Ref(1, f"in.template part<{pos - PART_POS}>()") if pos >= PART_POS else None
 
 
-def _render_eval_body(formulas):
-    lines, refs = _render_nodes(formulas, _chunk_part)
+def _render_eval_body(formulas, chunks=None):
+    """`eval`: each formula's value at its offset (with a chunk plan: the rest, chunked
+    outputs left to output_full / output_tail), then the plan's scalars past DIMOUT."""
+    rest = chunks.rest if chunks else formulas
+    scalars = chunks.scalars if chunks else ()
+    lines, refs = _render_nodes([f for f in rest if f is not None] + list(scalars), _chunk_part)
     offset = 0
-    for f in formulas:
-        lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {refs[f]('k')};")
+    for f, r in zip(formulas, rest):
+        if r is not None:
+            lines.append(f"for (int k = 0; k < {f.dim}; ++k) out[{offset} + k] = {refs[r]('k')};")
         offset += f.dim
+    for s in scalars:
+        lines.append(f"out[{offset}] = {refs[s](0)};")
+        offset += 1
     return lines
 
 

@@ -13,6 +13,7 @@ from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula import var
 from lazykeops.formula.aliases import parse_aliases
+from lazykeops.formula.reductions import lookup
 from lazykeops.formula.parser import parse_formula
 from lazykeops.torch import Genred, LazyTensor
 from tests.engine.test_reductions import _ids, aliases, check_reduction
@@ -139,3 +140,67 @@ def test_dualsum_of_chunked_formulas(axis):
         F, H = F.transpose(0, 1), H.transpose(0, 1)
     torch.testing.assert_close(rows, F.sum(1))
     torch.testing.assert_close(cols, H.sum(0))
+
+
+
+def test_wide_outputs_are_planned_as_chunked_outputs_on_the_cpu_only():
+    wide = aliases(DIM)
+    plan = cpu_plan("Exp(-G*SqDist(X,Y)) * (X - Y)", wide)
+    assert [index for index, _ in plan.outputs] == [0] and plan.rest == (None,)
+    assert [s.op for s in plan.scalars] == ["Exp"]       # computed by eval, once per term
+    assert [s.op for s in plan.sums] == ["SqDist"]
+    formulas, args = parsed("Exp(-G*SqDist(X,Y)) * (X - Y)", wide)
+    assert plan_chunks(formulas, args, "float32", "cuda") is None  # the GPU slices outputs
+
+
+# (formula, dense summand on x (N,1,D), y (1,M,D), b (1,M,2), w (D,)): outputs of D
+# components, with scalars from chunked sums, from narrow variables, or none at all.
+WIDE_OUTPUTS = [
+    ("Exp(-G*SqDist(X,Y)) * (X - Y)",
+     lambda x, y, b, w: torch.exp(-0.7 * ((x - y) ** 2).sum(-1, keepdim=True)) * (x - y)),
+    ("Y * Sum(X*Y) + Exp(Elem(B, 0)) * W",
+     lambda x, y, b, w: y * (x * y).sum(-1, keepdim=True) + torch.exp(b[..., :1]) * w),
+    ("X*Y - Y + 2", lambda x, y, b, w: x * y - y + 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("dim", [CHUNK + 1, 200])
+@pytest.mark.parametrize("case", WIDE_OUTPUTS, ids=lambda c: c[0])
+def test_chunked_outputs(case, dim, dtype):
+    formula, dense = case
+    x, y, b = wide_inputs(dim)
+    w = torch.rand(dim, dtype=torch.float64)
+    g = torch.tensor([0.7], dtype=torch.float64)
+    routine = Genred(formula, [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(2)", "G = Pm(1)",
+                               f"W = Pm({dim})"], axis=1)
+    got = routine(*[t.to(dtype) for t in (x, y, b, g, w)])
+    want = dense(x[:, None], y[None], b[None], w).sum(1)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_min_and_kmin_of_chunked_outputs(axis):
+    x, y, _ = wide_inputs(DIM)
+    F = torch.exp(-torch.cdist(x, y)[:, :, None] ** 2) * (x[:, None] - y[None])
+    F = F if axis == 1 else F.transpose(0, 1)
+    aliases_xy = [f"X = Vi({DIM})", f"Y = Vj({DIM})"]
+    minimum = Genred("Exp(-SqDist(X,Y)) * (X - Y)", aliases_xy, reduction_op="Min", axis=axis)
+    torch.testing.assert_close(minimum(x, y), F.min(1).values)
+    kmin = Genred("Exp(-SqDist(X,Y)) * (X - Y)", aliases_xy, reduction_op="KMin", axis=axis,
+                  opt_arg=3)
+    want, _ = lookup("KMin").reference(F, None, 3)
+    torch.testing.assert_close(kmin(x, y), want.reshape(F.shape[0], -1))
+
+
+def test_gradients_at_large_d_match_dense_autograd():
+    # D = 200: the forward's sum and the gradients' outputs all chunked, with a tail of 8.
+    x, y, b = wide_inputs(200, m=300, e=1)
+    dense_x, dense_y = x.clone().requires_grad_(), y.clone().requires_grad_()
+    torch.exp(-torch.cdist(dense_x, dense_y) ** 2).mul(b.T).sum().backward()
+    x.requires_grad_(), y.requires_grad_()
+    X, Y = LazyTensor(x[:, None]), LazyTensor(y[None])
+    ((-((X - Y) ** 2).sum(-1)).exp() * LazyTensor(b[None])).sum(1).sum().backward()
+    torch.testing.assert_close(x.grad, dense_x.grad)
+    torch.testing.assert_close(y.grad, dense_y.grad)
