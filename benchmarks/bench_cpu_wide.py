@@ -1,6 +1,6 @@
-"""CPU engine at large D: the chunked sums (compile/chunking.py) against the unchunked path
-(`eval`'s own loops over the components, as before chunking reached the CPU) and dense
-torch, float32.
+"""CPU engine at large D: the chunked sums and outputs (compile/chunking.py) against the
+unchunked path (`eval`'s own loops over the components, as before chunking reached the CPU)
+and dense torch, float32.
 
     python benchmarks/bench_cpu_wide.py [--quick]
 
@@ -53,8 +53,7 @@ def workloads(d):
              lambda: torch.exp(-torch.cdist(x, y) ** 2) @ b),
             ("argKmin K=10", lambda: knn(x, y),
              lambda: (torch.cdist(x, y) ** 2).topk(10, 1, largest=False).indices),
-            # The gradient's output has D components with X - Y outside any sum: never
-            # chunked, so this row shows what chunked sums leave to do.
+            # The gradient's output has D components, c_ij (x_i - y_j): a chunked output.
             ("conv forward + grad x", lambda: grad_x(lambda xg: conv(xg, y, b)),
              lambda: grad_x(lambda xg: torch.exp(-torch.cdist(xg, y) ** 2) @ b))]
 
