@@ -66,7 +66,7 @@ class ChunkPlan:
 def plan_chunks(formulas, args, dtype="float32", target="cuda"):
     """The ChunkPlan of `formulas` over the argument table `args` ((cat, dim) per
     position) for the engine of `target`, or None if nothing is wide or a wide variable
-    escapes the chunked sums."""
+    escapes the chunked sums (and, on the CPU, the chunked outputs)."""
     width = max((d for c, d in args if c != CAT_P), default=0)
     if target == "cpu":
         if width <= CPU_WIDE_ABOVE:

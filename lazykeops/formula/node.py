@@ -37,7 +37,7 @@ class OpSpec:
                  "unit", "nonzero") and a dict of example parameters.
     vjp:         vjp(node, grad_node) -> tuple of nodes (None for a zero gradient).
     componentwise: component k of the output depends only on component k of each argument
-                 (dimension-1 arguments broadcast): the CUDA engine may evaluate such ops
+                 (dimension-1 arguments broadcast): both engines may evaluate such ops
                  on a chunk of components (compile/chunking.py).
     """
 
