@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ..formula.autodiff import substitute
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.node import CAT_P, OPS, make, var
+from ..formula.trampoline import trampoline
 
 CHUNK = 32  # components per chunk: CHUNK in csrc/lk_layout.h
 # i- and j-variables with more 32-bit words than this are wide: LK_CUDA_X_REGISTERS in
@@ -103,6 +104,17 @@ def _componentwise_output(node, wide, width, scalars):
     """`node` (of `width` components) as a componentwise expression of wide variables,
     parameters of `width` components, constants and broadcast scalars, each scalar subtree
     replaced by a placeholder numbered in `scalars`; None if it is not one."""
+    return trampoline(_output_rewrite(node, wide, width, scalars, {}))
+
+
+def _output_rewrite(node, wide, width, scalars, memo):
+    """_componentwise_output, memoised, as a generator of its recursive calls."""
+    if node not in memo:
+        memo[node] = yield _output_rule(node, wide, width, scalars, memo)
+    return memo[node]
+
+
+def _output_rule(node, wide, width, scalars, memo):
     if node.op == "Var" and node.params[0] < SCALAR_POS:  # an argument
         pos, dim, cat = node.params
         return node if pos in wide or dim == 1 or (cat == CAT_P and dim == width) else None
@@ -114,11 +126,13 @@ def _componentwise_output(node, wide, width, scalars):
     if node.dim != width:
         return None
     if node.op == "SumT":  # a scalar repeated `width` times
-        return make("SumT", _componentwise_output(node.args[0], wide, width, scalars),
-                    params=node.params)
+        inner = yield _output_rewrite(node.args[0], wide, width, scalars, memo)
+        return None if inner is None else make("SumT", inner, params=node.params)
     if not OPS[node.op].componentwise:
         return None
-    args = [_componentwise_output(a, wide, width, scalars) for a in node.args]
+    args = []
+    for a in node.args:
+        args.append((yield _output_rewrite(a, wide, width, scalars, memo)))
     return None if any(a is None for a in args) else make(node.op, *args, params=node.params)
 
 

@@ -16,7 +16,7 @@ import re
 from ..errors import LazyKeOpsError
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
-from ..formula.node import CAT_P, OPS, make
+from ..formula.node import CAT_P, OPS, TEXT_LIMIT, make, render
 from ..formula.reductions import lookup
 from .chunking import CHUNK, PART_POS, SCALAR_POS, plan_chunks, restricted, restricted_sums
 from .spec import SUM_SCHEMES
@@ -212,7 +212,7 @@ ENGINES = {"cpu": ("lk_cpu_engine.h", "LK_CPU_ENTRY"),
 def render_source(spec):
     """The whole translation unit of a kernel, for the engine of spec.target."""
     header, entry = ENGINES[spec.target]
-    text = " ; ".join(str(f) for f in spec.formulas)
+    text = " ; ".join(render(f, TEXT_LIMIT) for f in spec.formulas)
     formulas = emitted_formulas(spec)
     chunks = plan_chunks(formulas, spec.args, spec.dtype, spec.target)
     if spec.target == "cuda":

@@ -138,9 +138,11 @@ template <class T> LK_HD LK_INLINE T mod(T x, T n, T d) { return x - n * LK_STD:
 // Round(x, d): x rounded to d decimals.
 template <class T> LK_HD LK_INLINE T round_to(T x, T scale) { return LK_STD::round(x * scale) / scale; }
 
-template <class T> LK_HD LK_INLINE T int_pow(T x, int n) {
+// Pow(x, n) by squaring; n is any int64 (the formula's rule excludes INT64_MIN), so that
+// exponents past 2^31 are not truncated.
+template <class T> LK_HD LK_INLINE T int_pow(T x, int64_t n) {
   T base = n < 0 ? T(1) / x : x;
-  unsigned e = n < 0 ? unsigned(-n) : unsigned(n);
+  uint64_t e = n < 0 ? uint64_t(-n) : uint64_t(n);
   T r = T(1);
   while (e) {
     if (e & 1u) r *= base;

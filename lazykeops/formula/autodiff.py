@@ -67,15 +67,11 @@ def grad(f, v, e):
 def substitute(node, mapping):
     """`node` with the nodes in `mapping` replaced (used to drop placeholders)."""
     memo = dict(mapping)
-
-    def visit(n):
-        done = memo.get(n)
-        if done is None:
-            done = make(n.op, *[visit(a) for a in n.args], params=n.params) if n.args else n
-            memo[n] = done
-        return done
-
-    return visit(node)
+    for n in node.walk():  # children first; a replaced node's own subtree is unused
+        if n not in memo:
+            memo[n] = make(n.op, *[memo[a] for a in n.args], params=n.params) if n.args \
+                else n
+    return memo[node]
 
 
 def diff(f, v, u):

@@ -5,11 +5,14 @@ Every op here applies componentwise; a dimension-1 argument broadcasts against t
 the tables below is one op: its C++ expression (see formula.emit) and its torch reference.
 """
 
+import math
+
 import torch
 
+from ..errors import LazyKeOpsError
 from .algebra import add, cst, div, flt, mul, neg, op, sub
 from .emit import elementwise
-from .node import OpSpec, dim_error, register
+from .node import OpSpec, dim_error, param_error, register
 
 
 def broadcast_dim(op):
@@ -209,7 +212,18 @@ def _check_nonzero_int(op, name):
     return rule
 
 
-register(OpSpec("Pow", 1, ("n",), _dim_same, elementwise("lk::int_pow({0}, {1})"),
+# Integer parameters that reach C++ as int64 (Pow's exponent) must fit in one.
+INT64_LIMIT = 2 ** 63 - 1
+
+
+def _pow_dim(dims, params):
+    if abs(params[0]) > INT64_LIMIT:
+        raise param_error("Pow", f"the exponent {params[0]} does not fit in a 64-bit integer "
+                        "(use Powf for a real exponent)")
+    return dims[0]
+
+
+register(OpSpec("Pow", 1, ("n",), _pow_dim, elementwise("lk::int_pow({0}, int64_t({1}))"),
                 lambda args, p: args[0] ** p[0], domain=("nonzero",), example_params=(3,),
                 vjp=_pow_vjp))
 
@@ -219,7 +233,19 @@ def _emit_round(out, args, params):
     return elementwise(f"lk::round_to({{0}}, T({10.0 ** params[0]!r}))")(out, args, ())
 
 
-register(OpSpec("Round", 1, ("d",), _dim_same, _emit_round,
+# 10**d must be a finite float64 for the scale of Round(x, d) (as torch, a scale that
+# overflows float32 gives NaN there).
+ROUND_DECIMALS = 300
+
+
+def _round_dim(dims, params):
+    if abs(params[0]) > ROUND_DECIMALS:
+        raise param_error("Round", f"{params[0]} decimals: expected between -{ROUND_DECIMALS} "
+                        f"and {ROUND_DECIMALS}")
+    return dims[0]
+
+
+register(OpSpec("Round", 1, ("d",), _round_dim, _emit_round,
                 lambda args, p: torch.round(args[0] * 10.0 ** p[0]) / 10.0 ** p[0],
                 domain=("any",), example_params=(2,), vjp=lambda n, g: (None,),
                 componentwise=True))
@@ -232,22 +258,51 @@ def _clampint_dim(dims, params):
 
 
 register(OpSpec("ClampInt", 1, ("a", "b"), _clampint_dim,
-                elementwise("lk::clamp({0}, T({1}), T({2}))"),
+                lambda out, args, p: elementwise(
+                    f"lk::clamp({{0}}, {real_literal(p[0])}, {real_literal(p[1])})")(out, args, ()),
                 lambda args, p: torch.clamp(args[0], p[0], p[1]),
                 domain=("any",), example_params=(-1, 1), vjp=_clampint_vjp,
                 componentwise=True))
 
 
 # Constants: no formula argument, dimension from their parameters.
-register(OpSpec("IntCst", 0, ("n",), lambda dims, p: 1, None,
+def _finite_constant(op):
+    """Dimension rule of the constants: 1, if every parameter is a finite float64 (an
+    integer literal past 1.8e308 has no value in any engine type)."""
+    def rule(dims, params):
+        for value in params:
+            try:
+                ok = math.isfinite(float(value))
+            except OverflowError:
+                ok = False
+            if not ok:
+                raise LazyKeOpsError(f"{op}: the constant {_short(value)} is not a finite "
+                                     "float64 number")
+        return 1
+
+    return rule
+
+
+def _short(value):
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-10:]} ({len(text)} digits)"
+
+
+register(OpSpec("IntCst", 0, ("n",), _finite_constant("IntCst"), None,
                 lambda args, p: torch.tensor([float(p[0])], dtype=torch.float64),
                 example_params=(3,)))
-register(OpSpec("IntInv", 0, ("n",), _check_nonzero_int("IntInv", "n"), None,
+def _intinv_dim(dims, params):
+    _finite_constant("IntInv")(dims, params)
+    return _check_nonzero_int("IntInv", "n")(dims, params)
+
+
+register(OpSpec("IntInv", 0, ("n",), _intinv_dim, None,
                 lambda args, p: torch.tensor([1.0 / p[0]], dtype=torch.float64),
                 example_params=(3,)))
 
 
 def _ratcst_dim(dims, params):
+    _finite_constant("RatCst")(dims, params)
     if params[1] == 0:
         raise dim_error("RatCst", "the denominator must be nonzero")
     return 1
@@ -258,7 +313,7 @@ register(OpSpec("RatCst", 0, ("p", "q"), _ratcst_dim, None,
                 example_params=(2, 3)))
 
 
-register(OpSpec("FloatCst", 0, ("value",), lambda dims, p: 1, None,
+register(OpSpec("FloatCst", 0, ("value",), _finite_constant("FloatCst"), None,
                 lambda args, p: torch.tensor([float(p[0])], dtype=torch.float64),
                 example_params=(0.25,),
                 doc="A float literal of the string language (pykeops accepts integers only)."))
@@ -287,11 +342,18 @@ def _var_dim(dims, params):
 
 register(OpSpec("Var", 0, ("pos", "dim", "cat"), _var_dim, None, None))
 
+def real_literal(value):
+    """A C++ literal of the number `value` in T: always a floating literal, so that an
+    integer constant such as 2**64 is never a C++ integer literal (which wraps modulo
+    2**64). The constants' rules below keep `value` a finite float64."""
+    return f"T({float(value)!r})"
+
+
 # Constant values known to Python, so the code generator can inline them.
 CONSTANT_VALUE = {
-    "IntCst": lambda p: f"T({p[0]})",
-    "IntInv": lambda p: f"(T(1) / T({p[0]}))",
-    "RatCst": lambda p: f"(T({p[0]}) / T({p[1]}))",
+    "IntCst": lambda p: real_literal(p[0]),
+    "IntInv": lambda p: f"(T(1) / {real_literal(p[0])})",
+    "RatCst": lambda p: f"({real_literal(p[0])} / {real_literal(p[1])})",
     "Zero": lambda p: "T(0)",
-    "FloatCst": lambda p: f"T({float(p[0])!r})",
+    "FloatCst": lambda p: real_literal(p[0]),
 }

@@ -82,23 +82,25 @@ class Node:
 
     def __str__(self):
         if self._str is None:
-            self._str = _render(self)
+            self._str = render(self)
         return self._str
 
     # Convenience used by the code generator and the evaluator.
     def walk(self):
-        """All nodes reachable from this one, children before parents, each once."""
-        order, seen = [], set()
-
-        def visit(node):
-            if id(node) in seen:
-                return
-            seen.add(id(node))
-            for child in node.args:
-                visit(child)
-            order.append(node)
-
-        visit(self)
+        """All nodes reachable from this one, children before parents, each once (an
+        explicit stack: formulas can be far deeper than Python's recursion limit)."""
+        order, seen = [], {id(self)}
+        stack = [(self, iter(self.args))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append((child, iter(child.args)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
         return order
 
     def variables(self):
@@ -139,15 +141,39 @@ def var(pos: int, dim: int, cat: int) -> Node:
     return make("Var", params=(pos, dim, cat))
 
 
-def _render(node):
-    """Formula-language text of a node (the parser reads it back)."""
-    if node.op == "Var":
-        pos, dim, cat = node.params
-        return f"Var({pos},{dim},{cat})"
-    if node.op == "IntCst":
-        return f"IntCst({node.params[0]})"
-    parts = [str(a) for a in node.args] + [_render_param(p) for p in node.params]
-    return f"{node.op}({','.join(parts)})"
+# How much of a formula the messages, logs and generated comments quote.
+TEXT_LIMIT = 400
+
+
+def render(node, limit=None):
+    """Formula-language text of a node (the parser reads it back). A shared subtree is
+    written out at each use, so the text of a small graph can be exponentially long:
+    with `limit`, the text stops after about that many characters, ending in '...'."""
+    pieces, length = [], 0
+    stack = [node]  # nodes still to write, and literal strings between them
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            text = item
+        elif item._str is not None:
+            text = item._str
+        elif item.op == "Var":
+            text = "Var({},{},{})".format(*item.params)
+        elif item.op == "IntCst":
+            text = f"IntCst({item.params[0]})"
+        else:
+            parts = [*item.args, *[_render_param(p) for p in item.params]]
+            stack.append(")")
+            for k in range(len(parts) - 1, -1, -1):
+                stack.append(parts[k])
+                if k:
+                    stack.append(",")
+            text = f"{item.op}("
+        pieces.append(text)
+        length += len(text)
+        if limit is not None and length > limit:
+            return "".join(pieces)[:limit] + "..."
+    return "".join(pieces)
 
 
 def _render_param(p):
@@ -159,3 +185,8 @@ def _render_param(p):
 def dim_error(op, detail):
     """The error a dimension rule raises: names the op and what did not fit."""
     return LazyKeOpsError(f"dimension mismatch in {op}: {detail}")
+
+
+def param_error(op, detail):
+    """The error a rule raises for an integer parameter out of its range."""
+    return LazyKeOpsError(f"parameter of {op} out of range: {detail}")

@@ -1,7 +1,9 @@
 """The string formula language: formula strings to interned nodes.
 
 This module owns the formula text front end: a tokenizer and a recursive-descent parser
-("Exp(-G*SqDist(X,Y)) * B"); alias strings ("X = Vi(3)") are parsed in aliases.py. It knows no op by name except the sugar
+("Exp(-G*SqDist(X,Y)) * B"); alias strings ("X = Vi(3)") are parsed in aliases.py. The
+grammar rules are generators run by formula/trampoline.py, so that formulas nested
+thousands deep parse without Python recursion. It knows no op by name except the sugar
 (`+ - * / ** | [k]`, literals, variable constructors): every `Name(...)` call is looked up
 in the `OPS` registry, so ops added by other modules parse without touching this file.
 User text is never handed to Python's eval/exec/ast.
@@ -16,6 +18,7 @@ Grammar (lowest precedence first):
 """
 
 import difflib
+import math
 import re
 from collections import namedtuple
 from collections.abc import Mapping
@@ -24,6 +27,7 @@ from ..errors import LazyKeOpsError, formula_error
 from . import autodiff
 from .aliases import VAR_CATS, alias_vars
 from .node import OPS, make
+from .trampoline import trampoline
 
 # Symbolic derivatives of the formula language: name -> (builder, number of arguments).
 DERIVATIVES = {"Grad": (autodiff.grad, 3), "Diff": (autodiff.diff, 3),
@@ -69,7 +73,8 @@ def tokenize(text):
 
 
 class _FormulaParser:
-    """Recursive descent over the tokens: one method per grammar rule, plus helpers."""
+    """Recursive descent over the tokens: one method per grammar rule (a generator that
+    yields its sub-rules to the trampoline and receives their nodes), plus helpers."""
 
     def __init__(self, text, aliases):
         self.text = text
@@ -137,43 +142,43 @@ class _FormulaParser:
             raise self.fail(str(err), "", tok) from None
 
     def parse(self):
-        node = self.sum()
+        node = yield self.sum()
         if self.peek().kind != "end":
             raise self.fail(f"unexpected '{self.peek().text}'", "expected an operator or end")
         return node
 
     def sum(self):
-        node = self.product()
+        node = yield self.product()
         while self.at("+") or self.at("-"):
             tok = self.next()
             op = "Add" if tok.text == "+" else "Subtract"
-            node = self.build(op, node, self.product(), tok=tok)
+            node = self.build(op, node, (yield self.product()), tok=tok)
         return node
 
     def product(self):
-        node = self.unary()
+        node = yield self.unary()
         while self.at("*") or self.at("/"):
             tok = self.next()
             op = "Mult" if tok.text == "*" else "Divide"
-            node = self.build(op, node, self.unary(), tok=tok)
+            node = self.build(op, node, (yield self.unary()), tok=tok)
         return node
 
     def unary(self):
         tok = self.accept("-")
         if tok is None:
-            return self.power()
-        node = self.unary()
+            return (yield self.power())
+        node = yield self.unary()
         # Negated literals stay constants, so "-1" is IntCst(-1), not Minus(IntCst(1)).
         if node.op in ("IntCst", "FloatCst"):
             return self.build(node.op, params=(-node.params[0],), tok=tok)
         return self.build("Minus", node, tok=tok)
 
     def power(self):
-        base = self.postfix()
+        base = yield self.postfix()
         tok = self.accept("**")
         if tok is None:
             return base
-        exponent = self.unary()     # Python: 2**-1 is allowed, and ** is right-assoc
+        exponent = yield self.unary()     # Python: 2**-1 is allowed, and ** is right-assoc
         return self.power_node(base, exponent, tok)
 
     def power_node(self, base, exponent, tok):
@@ -190,7 +195,7 @@ class _FormulaParser:
         return self.build("Powf", base, exponent, tok=tok)
 
     def postfix(self):
-        node = self.primary()
+        node = yield self.primary()
         while self.at("["):
             tok = self.next()
             index = self.integer("an index inside [...]")
@@ -205,18 +210,20 @@ class _FormulaParser:
             return self.number(value, tok)
         if tok.kind == "name":
             self.next()
-            return self.call(tok) if self.accept("(") else self.variable(tok)
+            if self.accept("("):
+                return (yield self.call(tok))
+            return self.variable(tok)
         if self.accept("("):
-            return self.group(tok)
+            return (yield self.group(tok))
         got = f"'{tok.text}'" if tok.kind != "end" else "end of formula"
         raise self.fail(f"unexpected {got}", "expected an operand")
 
     def group(self, open_tok):
         """'(' a ')', or the scalar products '(a|b)' and (KeOps 2018) '(a,b)'."""
-        left = self.sum()
+        left = yield self.sum()
         sep = self.accept("|") or self.accept(",")
         if sep is not None:
-            right = self.sum()
+            right = yield self.sum()
             self.expect(")", f"to match the '(' at position {open_tok.pos}")
             return self.build("Scalprod", left, right, tok=sep)
         self.expect(")", f"to match the '(' at position {open_tok.pos}")
@@ -240,19 +247,19 @@ class _FormulaParser:
         if name == "Ind":
             raise self.fail("'Ind(...)'", "is an index tuple, expected a formula", tok)
         if name in DERIVATIVES:
-            return self.derivative(name, tok)
+            return (yield self.derivative(name, tok))
         spec = OPS.get(name)
         if spec is None:
             close = difflib.get_close_matches(name, list(OPS) + list(VAR_CATS), n=3)
             hint = f"did you mean {' or '.join(close)}?" if close else "no such op"
             raise self.fail(f"unknown operation '{name}'", hint, tok)
-        return self.apply(spec, tok, self.arguments())
+        return self.apply(spec, tok, (yield self.arguments()))
 
     def derivative(self, name, tok):
         """Grad(f, x, e), Diff(f, x, u), GradMatrix(f, x), Divergence(f, x), Laplacian(f, x):
         symbolic derivatives, expanded here into plain formulas (x must be a variable)."""
         build, arity = DERIVATIVES[name]
-        args = self.arguments()
+        args = yield self.arguments()
         if len(args) != arity:
             raise self.fail(f"wrong number of arguments for '{name}'",
                             f"expected {arity} formula arguments, got {len(args)}", tok)
@@ -272,7 +279,7 @@ class _FormulaParser:
             return args
         while True:
             tok = self.peek()
-            arg = self.argument()
+            arg = yield self.argument()
             # Keep the argument's source text: errors quote what the user wrote.
             source = self.text[tok.pos:self.peek().pos].strip()
             args.append((tok._replace(text=source), arg))
@@ -291,7 +298,7 @@ class _FormulaParser:
         if value is not None and (self.at(",") or self.at(")")):
             return "num", value
         self.i = start
-        return "node", self.sum()
+        return "node", (yield self.sum())
 
     def apply(self, spec, tok, args):
         """Split a call's arguments into formulas then parameters, as OPS says."""
@@ -318,6 +325,9 @@ class _FormulaParser:
 
     def number(self, value, tok):
         """A literal operand: IntCst for integers, FloatCst otherwise."""
+        if not _fits_float64(value):
+            raise self.fail(f"literal '{tok.text}'", "is out of the float64 range "
+                            "(about +-1.8e308)", tok)
         op = "IntCst" if isinstance(value, int) else "FloatCst"
         return self.build(op, params=(value,), tok=tok)
 
@@ -332,6 +342,13 @@ class _FormulaParser:
         raise self.fail(f"'{tok.text}'", f"is a {got}, expected an integer for {what}", tok)
 
 
+def _fits_float64(value):
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer literal past 1.8e308
+        return False
+
+
 def parse_formula(text, aliases):
     """Formula string -> interned Node. `aliases` maps names to Var nodes (or is
     a list of Alias); every error is a LazyKeOpsError naming the formula."""
@@ -341,7 +358,4 @@ def parse_formula(text, aliases):
         raise LazyKeOpsError("empty formula ''")
     if not isinstance(aliases, Mapping):
         aliases = alias_vars(aliases)   # a list of Alias, as parse_aliases returns
-    try:
-        return _FormulaParser(text, dict(aliases)).parse()
-    except RecursionError:
-        raise LazyKeOpsError(f"formula '{text[:80]}...' is nested too deeply") from None
+    return trampoline(_FormulaParser(text, dict(aliases)).parse())

@@ -1,5 +1,6 @@
 """lazykeops for numpy arrays: the same Genred and generic_* helpers as lazykeops.torch."""
 
+from ..errors import ranges_error
 from ..tensor.generic import make_generic
 from ..tensor.lazy_api import make_lazy_api
 from ..torch.genred import Genred as _TorchGenred
@@ -9,7 +10,9 @@ class Genred(_TorchGenred):
     __doc__ = _TorchGenred.__doc__.replace("torch tensors", "numpy arrays")
     framework = "numpy"
 
-    def __call__(self, *args, backend="auto", out=None):
+    def __call__(self, *args, backend="auto", out=None, ranges=None):
+        if ranges is not None:
+            raise ranges_error(f"formula '{self.core.text}'")
         return self.core(*args, backend=backend, out=out)
 
 

@@ -16,6 +16,7 @@ from ..compile.spec import DTYPES, SUM_SCHEMES, KernelSpec, swap_axis
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, var
 from ..formula.aliases import parse_aliases
+from ..formula.node import TEXT_LIMIT, render
 from ..formula.parser import parse_formula
 from ..formula.reductions import lookup
 from .backends import get_backend
@@ -52,7 +53,7 @@ class GenredCore:
                  dtype_acc="auto", sum_scheme="auto", framework="torch", text=None):
         self.formulas = tuple(formulas)
         self.aliases = list(aliases)
-        self.text = text or " ; ".join(str(f) for f in self.formulas)
+        self.text = text or " ; ".join(render(f, TEXT_LIMIT) for f in self.formulas)
         self.reduction = lookup(reduction_op, self.text)
         wdim = self.formulas[1].dim if len(self.formulas) > 1 else None
         self.reduction.check(self.formulas[0].dim, wdim, opt_arg, self.text)
@@ -272,11 +273,13 @@ class GenredCore:
         for name, b in batches:
             padded = (1,) * (ndim - len(b)) + tuple(b)
             for k, size in enumerate(padded):
-                if size != 1 and result[k] not in (1, size):
+                if size == 1:  # as torch: 1 broadcasts to any size, 0 included
+                    continue
+                if result[k] not in (1, size):
                     shown = ", ".join(f"{n}: {tuple(s)}" for n, s in batches)
                     raise LazyKeOpsError(f"batch dimensions of formula '{self.text}' do not "
                                          f"broadcast ({shown})")
-                result[k] = max(result[k], size)
+                result[k] = size
         return tuple(result)
 
     def _prepare(self, arrays, batch):

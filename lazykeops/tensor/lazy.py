@@ -16,8 +16,8 @@ operations; reductions, the linear-operator interface and `dense` live in
 import math
 import numbers
 
-from ..errors import LazyKeOpsError
-from ..formula.node import CAT_I, CAT_J, CAT_P, OPS
+from ..errors import LazyKeOpsError, ranges_error
+from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, render
 from .backends import get_backend
 
 
@@ -175,10 +175,23 @@ class LazyTensor:
         from .lazy_reduce import lower
 
         node, _ = lower([self])
-        return f"lazykeops LazyTensor\n    formula: {node[0]}\n    shape: {self.shape}"
+        return f"lazykeops LazyTensor\n    formula: {render(node[0], TEXT_LIMIT)}\n    " \
+               f"shape: {self.shape}"
 
     __repr__ = __str__
     __hash__ = object.__hash__  # == builds a formula, so hash by identity
+
+    @property
+    def ranges(self):
+        """pykeops's block-sparse ranges: not supported yet, so always None."""
+        return None
+
+    @ranges.setter
+    def ranges(self, value):
+        # pykeops clients (GeomLoss's multiscale kernels) set it: ignoring it would give
+        # the full reduction where they expect the block-sparse one.
+        if value is not None:
+            raise ranges_error(f"a LazyTensor of shape {self.shape}")
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, o): return self._apply("Add", o)
@@ -386,8 +399,27 @@ def broadcast_batch(batches, args, op):
     result = [1] * ndim
     for b in batches:
         for k, size in enumerate((1,) * (ndim - len(b)) + tuple(b)):
-            if size != 1 and result[k] not in (1, size):
-                raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
-                                     f"{_shapes(args)} do not broadcast")
-            result[k] = max(result[k], size)
+            if size != 1:  # as torch: 1 broadcasts to any size, 0 included
+                if result[k] not in (1, size):
+                    raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
+                                         f"{_shapes(args)} do not broadcast")
+                result[k] = size
     return tuple(result)
+
+
+def postorder(roots):
+    """The LazyTensors under `roots`, each once, children before parents: an explicit
+    stack, since expressions built in loops are deeper than Python's recursion limit."""
+    order, seen = [], set()
+    stack = [(r, False) for r in reversed(roots)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        stack.extend((a, False) for a in reversed(t.args) if id(a) not in seen)
+    return order

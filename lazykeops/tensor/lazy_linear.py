@@ -7,7 +7,7 @@ from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
 from .backends import get_backend
-from .lazy import LazyTensor
+from .lazy import LazyTensor, postorder
 from .lazy_reduce import _framework_name, lower, reduce
 
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
@@ -44,25 +44,21 @@ def matmul(self, v):
 
 
 def transpose(self):
-    """K.T: the same formula with the roles of i and j exchanged."""
-    memo = {}
-
-    def flip(t):
-        done = memo.get(id(t))
-        if done is not None:
-            return done
+    """K.T: the same formula with the roles of i and j exchanged (symbolic variables
+    Vi(k, d) become Vj(k, d) and the other way round)."""
+    flipped = {}
+    for t in postorder([self]):
         new = type(t).__new__(type(t))
         new.__dict__.update(t.__dict__)
         new.ni, new.nj = t.nj, t.ni
         if t.category in (CAT_I, CAT_J):
             new.category = CAT_J if t.category == CAT_I else CAT_I
             x = t.data  # (..., N, 1, D) <-> (..., 1, N, D): the same memory, a reshape
-            new.data = x.reshape(*x.shape[:-3], x.shape[-2], x.shape[-3], x.shape[-1])
-        new.args = tuple(flip(a) for a in t.args)
-        memo[id(t)] = new
-        return new
-
-    return flip(self)
+            if x is not None:
+                new.data = x.reshape(*x.shape[:-3], x.shape[-2], x.shape[-3], x.shape[-1])
+        new.args = tuple(flipped[id(a)] for a in t.args)
+        flipped[id(t)] = new
+    return flipped[id(self)]
 
 
 def matvec(self, v):

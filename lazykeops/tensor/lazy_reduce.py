@@ -9,13 +9,13 @@ here are attached to LazyTensor at the bottom of the module.
 
 import numbers
 
-from ..errors import LazyKeOpsError
+from ..errors import LazyKeOpsError, ranges_error
 from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.aliases import Alias
 from .genred import HALF_DTYPES, GenredCore
 from .backends import get_backend
-from .lazy import LazyTensor, _merge_into
+from .lazy import LazyTensor, _merge_into, postorder
 
 _CORES = {}
 _FLOATS = ("float32", "float64", *HALF_DTYPES)
@@ -23,32 +23,27 @@ DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
 
 
 def lower(roots):
-    """(formula nodes of `roots`, their variable leaves in position order)."""
-    leaves, symbolic, positions = [], [], {}
-
-    def visit(t):
+    """(formula nodes of `roots`, their variable leaves in position order: the order in
+    which a left-to-right walk first meets them)."""
+    leaves, symbolic, lowered = [], [], {}
+    for t in postorder(roots):  # each shared subtree once
         op = t.op
-        if op is not None:  # shared subtrees are walked again: interning makes it cheap
-            args = t.args
-            children = (visit(args[0]),) if len(args) == 1 else \
-                (visit(args[0]), visit(args[1])) if len(args) == 2 else \
-                tuple([visit(a) for a in args])
+        if op is not None:
+            children = tuple([lowered[id(a)] for a in t.args])
             if op in DERIVATIVES:  # LazyTensor.grad / .diff: expanded symbolically
-                return DERIVATIVES[op](*children)
-            return _INTERNED.get((op, children, t.params)) or make(op, *children,
-                                                                   params=t.params)
-        if t.symbolic_pos is not None:
+                node = DERIVATIVES[op](*children)
+            else:
+                node = _INTERNED.get((op, children, t.params)) or make(op, *children,
+                                                                       params=t.params)
+        elif t.symbolic_pos is not None:
             symbolic.append(t)
-            return var(t.symbolic_pos, t.dim, t.category)
-        node = positions.get(id(t))
-        if node is None:
+            node = var(t.symbolic_pos, t.dim, t.category)
+        else:
             params = (len(leaves), t.dim, t.category)
             node = _INTERNED.get(("Var", (), params)) or var(*params)
-            positions[id(t)] = node
             leaves.append(t)
-        return node
-
-    nodes = tuple([visit(r) for r in roots])
+        lowered[id(t)] = node
+    nodes = tuple([lowered[id(r)] for r in roots])
     if symbolic and leaves:
         raise LazyKeOpsError("a LazyTensor cannot mix symbolic variables (Vi(ind, dim), ...) "
                              "with variables holding data")
@@ -82,7 +77,9 @@ def reduction_axis(t, dim):
 
 
 def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
-           dtype_acc="auto", sum_scheme="auto", **unknown):
+           dtype_acc="auto", sum_scheme="auto", ranges=None, **unknown):
+    if ranges is not None:
+        raise ranges_error(f"the {reduction_op} reduction of a LazyTensor of shape {t.shape}")
     if unknown:
         raise LazyKeOpsError(f"{reduction_op} reduction got unknown keyword arguments "
                              f"{sorted(unknown)}")

@@ -328,7 +328,11 @@ def test_no_python_evaluation():
         tokenize("X; Y")
 
 
-def test_deeply_nested_formula_is_a_clear_error():
-    text = "(" * 5000 + "X" + ")" * 5000
-    with pytest.raises(LazyKeOpsError, match="nested too deeply"):
-        parse_formula(text, {"X": var(0, 1, 0)})
+def test_formulas_deeper_than_the_recursion_limit_parse():
+    x = var(0, 1, 0)
+    assert parse_formula("(" * 5000 + "X" + ")" * 5000, {"X": x}) is x
+    nested = parse_formula("Exp(" * 10_000 + "X" + ")" * 10_000, {"X": x})
+    assert len(nested.walk()) == 10_001 and nested.op == "Exp"
+    assert str(nested) == "Exp(" * 10_000 + "Var(0,1,0)" + ")" * 10_000
+    total = parse_formula(" + ".join(["X"] * 10_000), {"X": x})
+    assert len(total.walk()) == 10_000  # X, then 9,999 additions
