@@ -17,6 +17,11 @@
 //                       false: one accumulator spans the whole range (exact selections)
 // Partial sums of a tile are kept in T (SIMD lanes, GPU registers) and carried across
 // tiles in double: a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
+//
+// NaN terms behave as in torch: Sum, LogSumExp and SumSoftMaxWeight give NaN; Min, Max
+// and their Arg* select the first NaN (torch.min/max propagate it); KMin and ArgKMin
+// order NaN after +inf (as torch.topk), so it is selected only when fewer than K numbers
+// remain. The fast paths test one comparison per term; NaN takes the slow ones.
 #pragma once
 
 #include <cstdint>
@@ -27,8 +32,11 @@
 
 namespace lk {
 
-// INFINITY rather than numeric_limits: usable in device code without relaxed constexpr.
+// INFINITY and NAN rather than numeric_limits: usable in device code without relaxed
+// constexpr.
 template <class T> LK_HD LK_INLINE T inf() { return T(INFINITY); }
+template <class T> LK_HD LK_INLINE T nan() { return T(NAN); }
+template <class T> LK_HD LK_INLINE bool is_nan(T v) { return v != v; }
 
 // ---------------------------------------------------------------- Sum
 struct BlockSum {};   // tile partials in T, carried in double (default)
@@ -122,7 +130,12 @@ struct LogSumExpRed {
     for (int k = 0; k < W; ++k) st.s[k] = 0;
   }
   // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
+  // m = NaN marks a row that met a NaN term: it stays NaN.
   LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
+    if (is_nan(st.m[a])) return;
+    bool met_nan = is_nan(tm);
+    for (int k = 0; k < cnt; ++k) met_nan = met_nan || is_nan(ts[k]);
+    if (met_nan) { st.m[a] = nan<double>(); return; }
     if (tm == -inf<double>() || st.m[a] == inf<double>()) return;
     if (tm > st.m[a]) {
       double scale = lk::exp(st.m[a] - tm);
@@ -140,8 +153,14 @@ struct LogSumExpRed {
       T tm = -inf<T>();
 #pragma omp simd reduction(max : tm)
       for (int j = 0; j < n; ++j) tm = f[j] > tm ? f[j] : tm;
-      if (tm == -inf<T>()) continue;
-      if (tm == inf<T>()) { st.m[a] = inf<double>(); continue; }
+      if (tm == -inf<T>() || tm == inf<T>()) {
+        // The maximum skips NaN terms; below, a finite maximum lets them through exp.
+        bool met_nan = false;
+        for (int j = 0; j < n; ++j) met_nan = met_nan || is_nan(f[j]);
+        if (met_nan) st.m[a] = nan<double>();
+        else if (tm == inf<T>() && !is_nan(st.m[a])) st.m[a] = inf<double>();
+        continue;
+      }
       if constexpr (E == 0) {
         T part = 0;
 #pragma omp simd reduction(+ : part)
@@ -176,7 +195,8 @@ struct LogSumExpRed {
     for (int g = 0; g < NM; ++g) {
       const T f = r[g];
       const bool up = f > a.m[g];  // false for NaN f: then the scale below is NaN
-      const T scale = lk::exp(up ? a.m[g] - f : f - a.m[g]);
+      // f == m: exp(0), also for two +inf terms (inf - inf would make a NaN).
+      const T scale = lk::exp(f == a.m[g] ? T(0) : (up ? a.m[g] - f : f - a.m[g]));
       for (int k = E == 0 ? g : 0; k < (E == 0 ? g + 1 : W); ++k) {
         const T w = E == 0 ? T(1) : r[1 + k];
         a.s[k] = up ? a.s[k] * scale + w : a.s[k] + scale * w;
@@ -187,7 +207,6 @@ struct LogSumExpRed {
   template <class T>
   LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
     for (int g = 0; g < NM; ++g) {
-      if (a.m[g] == inf<T>()) { st.m[g] = inf<double>(); continue; }
       double ts[W];
       const int k0 = E == 0 ? g : 0, cnt = E == 0 ? 1 : W;
       for (int k = 0; k < cnt; ++k) ts[k] = a.s[k0 + k];
@@ -246,18 +265,31 @@ struct SoftMaxRed {
   }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t*) {
-    // Both sums share the same running maximum, so their ratio needs no rescaling.
-    for (int e = 0; e < E; ++e) vals[e] = T(st.w.s[e] / st.z.s[0]);
+    // Both sums share the same running maximum, so their ratio needs no rescaling. A NaN
+    // or +inf term gives NaN, as torch.softmax (inf - inf).
+    const bool undefined = is_nan(st.z.m[0]) || is_nan(st.w.m[0]) || st.z.m[0] == inf<double>();
+    for (int e = 0; e < E; ++e) vals[e] = undefined ? nan<T>() : T(st.w.s[e] / st.z.s[0]);
   }
 };
 
 // ---------------------------------------------------------------- Min, Max, ArgMin, ...
-// Componentwise extremum and its first index; ties keep the smallest j.
+// Componentwise extremum and its first index; ties keep the smallest j; the first NaN
+// beats every number.
 template <int D, int IS_MAX, int WANT_VALS, int WANT_IDX>
 struct ArgExtremumRed {
   static constexpr int VALS = D * WANT_VALS, IDXS = D * WANT_IDX;
   struct State { double v[D]; int64_t i[D]; };
   LK_HD static LK_INLINE bool better(double a, double b) { return IS_MAX ? a > b : a < b; }
+  // A new term r replaces the current best v (an earlier term).
+  template <class T>
+  LK_HD static LK_INLINE bool replaces(T r, T v) {
+    return (IS_MAX ? r > v : r < v) || (is_nan(r) && !is_nan(v));
+  }
+  // Partial result (va, ia) beats (vb, ib) from another range.
+  LK_HD static LK_INLINE bool wins(double va, int64_t ia, double vb, int64_t ib) {
+    if (is_nan(va) || is_nan(vb)) return is_nan(va) && (!is_nan(vb) || ia < ib);
+    return better(va, vb) || (va == vb && ia < ib);
+  }
   LK_HD static void init(State& st) {
     for (int k = 0; k < D; ++k) { st.v[k] = IS_MAX ? -inf<double>() : inf<double>(); st.i[k] = 0; }
   }
@@ -268,7 +300,7 @@ struct ArgExtremumRed {
       T best = T(st.v[k]);
       int where = -1;
       for (int j = 0; j < n; ++j)
-        if (better(row[j], best)) { best = row[j]; where = j; }
+        if (replaces(row[j], best)) { best = row[j]; where = j; }
       if (where >= 0) { st.v[k] = best; st.i[k] = j0 + where; }
     }
   }
@@ -282,20 +314,16 @@ struct ArgExtremumRed {
   template <class T>
   LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
     for (int k = 0; k < D; ++k)
-      if (IS_MAX ? r[k] > a.v[k] : r[k] < a.v[k]) { a.v[k] = r[k]; a.i[k] = j; }
+      if (replaces(r[k], a.v[k])) { a.v[k] = r[k]; a.i[k] = j; }
   }
   template <class T>
   LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
     for (int k = 0; k < D; ++k)
-      if (better(a.v[k], st.v[k]) || (a.v[k] == st.v[k] && a.i[k] < st.i[k])) {
-        st.v[k] = a.v[k]; st.i[k] = a.i[k];
-      }
+      if (wins(a.v[k], a.i[k], st.v[k], st.i[k])) { st.v[k] = a.v[k]; st.i[k] = a.i[k]; }
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int k = 0; k < D; ++k)
-      if (better(o.v[k], st.v[k]) || (o.v[k] == st.v[k] && o.i[k] < st.i[k])) {
-        st.v[k] = o.v[k]; st.i[k] = o.i[k];
-      }
+      if (wins(o.v[k], o.i[k], st.v[k], st.i[k])) { st.v[k] = o.v[k]; st.i[k] = o.i[k]; }
   }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
@@ -308,20 +336,26 @@ struct ArgExtremumRed {
 
 // ---------------------------------------------------------------- KMin, ArgKMin, ...
 // The K smallest values of each component, sorted ascending, with their indices; output
-// component d of the k-th smallest at k * D + d.
+// component d of the k-th smallest at k * D + d. The order is numbers, then NaN (as
+// torch.topk), then empty slots, which hold NaN with index -1 (finalized as +inf, -1):
+// so a number that does not enter is found by one comparison, v >= last.
 template <int D, int K, int WANT_VALS, int WANT_IDX>
 struct KMinRed {
   static constexpr int VALS = D * K * WANT_VALS, IDXS = D * K * WANT_IDX;
   struct State { double v[D][K]; int64_t i[D][K]; };
   LK_HD static void init(State& st) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K; ++k) { st.v[d][k] = inf<double>(); st.i[d][k] = -1; }
+      for (int k = 0; k < K; ++k) { st.v[d][k] = nan<double>(); st.i[d][k] = -1; }
   }
-  // Insert after any equal value, so that ties keep the smaller index first.
+  // v goes before the slot (w, iw); ties keep the earlier index first.
+  template <class T>
+  LK_HD static LK_INLINE bool before(T v, T w, int64_t iw) {
+    return v < w || (is_nan(w) && (!is_nan(v) || iw < 0));
+  }
   LK_HD static LK_INLINE void insert(State& st, int d, double v, int64_t j) {
-    if (!(v < st.v[d][K - 1])) return;
+    if (v >= st.v[d][K - 1] || !before(v, st.v[d][K - 1], st.i[d][K - 1])) return;
     int p = K - 1;
-    while (p > 0 && v < st.v[d][p - 1]) {
+    while (p > 0 && before(v, st.v[d][p - 1], st.i[d][p - 1])) {
       st.v[d][p] = st.v[d][p - 1]; st.i[d][p] = st.i[d][p - 1]; --p;
     }
     st.v[d][p] = v; st.i[d][p] = j;
@@ -340,17 +374,17 @@ struct KMinRed {
   template <class T>
   LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K; ++k) { a.v[d][k] = inf<T>(); a.i[d][k] = -1; }
+      for (int k = 0; k < K; ++k) { a.v[d][k] = nan<T>(); a.i[d][k] = -1; }
   }
   template <class T>
   LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
     LK_UNROLL for (int d = 0; d < D; ++d) {
-      if (!(r[d] < a.v[d][K - 1])) continue;
+      if (r[d] >= a.v[d][K - 1] || !before(r[d], a.v[d][K - 1], a.i[d][K - 1])) continue;
       T cv = r[d];
       int64_t ci = j;
       bool shifting = false;
       LK_UNROLL for (int k = 0; k < K; ++k) {
-        shifting = shifting || cv < a.v[d][k];
+        shifting = shifting || before(cv, a.v[d][k], a.i[d][k]);
         if (shifting) {
           T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
           int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
@@ -371,7 +405,7 @@ struct KMinRed {
   LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
     for (int k = 0; k < K; ++k)
       for (int d = 0; d < D; ++d) {
-        if (WANT_VALS) vals[k * D + d] = T(st.v[d][k]);
+        if (WANT_VALS) vals[k * D + d] = st.i[d][k] < 0 ? inf<T>() : T(st.v[d][k]);
         if (WANT_IDX) idx[k * D + d] = st.i[d][k];
       }
   }

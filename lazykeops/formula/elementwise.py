@@ -228,6 +228,11 @@ register(OpSpec("Pow", 1, ("n",), _pow_dim, elementwise("lk::int_pow({0}, int64_
                 vjp=_pow_vjp))
 
 
+def _round_half_away(x):
+    """C's round (pykeops's Round): halves away from zero, where torch.round goes to even."""
+    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+
+
 def _emit_round(out, args, params):
     # Round(x, d) rounds to d decimals: the scale 10^d is folded here, not at run time.
     return elementwise(f"lk::round_to({{0}}, T({10.0 ** params[0]!r}))")(out, args, ())
@@ -246,7 +251,7 @@ def _round_dim(dims, params):
 
 
 register(OpSpec("Round", 1, ("d",), _round_dim, _emit_round,
-                lambda args, p: torch.round(args[0] * 10.0 ** p[0]) / 10.0 ** p[0],
+                lambda args, p: _round_half_away(args[0] * 10.0 ** p[0]) / 10.0 ** p[0],
                 domain=("any",), example_params=(2,), vjp=lambda n, g: (None,),
                 componentwise=True))
 
