@@ -1,40 +1,49 @@
 """Compile generated sources with Ninja (through torch.utils.cpp_extension), cache them on
-disk by content hash, and load each library once per process.
+disk by content hash (layout and trust rules: `cache.py`), and load each library once per
+process.
 
-Cache entry `<cache>/<key>/`: `kernel.cpp`, the built `.so`, and `manifest.json` with the
-library's sha256. The key hashes named entries (`key_entries`): the source, the engine
-headers, the lazykeops version, the compiler, the flags, torch's version and the CPU
-(kernels are built with -march=native).
+The key hashes named entries (`key_entries`): the source, the engine headers, the
+lazykeops version, the compiler, the flags, torch's version and the CPU (kernels are built
+with -march=native) or the GPU architecture.
 
-Concurrency: a build happens in a private temporary directory inside the cache and is
-published by one atomic rename, under an exclusive file lock per key, so that several
-processes asking for the same new kernel build it once and never see a half-written
-entry. A library whose sha256 does not match its manifest (truncated, corrupted) is
-removed and rebuilt.
+Guarantees:
+- Concurrency: a build happens in a private folder inside the cache and is published by
+  one atomic rename, under an exclusive file lock per key, so that several processes asking
+  for the same new kernel build it once and never see a half-written entry.
+- Trust: an entry is loaded only if its manifest names this key and these key entries, its
+  library matches the manifest's sha256 and is a whole ELF file; anything else is removed
+  and rebuilt (never dlopen'ed).
+- No side effects on the process: the environment is left alone (the GPU architecture is
+  passed as an nvcc flag), and a library is built without being loaded by torch
+  (`torch.ops.loaded_libraries` does not grow): ctypes opens it, once.
+- No debris: build folders of killed builders are removed by the next build; sources the
+  compiler rejected go to `<cache>/failed/` (the newest few), named in the CompileError.
+- Integer overflow the compiler can see in generated code fails the build
+  (-Werror=overflow); other warnings (of the engine headers) do not.
+- A cache that is a file or is not writable gives a LazyKeOpsError naming the directory
+  and LAZYKEOPS_CACHE_DIR.
 """
 
 import ctypes
-import fcntl
 import hashlib
-import json
+import inspect
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import CompileError
-from .cache import cache_dir
+from .cache import (cache_dir, discard, keep_failed_source, key_lock, new_build_dir,
+                    trusted_library, unwritable, write_manifest)
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 CPU_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
-              "-fvisibility=hidden", "-DNDEBUG", "-w")
+              "-fvisibility=hidden", "-DNDEBUG", "-Werror=overflow")
 CPU_LDFLAGS = ("-fopenmp",)
 CUDA_FLAGS = ("-O3", "-std=c++17", "-DNDEBUG", "-Xcompiler=-fvisibility=hidden")
 
@@ -157,7 +166,7 @@ def load_kernel(source, description="", target="cpu"):
     key = cache_key(source, target)
     lib = _LOADED.get(key)
     if lib is None:
-        lib = _load_or_build(key, source, description, target)
+        lib = _load_or_build(key, key_entries(source, target), source, description, target)
         _LOADED[key] = lib
     return lib
 
@@ -166,99 +175,112 @@ def forget_loaded():
     _LOADED.clear()
 
 
-@contextmanager
-def _file_lock(path):
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _sha256_file(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _try_load(entry, key, target):
-    """Load a published cache entry if it is intact; None if absent or damaged."""
-    manifest = entry / "manifest.json"
+def _try_load(entry, key, entries, target):
+    """Load a published cache entry if it is trusted; None if absent or damaged."""
+    path = trusted_library(entry, key, entries)
+    if path is None:
+        return None
     try:
-        info = json.loads(manifest.read_text())
-        lib_path = entry / info["library"]
-        if _sha256_file(lib_path) != info["sha256"]:
-            return None
-        lib = KernelLibrary(lib_path, key, target)
-    except (OSError, ValueError, KeyError, AttributeError):
+        lib = KernelLibrary(path, key, target)
+    except (OSError, AttributeError):  # not loadable, or an entry point is missing
         return None
     stats["loads"] += 1
     return lib
 
 
-def _load_or_build(key, source, description, target):
+def _load_or_build(key, entries, source, description, target):
     root = cache_dir()
     entry = root / key
-    lib = _try_load(entry, key, target)
+    lib = _try_load(entry, key, entries, target)
     if lib is not None:
         return lib
-    with _file_lock(root / f"{key}.lock"):
-        lib = _try_load(entry, key, target)  # another process may have built it meanwhile
+    with key_lock(root, key):
+        lib = _try_load(entry, key, entries, target)  # another process may have built it
         if lib is not None:
             return lib
-        if entry.exists():
-            shutil.rmtree(entry)  # damaged entry: rebuild from scratch
-        tmp = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=root))
         try:
-            _build(tmp, key, source, description, target)
+            discard(entry)  # damaged entry: rebuild from scratch
+            tmp = new_build_dir(root, key)
+        except OSError as err:
+            raise unwritable(root, err) from None
+        try:
+            _build(tmp, root, key, entries, source, description, target)
             os.rename(tmp, entry)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         stats["builds"] += 1
-    lib = _try_load(entry, key, target)
+    lib = _try_load(entry, key, entries, target)
     if lib is None:
         raise CompileError(f"kernel {key} was built but cannot be loaded from {entry}")
     return lib
 
 
-def _build(tmp, key, source, description, target):
-    from torch.utils import cpp_extension
-
+def _build(tmp, root, key, entries, source, description, target):
     src = tmp / ("kernel.cpp" if target == "cpu" else "kernel.cu")
     src.write_text(source)
     if verbose():
         print(f"[lazykeops] compiling {description or key} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
-    options = dict(extra_cflags=list(CPU_CFLAGS), extra_ldflags=list(CPU_LDFLAGS))
-    if target != "cpu":  # nvcc for this GPU's architecture only: sm_90 -> "9.0"
-        digits = target.split("sm_")[1]
-        os.environ["TORCH_CUDA_ARCH_LIST"] = f"{digits[:-1]}.{digits[-1]}"
-        options = dict(extra_cflags=["-O3", "-fvisibility=hidden"],
-                       extra_cuda_cflags=list(CUDA_FLAGS))
     try:
-        cpp_extension.load(name=f"lk_{key[:16]}", sources=[str(src)], build_directory=str(tmp),
-                           extra_include_paths=[str(CSRC)], is_python_module=False,
-                           verbose=False, **options)
+        _ninja_build(f"lk_{key[:16]}", src, tmp, **_build_options(target))
     except Exception as err:  # the compiler's message is in the exception text
-        kept = Path(tempfile.mkdtemp(prefix="lazykeops-failed-"))
-        shutil.copy(src, kept / src.name)
+        kept = keep_failed_source(root, key, src)
         raise CompileError(f"compiling {description or 'a kernel'} failed; source kept at "
-                           f"{kept / src.name}; first error: {_first_error(str(err))}") from None
+                           f"{kept}; first error: {_first_error(str(err))}") from None
     libs = sorted(tmp.glob("*.so"))
     if not libs:
         raise CompileError(f"compiling {description or 'a kernel'} produced no library in {tmp}")
-    manifest = {"library": libs[0].name, "sha256": _sha256_file(libs[0]),
-                "description": description,
-                "key_entries": dict(key_entries(source, target))}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_manifest(tmp, libs[0], key, entries, description)
     if verbose():
         print(f"[lazykeops] ... done in {time.perf_counter() - start:.2f} s", file=sys.stderr,
               flush=True)
 
 
+def _build_options(target):
+    """Compiler and linker flags for torch's Ninja build of a kernel for `target`."""
+    if target == "cpu":
+        return dict(extra_cflags=list(CPU_CFLAGS), extra_cuda_cflags=[],
+                    extra_ldflags=list(CPU_LDFLAGS), with_cuda=False)
+    # nvcc for this GPU's architecture only: "cuda:sm_90" -> compute_90 / sm_90. With an
+    # arch flag among the cuda flags, torch adds none of its own (which it would take from
+    # TORCH_CUDA_ARCH_LIST or the visible GPUs), so the environment need not be touched;
+    # older torch releases add theirs anyway, which only adds code for more architectures.
+    arch = target.split("sm_")[1]
+    return dict(extra_cflags=["-O3", "-fvisibility=hidden"],
+                extra_cuda_cflags=[*CUDA_FLAGS, f"-gencode=arch=compute_{arch},code=sm_{arch}"],
+                extra_ldflags=[], with_cuda=True)
+
+
+def _ninja_build(name, src, folder, **options):
+    """Build `<folder>/<name>.so` from `src` with torch's Ninja build, without loading it.
+
+    cpp_extension.load would also dlopen the library and register its temporary build path
+    in torch.ops.loaded_libraries; its build step, the private
+    _write_ninja_file_and_build_library, does not. Its parameters changed across torch
+    versions (SYCL ones in recent torch), so it is called by keyword, after checking its
+    signature; `load` remains the fallback should it disappear or change beyond that."""
+    from torch.utils import cpp_extension
+
+    kwargs = dict(name=name, sources=[str(src)], extra_include_paths=[str(CSRC)],
+                  build_directory=str(folder), verbose=False, is_standalone=False, **options)
+    builder = getattr(cpp_extension, "_write_ninja_file_and_build_library", None)
+    try:
+        params = inspect.signature(builder).parameters if builder else {}
+    except (TypeError, ValueError):
+        params = {}
+    sycl = {n: v for n, v in (("extra_sycl_cflags", []), ("with_sycl", False)) if n in params}
+    required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+    if params and set(kwargs) <= set(params) and required <= {*kwargs, *sycl}:
+        builder(**kwargs, **sycl)
+    else:
+        cpp_extension.load(is_python_module=False, **kwargs)
+
+
 def _first_error(text):
+    """The compiler's (or the linker's) first error line in ninja's output."""
     for line in text.splitlines():
-        if re.search(r"\berror\b", line) and "Error building extension" not in line:
+        if (re.search(r"\berror\b|: cannot find |undefined reference", line)
+                and "Error building extension" not in line):
             return line.strip()
     return text.strip().splitlines()[-1] if text.strip() else "unknown error"
-

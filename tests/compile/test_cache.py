@@ -1,5 +1,7 @@
 """The on-disk kernel cache: deterministic keys, one build under a 4-process race,
-recovery from a damaged library, clean_cache, and compiler errors reported cleanly."""
+recovery from a damaged library, clean_cache, and compiler errors reported cleanly (their
+sources kept in the cache, the newest few). test_cache_trust.py covers entries that must
+not be trusted; test_build_side_effects.py what a build must not leave behind."""
 
 import json
 import os
@@ -13,6 +15,7 @@ import pytest
 
 from lazykeops import CompileError
 from lazykeops.compile import build
+from lazykeops.compile.cache import FAILED_KEPT
 from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula import make, var
@@ -100,13 +103,30 @@ def test_clean_cache_empties_the_directory(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compiler_error_names_the_source(tmp_path, monkeypatch):
+def test_compiler_error_names_the_source_kept_in_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LAZYKEOPS_CACHE_DIR", str(tmp_path))
+    source = f"this is not C++; // {uuid.uuid4()}\n"
     with pytest.raises(CompileError) as info:
-        build.load_kernel("this is not C++;\n", "broken kernel")
+        build.load_kernel(source, "broken kernel")
     msg = str(info.value)
     assert "kernel.cpp" in msg and "error" in msg
     kept = Path(msg.split("source kept at ")[1].split(";")[0])
-    assert kept.read_text() == "this is not C++;\n"
-    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []  # nothing half-built left
+    assert kept.read_text() == source
+    # kept inside the cache, named by its key; nothing half-built left, nothing in /tmp
+    assert kept.parent == tmp_path / "failed"
+    assert kept.name.startswith(build.cache_key(source)[:12])
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["failed"]
 
+
+def test_failed_sources_are_pruned_to_the_newest(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYKEOPS_CACHE_DIR", str(tmp_path))
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    old = [failed / f"{n:012d}-old.cpp" for n in range(FAILED_KEPT + 5)]
+    for age, path in enumerate(old):  # old[0] is the oldest
+        path.write_text("old")
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    with pytest.raises(CompileError) as info:
+        build.load_kernel(f"not C++ either; // {uuid.uuid4()}\n", "broken kernel")
+    kept = Path(str(info.value).split("source kept at ")[1].split(";")[0])
+    assert sorted(failed.iterdir()) == sorted([kept, *old[-(FAILED_KEPT - 1):]])
