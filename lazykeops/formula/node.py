@@ -78,7 +78,7 @@ class Node:
         self._str = None
 
     def __repr__(self):
-        return f"Node({self})"
+        return f"Node({render(self, TEXT_LIMIT)})"  # bounded: debuggers and pytest call it
 
     def __str__(self):
         if self._str is None:

@@ -63,6 +63,12 @@ def test_generic_logsumexp_argmin_argkmin():
     assert torch.equal(amin(x, y)[:, 0], torch.cdist(x, y).argmin(1))
     knn = lkt.generic_argkmin("SqDist(X,Y)", "A = Vi(4)", "X = Vi(3)", "Y = Vj(3)", opt_arg=4)
     assert torch.equal(knn(x, y), torch.cdist(x, y).topk(4, 1, largest=False).indices)
+    # As pykeops: K comes from the output alias when opt_arg is not given.
+    knn3 = lkt.generic_argkmin("SqDist(X,Y)", "A = Vi(3)", "X = Vi(3)", "Y = Vj(3)")
+    assert torch.equal(knn3(x, y), torch.cdist(x, y).topk(3, 1, largest=False).indices)
+    knn_np = lknp.generic_argkmin("SqDist(X,Y)", "A = Vj(2)", "X = Vi(3)", "Y = Vj(3)")
+    assert np.array_equal(knn_np(x.numpy(), y.numpy()),
+                          torch.cdist(y, x).topk(2, 1, largest=False).indices.numpy())
 
 
 def test_numpy_backend():
