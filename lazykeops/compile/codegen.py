@@ -38,7 +38,16 @@ MAX_SCALARS_PER_PAIR = 16384
 
 
 def check_stack_size(formulas, outputs, text):
-    """Raise before compiling if a kernel would need too much stack per thread."""
+    """Raise before compiling if a kernel would need too much stack per thread.
+
+    Counted: one array per intermediate node of `eval` (a shared node once), and the
+    formula's values with the reduction's state and accumulator (on the GPU; at most twice
+    the widths of the formulas and outputs). Not counted, the variables: the CPU engine
+    reads them from heap buffers (the parameters packed once per batch, a block's rows,
+    the j-variables), the CUDA engine from shared or global memory, and from registers
+    only a row's i-variables of up to LK_CUDA_X_REGISTERS words (and the narrow ones of a
+    chunked kernel). A parameter of millions of components thus passes; its elementwise
+    square, an intermediate as large, does not."""
     inner = {id(n): n.dim for f in formulas for n in f.walk()
              if n.op != "Var" and n.op not in CONSTANT_VALUE}
     scalars = sum(inner.values()) + 2 * (sum(f.dim for f in formulas) + sum(outputs))

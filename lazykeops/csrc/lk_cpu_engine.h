@@ -7,10 +7,18 @@
 // the categories for a reduction over i). For each batch, the j-variables are first
 // transposed into one structure-of-arrays buffer (component c of y_j at c * ystride + j),
 // so that the inner loop over j reads contiguous memory and vectorises; the i-variables
-// of the current row and the parameters are packed into small contiguous buffers.
+// of the current row are packed into a small contiguous buffer, and the parameters into
+// one on the heap (they may have millions of components: never a copy on the stack).
 // OpenMP splits the output rows; each thread evaluates the formula on a tile of j into a
 // per-thread buffer (component k of term j at k * TILE + j), then folds the tile into the
 // row's reduction state. All indices are int64.
+//
+// A DualSum (gradients) also sums its column components over i: each thread adds its
+// rows' terms into column partials in double, and the threads' partials are then summed
+// into the column output. The j range is covered in spans of column_span terms so that
+// these partials take a bounded memory per thread, whatever M (over the whole range they
+// would take COLS * M doubles per thread); with several spans, the rows' States persist
+// from one span to the next (one per row) and are finalized after the last.
 //
 // A formula rendered with a chunk plan (compile/chunking.py: sums over variables of more
 // than a few dozen components) first gets its sums for the row block and the tile, one
@@ -24,6 +32,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <vector>
+
+#include <omp.h>
 
 #include "lk_layout.h"
 #include "lk_math.h"
@@ -138,6 +148,17 @@ LK_INLINE void add_columns(T* __restrict__ col_tile, const T* __restrict__ buf, 
   }
 }
 
+// Terms per span of a DualSum's columns: each thread's column partials hold
+// COLUMN_SPAN_DOUBLES doubles at most (2 MB, in cache while the rows sweep them), a whole
+// number of tiles. The gradient in y of a kernel at D = 3 (3 columns) runs in one span up
+// to M = 87,040.
+constexpr int64_t COLUMN_SPAN_DOUBLES = 1 << 18;
+template <class F, int COLS>
+constexpr int64_t column_span() {
+  const int64_t tiles = COLUMN_SPAN_DOUBLES / COLS / tile_width<F>();
+  return (tiles > 1 ? tiles : 1) * tile_width<F>();
+}
+
 template <class F>
 constexpr int chunked_sum_count() {
   if constexpr (IsChunked<F>::value) return F::NCHUNKED;
@@ -209,16 +230,28 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
   constexpr int NCHUNKED = chunked_sum_count<F>();
   const int64_t ystride = (ny + 15) / 16 * 16;
   std::vector<T> ysoa((size_t)std::max<int64_t>(DJ * ystride, 1));
-  T pm[DP > 0 ? DP : 1];
+  std::vector<T> params((size_t)(DP > 0 ? DP : 1));
+  const T* pm = params.data();
   const bool parallel = nthreads > 1 && nx * ny * (F::DIMOUT + DJ) > 200000;
+  const int team = parallel ? nthreads : 1;
+  // DualSum: the spans of j, each thread's column partials for one span (component k of
+  // term j0 + q at k * span + q), and the rows' States across spans when there are several.
+  int64_t span = ny, nspans = 1;
+  if constexpr (COLS > 0) {
+    if (ny > column_span<F, COLS>()) {
+      span = column_span<F, COLS>();
+      nspans = (ny + span - 1) / span;
+    }
+  }
+  std::vector<double> col_part((size_t)(COLS > 0 ? team * COLS * span : 0));
+  std::vector<typename R::State> kept((size_t)(nspans > 1 ? nx : 0));
 
   for (int64_t b = 0; b < nbatch; ++b) {
     for (int v = 0; v < F::NARGS; ++v) {
       const T* src = args[v] + b * batch_strides[v];
       const int dim = F::DIM[v];
       if (F::CAT[v] == CAT_P) {
-        const int off = packed_offset<F>(CAT_P, v);
-        for (int k = 0; k < dim; ++k) pm[off + k] = src[k];
+        std::copy(src, src + dim, params.data() + packed_offset<F>(CAT_P, v));
       } else if (F::CAT[v] == CAT_J) {
         T* dst = ysoa.data() + (int64_t)packed_offset<F>(CAT_J, v) * ystride;
         for (int64_t j = 0; j < ny; ++j)
@@ -226,74 +259,85 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
       }
     }
 
-    std::vector<double> col_total((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
     const int64_t nblocks = (nx + IB - 1) / IB;
 #pragma omp parallel num_threads(nthreads) if (parallel)
     {
       std::vector<T> tile_buf((size_t)TILE * buffer_rows<F>());
       T* __restrict__ buf = tile_buf.data();
       std::vector<T> col_tile((size_t)(COLS > 0 ? COLS * TILE : 0));
-      std::vector<double> col_acc((size_t)(COLS > 0 ? COLS * ny : 0), 0.0);
+      double* col_acc = col_part.data() + (int64_t)omp_get_thread_num() * COLS * span;
+      const int nparts = omp_get_num_threads();
       std::vector<T> x_block((size_t)IB * (DI > 0 ? DI : 1));
       std::vector<typename R::State> states(IB);
       std::vector<T> sums((size_t)IB * NCHUNKED * TILE);
+      for (int64_t s = 0; s < nspans; ++s) {
+        const int64_t s0 = s * span, s1 = std::min(ny, s0 + span);
+        if constexpr (COLS > 0) std::fill(col_acc, col_acc + COLS * span, 0.0);
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t blk = 0; blk < nblocks; ++blk) {
-        const int64_t i0 = blk * IB;
-        const int nb = (int)std::min<int64_t>(IB, nx - i0);
-        for (int r = 0; r < nb; ++r) {
-          pack_row<F>(args, batch_strides, b, i0 + r, x_block.data() + (int64_t)r * DI);
-          R::init(states[r]);
-        }
-        for (int64_t j0 = 0; j0 < ny; j0 += TILE) {
-          const int n = (int)std::min<int64_t>(TILE, ny - j0);
-          const T* yj = ysoa.data() + j0;
-          if constexpr (COLS > 0) std::fill(col_tile.begin(), col_tile.end(), T(0));
-          if constexpr (NCHUNKED > 0)
-            chunk_sums<F, T, TILE>(nb, x_block.data(), yj, ystride, pm, n, sums.data());
+        for (int64_t blk = 0; blk < nblocks; ++blk) {
+          const int64_t i0 = blk * IB;
+          const int nb = (int)std::min<int64_t>(IB, nx - i0);
+          typename R::State* st = nspans > 1 ? kept.data() + i0 : states.data();
           for (int r = 0; r < nb; ++r) {
-            const T* xi = x_block.data() + (int64_t)r * DI;
-            if constexpr (IsChunked<F>::value) {
-              const T* row_sums = sums.data() + (int64_t)r * NCHUNKED * TILE;
+            pack_row<F>(args, batch_strides, b, i0 + r, x_block.data() + (int64_t)r * DI);
+            if (s == 0) R::init(st[r]);
+          }
+          for (int64_t j0 = s0; j0 < s1; j0 += TILE) {
+            const int n = (int)std::min<int64_t>(TILE, s1 - j0);
+            const T* yj = ysoa.data() + j0;
+            if constexpr (COLS > 0) std::fill(col_tile.begin(), col_tile.end(), T(0));
+            if constexpr (NCHUNKED > 0)
+              chunk_sums<F, T, TILE>(nb, x_block.data(), yj, ystride, pm, n, sums.data());
+            for (int r = 0; r < nb; ++r) {
+              const T* xi = x_block.data() + (int64_t)r * DI;
+              if constexpr (IsChunked<F>::value) {
+                const T* row_sums = sums.data() + (int64_t)r * NCHUNKED * TILE;
 #pragma omp simd
-              for (int j = 0; j < n; ++j) {
-                CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, 0, row_sums + j, nullptr};
-                F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+                for (int j = 0; j < n; ++j) {
+                  CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, 0, row_sums + j, nullptr};
+                  F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+                }
+                if constexpr (HasChunkedOutputs<F>::value)
+                  chunk_outputs<F, T, TILE>(xi, yj, ystride, pm, n, buf);
+              } else {
+#pragma omp simd
+                for (int j = 0; j < n; ++j) {
+                  CpuPair<F, T> in{xi, yj + j, ystride, pm};
+                  F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+                }
               }
-              if constexpr (HasChunkedOutputs<F>::value)
-                chunk_outputs<F, T, TILE>(xi, yj, ystride, pm, n, buf);
-            } else {
+              R::tile(st[r], buf, TILE, n, j0);
+              if constexpr (COLS > 0)
+                add_columns<R::COL_FIRST, COLS, TILE, R::COL_SIGN>(col_tile.data(), buf, n);
+            }
+            if constexpr (COLS > 0) {
+              for (int k = 0; k < COLS; ++k) {
+                const T* part = col_tile.data() + (int64_t)k * TILE;
+                double* acc = col_acc + (int64_t)k * span + (j0 - s0);
 #pragma omp simd
-              for (int j = 0; j < n; ++j) {
-                CpuPair<F, T> in{xi, yj + j, ystride, pm};
-                F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+                for (int j = 0; j < n; ++j) acc[j] += part[j];
               }
             }
-            R::tile(states[r], buf, TILE, n, j0);
-            if constexpr (COLS > 0)
-              add_columns<R::COL_FIRST, COLS, TILE, R::COL_SIGN>(col_tile.data(), buf, n);
           }
-          if constexpr (COLS > 0) {
-            for (int k = 0; k < COLS; ++k) {
-              const T* part = col_tile.data() + (int64_t)k * TILE;
-              double* acc = col_acc.data() + (int64_t)k * ny + j0;
-#pragma omp simd
-              for (int j = 0; j < n; ++j) acc[j] += part[j];
-            }
-          }
+          if (s == nspans - 1)
+            for (int r = 0; r < nb; ++r)
+              R::finalize(st[r], vals + (b * nx + i0 + r) * R::VALS,
+                          idx + (b * nx + i0 + r) * R::IDXS);
         }
-        for (int r = 0; r < nb; ++r)
-          R::finalize(states[r], vals + (b * nx + i0 + r) * R::VALS,
-                      idx + (b * nx + i0 + r) * R::IDXS);
+        // The span's column sums: the threads' partials added in a fixed order (the
+        // loop above ended on a barrier; this one ends on another before the next span
+        // refills the partials).
+        if constexpr (COLS > 0) {
+#pragma omp for schedule(static)
+          for (int64_t j = s0; j < s1; ++j)
+            for (int k = 0; k < COLS; ++k) {
+              double total = 0;
+              for (int t = 0; t < nparts; ++t)
+                total += col_part[((int64_t)t * COLS + k) * span + (j - s0)];
+              cols[(b * ny + j) * COLS + k] = T(total);
+            }
+        }
       }
-      if constexpr (COLS > 0) {
-#pragma omp critical(lk_columns)
-        for (size_t q = 0; q < col_acc.size(); ++q) col_total[q] += col_acc[q];
-      }
-    }
-    if constexpr (COLS > 0) {
-      for (int64_t j = 0; j < ny; ++j)
-        for (int k = 0; k < COLS; ++k) cols[(b * ny + j) * COLS + k] = T(col_total[k * ny + j]);
     }
   }
   return 0;
