@@ -12,7 +12,8 @@
 // grow by that chunk. Last,
 // `eval` runs once per term on the finished sums and the narrow variables, and its value
 // goes to the reduction as in the 1D scheme. Same split of j over gridDim.y and batches
-// over gridDim.z as reduce_tiles.
+// over gridDim.z as reduce_tiles, and the same place for the parameters: shared memory
+// when small, else global memory (params_in_shared).
 #pragma once
 
 namespace lk {
@@ -48,6 +49,8 @@ struct ChunkConfig {
   static constexpr int DIN = narrow_offset<F>(CAT_I, F::NARGS);
   static constexpr int DJN = narrow_offset<F>(CAT_J, F::NARGS);
   static constexpr int DP = packed_size<F>(CAT_P);
+  static constexpr bool P_IN_SHARED = params_in_shared<F, T>();
+  static constexpr int DPS = P_IN_SHARED ? DP : 0;  // parameter scalars in shared memory
   static constexpr int NWI = wide_index<F>(CAT_I, F::NARGS);
   static constexpr int NWJ = wide_index<F>(CAT_J, F::NARGS);
   static constexpr int DJNP = (DJN + PAD - 1) / PAD * PAD;
@@ -56,15 +59,16 @@ struct ChunkConfig {
   // threads' reads on distinct banks.
   static constexpr int XSTRIDE = NWI * CL + 1;
   static constexpr size_t SHARED =
-      ((size_t)TILE * (DJNP + WSTRIDE) + (NWI > 0 ? (size_t)BLOCK * XSTRIDE : 0) + DP) * sizeof(T);
+      ((size_t)TILE * (DJNP + WSTRIDE) + (NWI > 0 ? (size_t)BLOCK * XSTRIDE : 0) + DPS) * sizeof(T);
 };
 
 // What chunk_full / chunk_tail and eval read their arguments through, for one (i, j) pair.
-template <class F, class C, class T>
+template <class F, class C, class T, class S>
 struct ChunkPair {
   const T* xn;                 // the row's narrow i-variables (registers)
   const T* yn;                 // the term's narrow j-variables (shared memory)
-  const T* pm;                 // the parameters (shared memory)
+  const T* pm;                 // the parameters, packed (shared memory), if C::P_IN_SHARED
+  const S* const* prow;        // else where each parameter starts (global memory)
   const T (*xc)[C::CL];        // the row's wide i-variables, this chunk (registers)
   const T* yw;                 // the term's wide j-variables, this chunk (shared memory)
   int c0;                      // the chunk's first component
@@ -75,7 +79,7 @@ struct ChunkPair {
     constexpr int cat = F::CAT[POS];
     if constexpr (cat == CAT_I) return xn[narrow_offset<F>(CAT_I, POS) + k];
     else if constexpr (cat == CAT_J) return yn[narrow_offset<F>(CAT_J, POS) + k];
-    else return pm[packed_offset<F>(CAT_P, POS) + k];
+    else return param<POS>(k);
   }
   template <int POS>
   __device__ LK_INLINE T wvar(int k) const {
@@ -83,7 +87,12 @@ struct ChunkPair {
     else return yw[wide_index<F>(CAT_J, POS) * C::CL + k];
   }
   template <int POS>
-  __device__ LK_INLINE T pvar(int k) const { return pm[packed_offset<F>(CAT_P, POS) + c0 + k]; }
+  __device__ LK_INLINE T pvar(int k) const { return param<POS>(c0 + k); }
+  template <int POS>
+  __device__ LK_INLINE T param(int k) const {
+    if constexpr (C::P_IN_SHARED) return pm[packed_offset<F>(CAT_P, POS) + k];
+    else return to_compute(prow[POS][k]);
+  }
   template <int M>
   __device__ LK_INLINE T part() const { return sums[M]; }
 };
@@ -93,7 +102,7 @@ __global__ void __launch_bounds__(LK_CUDA_BLOCK)
 reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F> args,
                Outputs<S> out, typename R::State* partial) {
   using C = ChunkConfig<F, R, T>;
-  using Pair = ChunkPair<F, C, T>;
+  using Pair = ChunkPair<F, C, T, S>;
   constexpr int W = F::WIDE, CL = C::CL, NCH = F::NCHUNKED;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* ynarrow = reinterpret_cast<T*>(shared_raw);
@@ -109,13 +118,17 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
   for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
     __syncthreads();
     T xn[C::DIN > 0 ? C::DIN : 1];
+    const S* prow[F::NARGS > 0 ? F::NARGS : 1];
     static_for<F::NARGS>([&](auto v) {
       constexpr int V = decltype(v)::value;
       constexpr int cat = F::CAT[V], dim = F::DIM[V];
       const S* src = arg<F, S>(args, V, b);
       if constexpr (cat == CAT_P) {
         constexpr int off = packed_offset<F>(CAT_P, V);
-        for (int k = threadIdx.x; k < dim; k += C::BLOCK) pshared[off + k] = to_compute(src[k]);
+        if constexpr (C::P_IN_SHARED)
+          for (int k = threadIdx.x; k < dim; k += C::BLOCK) pshared[off + k] = to_compute(src[k]);
+        else
+          prow[V] = src;
       } else if constexpr (cat == CAT_I && !is_wide<F>(V)) {
         for (int k = 0; k < dim; ++k) xn[narrow_offset<F>(CAT_I, V) + k] = to_compute(src[i * dim + k]);
       }
@@ -168,19 +181,22 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
         if (c0 + CL <= W) {
           LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj)
             if (jj < n)
-              F::template chunk_full<T>(Pair{xn, nullptr, pshared, xc, ywide + jj * C::WSTRIDE, c0, nullptr},
-                                        part[jj]);
+              F::template chunk_full<T>(
+                  Pair{xn, nullptr, pshared, prow, xc, ywide + jj * C::WSTRIDE, c0, nullptr},
+                  part[jj]);
         } else if constexpr (W % CL != 0) {
           LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj)
             if (jj < n)
-              F::template chunk_tail<T>(Pair{xn, nullptr, pshared, xc, ywide + jj * C::WSTRIDE, c0, nullptr},
-                                        part[jj]);
+              F::template chunk_tail<T>(
+                  Pair{xn, nullptr, pshared, prow, xc, ywide + jj * C::WSTRIDE, c0, nullptr},
+                  part[jj]);
         }
       }
       LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj) {
         if (jj < n) {
           T f[F::DIMOUT];
-          F::template eval<T>(Pair{xn, ynarrow + jj * C::DJNP, pshared, nullptr, nullptr, 0, part[jj]}, f);
+          F::template eval<T>(
+              Pair{xn, ynarrow + jj * C::DJNP, pshared, prow, nullptr, nullptr, 0, part[jj]}, f);
           R::acc_push(acc, f, j0 + jj);
         }
       }

@@ -20,9 +20,11 @@
 // Batches run on gridDim.z (looping past 65535).
 //
 // Large j-variables shrink TILE so that a tile fits in shared memory (up to the device's
-// opt-in limit); TILE rows are padded to 16 bytes so that reads vectorise. Formulas whose
-// wide variables enter only through sums over their components run chunk by chunk
-// instead (lk_cuda_chunked.cuh).
+// opt-in limit); TILE rows are padded to 16 bytes so that reads vectorise. Small
+// parameters join the tile in shared memory; larger ones (up to millions of components)
+// are read from global memory at each use, as wide i-variables are. Formulas whose wide
+// variables enter only through sums over their components run chunk by chunk instead
+// (lk_cuda_chunked.cuh).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -50,6 +52,13 @@
 #ifndef LK_CUDA_X_REGISTERS
 #define LK_CUDA_X_REGISTERS 160
 #endif
+// Parameters of up to this many bytes (in the compute type) are copied to shared memory,
+// where every thread reads the same address (a broadcast); past it they are read from
+// global memory (cached): they would take the tile's shared memory, and past the
+// device's limit per block (227 KB on the H100) they could not be copied at all.
+#ifndef LK_CUDA_P_SHARED
+#define LK_CUDA_P_SHARED 8192
+#endif
 
 namespace lk {
 
@@ -67,6 +76,12 @@ template <> __device__ LK_INLINE __nv_bfloat16 to_storage<__nv_bfloat16, float>(
 }
 
 // ---------------------------------------------------------------- configuration
+// Whether both kernels stage the parameters in shared memory (LK_CUDA_P_SHARED).
+template <class F, class T>
+LK_HD constexpr bool params_in_shared() {
+  return (int64_t)packed_size<F>(CAT_P) * (int64_t)sizeof(T) <= LK_CUDA_P_SHARED;
+}
+
 template <class F, class R, class T>
 struct CudaConfig {
   static constexpr int DI = packed_size<F>(CAT_I);
@@ -81,20 +96,23 @@ struct CudaConfig {
   // Wider i-variables are read from global memory (cached) at each use: a copy in a
   // thread's local memory would reserve DI scalars for every thread the GPU can hold.
   static constexpr bool X_IN_REGISTERS = DI * RPT * (int)sizeof(T) <= LK_CUDA_X_REGISTERS * 4;
+  static constexpr bool P_IN_SHARED = params_in_shared<F, T>();
+  static constexpr int DPS = P_IN_SHARED ? DP : 0;  // parameter scalars in shared memory
   // Tiles of BLOCK terms within 48 KB, fewer terms for wide rows (down to 1).
   static constexpr int SMEM_SOFT = 48 * 1024;
-  static constexpr int FIT = (SMEM_SOFT / (int)sizeof(T) - DP) / (DJP > 0 ? DJP : 1);
+  static constexpr int FIT = (SMEM_SOFT / (int)sizeof(T) - DPS) / (DJP > 0 ? DJP : 1);
   static constexpr int TILE = DJP == 0 ? BLOCK : (FIT >= BLOCK ? BLOCK : (FIT > 1 ? FIT : 1));
-  static constexpr size_t SHARED = ((size_t)TILE * DJP + DP) * sizeof(T);
+  static constexpr size_t SHARED = ((size_t)TILE * DJP + DPS) * sizeof(T);
 };
 
 // What the generated `eval` reads its arguments through, for one (i, j) pair.
-template <class F, class T, class S, bool XREG>
+template <class F, class T, class S, bool XREG, bool PSH>
 struct CudaPair {
   const T* xi;           // the row's i-variables, packed (registers), if XREG
   const S* const* xrow;  // else where each i-variable's row starts (global memory)
   const T* yj;           // the term's j-variables (shared memory)
-  const T* pm;           // the parameters (shared memory)
+  const T* pm;           // the parameters, packed (shared memory), if PSH
+  const S* const* prow;  // else where each parameter starts (global memory)
 
   template <int POS>
   __device__ LK_INLINE T var(int k) const {
@@ -106,7 +124,8 @@ struct CudaPair {
     } else if constexpr (cat == CAT_J) {
       return yj[off + k];
     } else {
-      return pm[off + k];
+      if constexpr (PSH) return pm[off + k];
+      else return to_compute(prow[POS][k]);
     }
   }
 };
@@ -167,6 +186,7 @@ reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F>
              Outputs<S> out, typename R::State* partial) {
   using C = CudaConfig<F, R, T>;
   using Acc = typename R::template Acc<T>;
+  using Pair = CudaPair<F, T, S, C::X_IN_REGISTERS, C::P_IN_SHARED>;
   constexpr int RPT = C::RPT;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* tile = reinterpret_cast<T*>(shared_raw);
@@ -179,12 +199,16 @@ reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F>
     __syncthreads();  // the previous batch is done with the shared memory
     T xi[RPT][C::X_IN_REGISTERS && C::DI > 0 ? C::DI : 1];
     const S* xrow[RPT][F::NARGS > 0 ? F::NARGS : 1];
+    const S* prow[F::NARGS > 0 ? F::NARGS : 1];
     static_for<F::NARGS>([&](auto v) {
       constexpr int V = decltype(v)::value;
       constexpr int cat = F::CAT[V], dim = F::DIM[V], off = packed_offset<F>(cat, V);
       const S* src = arg<F, S>(args, V, b);
       if constexpr (cat == CAT_P) {
-        for (int k = threadIdx.x; k < dim; k += C::BLOCK) pshared[off + k] = to_compute(src[k]);
+        if constexpr (C::P_IN_SHARED)
+          for (int k = threadIdx.x; k < dim; k += C::BLOCK) pshared[off + k] = to_compute(src[k]);
+        else
+          prow[V] = src;
       } else if constexpr (cat == CAT_I) {
         for (int r = 0; r < RPT; ++r) {
           // Rows past the end compute on the last row and are never written.
@@ -210,8 +234,7 @@ reduce_tiles(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<F>
         const T* yj = tile + jj * C::DJP;
         LK_UNROLL for (int r = 0; r < RPT; ++r) {
           T f[F::DIMOUT];
-          F::template eval<T>(
-              CudaPair<F, T, S, C::X_IN_REGISTERS>{xi[r], xrow[r], yj, pshared}, f);
+          F::template eval<T>(Pair{xi[r], xrow[r], yj, pshared, prow}, f);
           R::acc_push(acc[r], f, j0 + jj);
         }
       };
