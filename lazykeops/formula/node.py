@@ -12,6 +12,7 @@ dimension rule, its C++ emission and its torch reference. The parser, the code g
 the reference evaluator and the registry-wide test all read this one table.
 """
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -123,6 +124,9 @@ def make(op, *args, params=()):
     spec = OPS.get(op)
     if spec is None:
         raise LazyKeOpsError(f"unknown operation '{op}'")
+    checked = tuple(checked_param(op, p) for p in params)
+    if checked != params or any(type(a) is not type(b) for a, b in zip(checked, params)):
+        return make(op, *args, params=checked)  # numpy integers: interned as Python ints
     if len(args) != spec.arity:
         raise LazyKeOpsError(
             f"operation {op} takes {spec.arity} formula argument(s), got {len(args)}")
@@ -134,6 +138,29 @@ def make(op, *args, params=()):
     node = Node(op, args, params, dim)
     _INTERNED[key] = node
     return node
+
+
+# Integer parameters reach C++ as int or int64; the constants' own rules check theirs,
+# which are emitted as floating literals (formula/elementwise.py).
+_PARAM_LIMIT = 2 ** 63 - 1
+_UNBOUNDED = ("IntCst", "IntInv", "RatCst")
+
+
+def checked_param(op, p):
+    """An op's parameter as a Python int (float for FloatCst, tuple for index lists), or
+    the project's error: a tensor, a string or an integer past int64 never reaches a
+    dimension rule or the C++ text."""
+    if isinstance(p, tuple):
+        return tuple(checked_param(op, q) for q in p)
+    if isinstance(p, numbers.Integral) and not isinstance(p, bool):
+        p = int(p)
+        if abs(p) > _PARAM_LIMIT and op not in _UNBOUNDED:
+            raise LazyKeOpsError(f"parameter {p} of {op} does not fit in a 64-bit integer")
+        return p
+    if op == "FloatCst" and isinstance(p, numbers.Real) and not isinstance(p, bool):
+        return float(p)
+    raise LazyKeOpsError(f"operation {op} takes integer parameters, got {p!r} "
+                         f"({type(p).__name__})")
 
 
 def var(pos: int, dim: int, cat: int) -> Node:

@@ -9,15 +9,17 @@ reduction (lazykeops.tensor.lazy_reduce) lowers the tree to a formula node with 
 positions in order of first appearance, and hands it to the Genred core.
 
 This module owns construction, shape bookkeeping and the elementwise and vector
-operations; reductions, the linear-operator interface and `dense` live in
-`lazy_reduce.py` and are attached to the class there.
+operations; the reductions live in `lazy_reduce.py`, the linear-operator interface (`@`,
+`.T`, `solve`) and `dense` in `lazy_linear.py`; both attach their methods to the class.
+Walks over the expression (`postorder`) use an explicit stack: expressions built in loops
+are deeper than Python's recursion limit.
 """
 
 import math
 import numbers
 
 from ..errors import LazyKeOpsError, ranges_error
-from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, render
+from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, checked_param, render
 from .backends import get_backend
 
 
@@ -128,6 +130,8 @@ class LazyTensor:
 
     def _apply(self, op, *others, params=()):
         """The LazyTensor op(self, *others; params), shapes merged and checked."""
+        if params:  # user values: integers only, as make() checks them for formulas
+            params = tuple([checked_param(op, p) for p in params])
         if not others:  # unary: nothing to merge, the shape is self's (a fast path)
             out = type(self).__new__(type(self))
             out.op, out.args, out.params = op, (self,), params
@@ -249,7 +253,10 @@ class LazyTensor:
     def square(self): return self._apply("Square")
     def inv(self): return self._apply("Inv")
     def floor(self): return self._apply("Floor")
-    def round(self, decimals=0): return self._apply("Round", params=(int(decimals),))
+    def round(self, decimals=0):
+        if not isinstance(decimals, numbers.Integral) or isinstance(decimals, bool):
+            raise LazyKeOpsError(f"round(decimals) takes an integer, got {decimals!r}")
+        return self._apply("Round", params=(decimals,))
     def ifelse(self, a, b): return self._apply("IfElse", a, b)
     def mod(self, modulus, offset=0): return self._apply("Mod", modulus, offset)
 
@@ -322,8 +329,9 @@ class LazyTensor:
     @staticmethod
     def cat(tensors, dim=-1):
         tensors = list(tensors)
-        if not tensors:
-            raise LazyKeOpsError("LazyTensor.cat needs at least one LazyTensor")
+        if not tensors or not all(isinstance(t, LazyTensor) for t in tensors):
+            raise LazyKeOpsError(f"LazyTensor.cat takes a list of LazyTensors, got "
+                                 f"{[type(t).__name__ for t in tensors]}")
         tensors[0]._check_inner_dim(dim, "cat")
         result = LazyTensor._wrap(tensors[0])
         for t in tensors[1:]:
@@ -349,7 +357,7 @@ class LazyTensor:
 
     def _is_inner_dim(self, dim):
         """True when `dim` names the inner (vector) dimension of this LazyTensor."""
-        return dim in (-1, self.nbatchdims + 2)
+        return isinstance(dim, numbers.Integral) and dim in (-1, self.nbatchdims + 2)
 
     def _check_inner_dim(self, dim, what):
         if not self._is_inner_dim(dim):

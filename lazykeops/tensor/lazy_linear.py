@@ -3,6 +3,8 @@ aslinearoperator works), solve by conjugate gradient, and dense() for inspection
 Attached to LazyTensor at the bottom of the module, like the reductions.
 """
 
+import numbers
+
 from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
@@ -74,6 +76,8 @@ def dense(self, limit=DENSE_LIMIT):
     at most `limit` entries)."""
     import torch
 
+    if not isinstance(limit, numbers.Integral):
+        raise LazyKeOpsError(f"dense(limit=...) takes an integer, got {limit!r}")
     size = self.dim * (self.ni or 1) * (self.nj or 1)
     for b in self.batch:
         size *= b

@@ -24,7 +24,7 @@ def row_sums(formula, x=X, y=Y):
     # C++ integer literals would wrap modulo 2^64 (to 0 for 2**64) or overflow.
     ("(X*Y) * 18446744073709551616", lambda x, y: x * y * 2.0 ** 64),
     ("X*Y + 99999999999999999999", lambda x, y: x * y + 1e20),
-    ("ClampInt(X*Y, -99999999999999999999, 3)", lambda x, y: np.clip(x * y, -1e20, 3)),
+    ("ClampInt(X*Y, -9223372036854775807, 3)", lambda x, y: np.clip(x * y, -2.0 ** 63, 3)),
 ])
 def test_integer_literals_past_64_bits(formula, dense):
     np.testing.assert_allclose(row_sums(formula), dense(X, Y.T).sum(1), rtol=1e-12)
@@ -44,6 +44,7 @@ def test_integer_exponents_past_32_bits():
     ("X * -1e999", "'1e999'"),
     ("X + " + "9" * 400, "out of the float64 range"),
     ("Pow(X, 9223372036854775808)", "64-bit"),
+    ("ClampInt(X, -99999999999999999999, 3)", "64-bit"),
     ("Round(X, 400)", "400 decimals"),
     ("Round(X, -400)", "-400 decimals"),
 ])

@@ -97,3 +97,23 @@ def test_a_thousand_variables_lower_in_order():
         total = total + LazyTensor(v)
     nodes, leaves = lower([total])
     assert len(leaves) == 1001 and leaves[1].data is xs[0] and leaves[-1].data is xs[-1]
+
+
+def test_bad_arguments_to_methods_are_the_projects_error(be):
+    """Found by calling every method with None, strings, tensors, huge integers, ...:
+    each raised a raw TypeError, RuntimeError, OverflowError or AttributeError."""
+    K = gauss(be)
+    X = be.LazyTensor(be.arr(uniform(N, 1, D)))
+    tensor = torch.zeros(2)
+    for bad_call in (lambda: X.round(400), lambda: X.round("a"), lambda: X.round((1,)),
+                     lambda: X.elem(tensor), lambda: X.extract(-10 ** 30, 1),
+                     lambda: X.extract(0, tensor), lambda: X.one_hot(tensor),
+                     lambda: K.sum(dim=tensor), lambda: K.argmin(tensor),
+                     lambda: K.dense(None), lambda: be.LazyTensor.cat(["a"]),
+                     lambda: X.bspline(X, tensor)):
+        no_compile(bad_call)
+
+
+def test_numpy_integer_parameters_are_python_ints(be):
+    X = be.LazyTensor(be.arr(uniform(N, 1, D)))
+    assert str(X.elem(np.int64(1))) == str(X.elem(1))
