@@ -18,32 +18,50 @@ from .backends import get_backend
 from .lazy import LazyTensor, _merge_into, postorder
 
 _CORES = {}
+_RECURSION_DEPTH = 200  # well inside Python's default limit of 1,000 frames
 _FLOATS = ("float32", "float64", *HALF_DTYPES)
 DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
 
 
 def lower(roots):
     """(formula nodes of `roots`, their variable leaves in position order: the order in
-    which a left-to-right walk first meets them)."""
+    which a left-to-right walk first meets them). Each shared subtree is lowered once.
+    This runs on every call: a plain recursion, fast for the usual shallow expressions,
+    hands subtrees deeper than _RECURSION_DEPTH to postorder's explicit stack (the same
+    left-to-right order), so that expressions built in loops lower at any depth."""
     leaves, symbolic, lowered = [], [], {}
-    for t in postorder(roots):  # each shared subtree once
+
+    def one(t, children):
         op = t.op
         if op is not None:
-            children = tuple([lowered[id(a)] for a in t.args])
             if op in DERIVATIVES:  # LazyTensor.grad / .diff: expanded symbolically
-                node = DERIVATIVES[op](*children)
-            else:
-                node = _INTERNED.get((op, children, t.params)) or make(op, *children,
-                                                                       params=t.params)
-        elif t.symbolic_pos is not None:
+                return DERIVATIVES[op](*children)
+            return _INTERNED.get((op, children, t.params)) or make(op, *children,
+                                                                   params=t.params)
+        if t.symbolic_pos is not None:
             symbolic.append(t)
-            node = var(t.symbolic_pos, t.dim, t.category)
-        else:
-            params = (len(leaves), t.dim, t.category)
-            node = _INTERNED.get(("Var", (), params)) or var(*params)
-            leaves.append(t)
-        lowered[id(t)] = node
-    nodes = tuple([lowered[id(r)] for r in roots])
+            return var(t.symbolic_pos, t.dim, t.category)
+        params = (len(leaves), t.dim, t.category)
+        leaves.append(t)
+        return _INTERNED.get(("Var", (), params)) or var(*params)
+
+    def visit(t, depth):
+        node = lowered.get(id(t))
+        if node is not None:
+            return node
+        if depth > _RECURSION_DEPTH:
+            for s in postorder([t]):
+                if id(s) not in lowered:
+                    lowered[id(s)] = one(s, tuple([lowered[id(a)] for a in s.args]))
+            return lowered[id(t)]
+        args, depth = t.args, depth + 1  # unrolled for the usual arities: the hot path
+        children = () if not args else (visit(args[0], depth),) if len(args) == 1 else \
+            (visit(args[0], depth), visit(args[1], depth)) if len(args) == 2 else \
+            tuple([visit(a, depth) for a in args])
+        node = lowered[id(t)] = one(t, children)
+        return node
+
+    nodes = tuple([visit(r, 0) for r in roots])
     if symbolic and leaves:
         raise LazyKeOpsError("a LazyTensor cannot mix symbolic variables (Vi(ind, dim), ...) "
                              "with variables holding data")
