@@ -105,7 +105,7 @@ class Dense:
         without rounding: integers, exact zeros, inputs), else their gap plus a few ulps."""
         ref = a.ref.detach()
         spread = torch.abs(a.low.detach().to(F64) - ref)
-        ulps = torch.where(spread > 0, 8 * EPS["float32"] * (1 + torch.abs(ref)), 0.0)
+        ulps = torch.where(spread > 0, 8 * EPS["float32"] * (1 + a.mag), 0.0)
         return (spread + ulps) * self.ratio
 
     def near(self, dist, *args):
@@ -384,10 +384,6 @@ def to_lazy(e, lazy_leaves, memo):
     return out
 
 
-def _num_text(v):
-    return repr(v)
-
-
 # Elementwise unary ops: name -> (spellings, torch fn, argument domain, kink, smooth,
 # integer-valued). A spelling is (template, LazyTensor fn).
 UNARY = {
@@ -501,8 +497,9 @@ class Generator:
     def unary(self, name, a):
         spellings, fn, _, kink, _, integer = UNARY[name]
         text, lazy = self.pick(spellings)
+        keeps = a.integer and name in ("Minus", "Abs", "Square", "ReLU")
         return self.node(text.format(a.text), a.dim, (a,), lazy, pointwise(fn, kink),
-                         integer=integer and a.integer or name in ("Sign", "Step", "Floor"))
+                         integer=integer or keeps)
 
     def binary(self, name, a, b):
         spellings, fn, _, kink, _ = BINARY[name]
@@ -514,7 +511,7 @@ class Generator:
 
     def number(self, value=None):
         v = self.pick(NUMBERS) if value is None else value
-        return Expr(_num_text(v), 1, lazy=lambda: v, dense=lambda ev: D.const([float(v)]),
+        return Expr(repr(v), 1, lazy=lambda: v, dense=lambda ev: D.const([float(v)]),
                     number=True, integer=isinstance(v, int), lo=float(v), hi=float(v))
 
     def values(self, dim, bound=1.5):
@@ -688,8 +685,8 @@ def r_param_unary(gen, dim, depth):
     choice = gen.rng.randrange(6 if not gen.smooth else 4)
     if choice == 0:
         n = gen.pick((3, 4, -1, -2, 1))
-        a = gen.arg("nonzero" if n < 0 else "any", dim, depth)
-        a = gen.bounded(a, LIMIT ** (1 / abs(n)) / 2)
+        a = gen.arg("nonzero", dim, depth) if n < 0 else \
+            gen.bounded(gen.expr(dim, depth), LIMIT ** (1 / n) / 2)
         return gen.node(f"({a.text} ** {n})", dim, (a,), lambda t: t ** n,
                         pointwise(lambda x: x ** n))
     if choice == 1:
@@ -736,7 +733,7 @@ def r_binary(gen, dim, depth):
     a = gen.arg(doms[0], dims[0], depth)
     if doms[1] == "any" and gen.rng.random() < 0.1 and dims[0] == dims[1]:
         b = a  # a shared subexpression
-    elif doms[1] in ("any", "pow") and not (a.number or dims[1] > 1 and name == "Powf"):
+    elif doms[1] in ("any", "pow") and not (dims[1] > 1 and name == "Powf"):
         b = gen.operand(dims[1], depth)
         b = gen.bounded(b, 2.0) if doms[1] == "pow" else b
     elif doms[1] == "nonzero" and dims[1] == 1 and gen.rng.random() < 0.25:
@@ -1007,7 +1004,7 @@ class Inputs:
     the group's batch dims, some of them, or none."""
 
     def __init__(self, seed, dtype, batch, n, m, requires_grad=False):
-        self.dtype, self.batch, self.n, self.m = dtype, batch, n, m
+        self.seed, self.dtype, self.batch, self.n, self.m = seed, dtype, batch, n, m
         self.torch_gen = torch.Generator().manual_seed(seed)
         rng = random.Random(seed)
         self.leaves = {}
@@ -1059,7 +1056,7 @@ class Inputs:
             special = torch.tensor(SPECIAL[kind], dtype=F64)
             pick = special[torch.randint(len(special), shape, generator=g)]
             data = torch.where(torch.rand(shape, generator=g) < 0.3, pick, data)
-        arg, code, make = self._spelling(rng, cat, name, data, lb)
+        arg, code, make = self._spelling(rng, cat, data, lb)
         arg = arg.to(getattr(torch, self.dtype)).contiguous().requires_grad_(requires_grad)
         var = name.lower()
         expr = Expr(name, dim, leaf=name, leaves=frozenset([name]))
@@ -1077,7 +1074,7 @@ class Inputs:
         return ()
 
     @staticmethod
-    def _spelling(rng, cat, name, data, lb):
+    def _spelling(rng, cat, data, lb):
         """(tensor given to the constructor, its code, constructor) for one variable."""
         x = rng.random()
         if cat == "p":
@@ -1118,12 +1115,15 @@ class Inputs:
                 for name, d in self.env.items()}
 
     def code(self, formulas):
+        """How the variables of `formulas` are made (their data: `data` below)."""
         names = sorted(frozenset().union(*[e.leaves for e in formulas]))
-        return "\n".join(self.leaves[n].code for n in names)
+        data = (f"data = formula_fuzz.Inputs({self.seed}, {self.dtype!r}, {self.batch}, "
+                f"{self.n}, {self.m}).leaves   # x2 = data['X2'].arg, ...")
+        return "\n".join([data] + [self.leaves[n].code for n in names])
 
 
 # ============================================================================= reductions
-# How each reduction is called: (spelling, fn(F, W, dim, K)).
+# How each reduction is called: (spelling, fn(F, W, dim, K, options)).
 CALLS = {
     "Sum": (("F.sum(dim={d})", lambda F, W, d, k, o: F.sum(dim=d, **o)),
             ("F.sum({d})", lambda F, W, d, k, o: F.sum(d, **o)),
@@ -1143,9 +1143,11 @@ CALLS = {
     "Max": (("F.max({d})", lambda F, W, d, k, o: F.max(d, **o)),
             ("F.max_reduction(axis={d})", lambda F, W, d, k, o: F.max_reduction(axis=d, **o))),
     "ArgMin": (("F.argmin(dim={d})", lambda F, W, d, k, o: F.argmin(dim=d, **o)),
-               ("F.argmin_reduction(axis={d})", lambda F, W, d, k, o: F.argmin_reduction(axis=d, **o))),
+               ("F.argmin_reduction(axis={d})",
+                lambda F, W, d, k, o: F.argmin_reduction(axis=d, **o))),
     "ArgMax": (("F.argmax(dim={d})", lambda F, W, d, k, o: F.argmax(dim=d, **o)),
-               ("F.argmax_reduction(dim={d})", lambda F, W, d, k, o: F.argmax_reduction(dim=d, **o))),
+               ("F.argmax_reduction(dim={d})",
+                lambda F, W, d, k, o: F.argmax_reduction(dim=d, **o))),
     "Min_ArgMin": (("F.min_argmin(dim={d})", lambda F, W, d, k, o: F.min_argmin(dim=d, **o)),
                    ("F.min_argmin_reduction(axis={d})",
                     lambda F, W, d, k, o: F.min_argmin_reduction(axis=d, **o))),
