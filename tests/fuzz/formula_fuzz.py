@@ -472,8 +472,9 @@ class Generator:
     """Random formulas of a given dimension on one group's inputs. `smooth` leaves out the
     ops with discontinuities (for gradients)."""
 
-    def __init__(self, rng, inputs, ev, smooth=False):
+    def __init__(self, rng, inputs, ev, smooth=False, pool=None):
         self.rng, self.inputs, self.ev, self.smooth = rng, inputs, ev, smooth
+        self.pool = pool        # dim -> the only variable of that dim to use, if given
         self.prefer = None      # a variable that leaf() picks often (inside Grad / Diff)
         self.in_derivative = False
 
@@ -551,7 +552,12 @@ class Generator:
             return self.concat([self.leaf(s) for s in sizes])
         if self.prefer is not None and self.prefer.dim == dim and self.rng.random() < 0.6:
             return self.prefer
-        return self.inputs.leaf(self.rng, dim, self.rng.random() < 0.3)
+        return self.variable(dim, self.rng.random() < 0.3)
+
+    def variable(self, dim, positive):
+        """A variable of dimension dim <= 4 (valued in [0.5, 2] if `positive`, unless the
+        pool decides)."""
+        return self.pool[dim] if self.pool else self.inputs.leaf(self.rng, dim, positive)
 
     def limited(self, e):
         return e if e.bound <= LIMIT else self.bounded(e, LIMIT / 4)
@@ -607,8 +613,9 @@ class Generator:
     def positive(self, dim, depth):
         """Values in [MARGIN, LIMIT]."""
         if dim <= 4 and (depth <= 0 or self.rng.random() < 0.3):
-            return self.inputs.leaf(self.rng, dim, True)
-        e = self.expr(dim, depth)
+            e = self.variable(dim, True)
+        else:
+            e = self.expr(dim, depth)
         if MARGIN <= e.lo and e.hi <= LIMIT:
             return e
         c = self.number(self.pick((0.5, 1, 2.0)))
@@ -622,8 +629,7 @@ class Generator:
         else:
             out = self.binary("Add", self.unary("ReLU", self.bounded(e, 20.0)), c)
         if out is None or out.lo < MARGIN or out.hi > LIMIT:
-            return self.inputs.leaf(self.rng, min(dim, 4), True) if dim <= 4 else \
-                self.positive(dim, 0)
+            return self.positive(dim, 0)
         return out
 
     def nonzero(self, dim, depth):
@@ -939,7 +945,7 @@ def r_derivative(gen, dim, depth):
     grad = gen.rng.random() < 0.6
     if grad and dim > 4:
         return None
-    v = gen.inputs.leaf(gen.rng, dim if grad else gen.rng.randint(1, 3), gen.rng.random() < 0.3)
+    v = gen.variable(dim if grad else gen.rng.randint(1, 3), gen.rng.random() < 0.3)
     fdim = gen.rng.randint(1, 3) if grad else dim
     saved = gen.smooth, gen.prefer
     gen.smooth, gen.prefer, gen.in_derivative = True, v, True
@@ -1059,7 +1065,9 @@ class Inputs:
         arg, code, make = self._spelling(rng, cat, data, lb)
         arg = arg.to(getattr(torch, self.dtype)).contiguous().requires_grad_(requires_grad)
         var = name.lower()
-        expr = Expr(name, dim, leaf=name, leaves=frozenset([name]))
+        values = arg.detach()
+        expr = Expr(name, dim, leaf=name, leaves=frozenset([name]), lo=float(values.min()),
+                    hi=float(values.max()))
         self.leaves[name] = Leaf(name, arg, shape, f"{name} = {code.format(var)}  "
                                  f"# {var}: {tuple(arg.shape)}", make, expr)
 
@@ -1097,6 +1105,11 @@ class Inputs:
     def leaf(self, rng, dim, positive):
         cat = rng.choice("iijjp")
         return self.leaves[PREFIX[cat] + (f"{dim}p" if positive else str(dim))].expr
+
+    def pool(self, rng):
+        """One variable per dimension: gradient groups draw only from these (each
+        variable of a Min / KMin gradient costs a kernel)."""
+        return {dim: self.leaf(rng, dim, rng.random() < 0.3) for dim in (1, 2, 3, 4)}
 
     def knots(self, rng, n):
         """Strictly increasing knots: a knot variable of dim n, or a Python list."""
@@ -1168,7 +1181,7 @@ CALLS = {
 REDUCTIONS = tuple(CALLS)
 SUM_SCHEMES = ("auto", "block_sum", "kahan_scheme", "direct_sum")
 ACCS = ("auto", "float32", "float64")
-GRAD_REDUCTIONS = ("Sum", "LogSumExp", "Min", "KMin", "SumSoftMaxWeight", "LogSumExpWeight",
+GRAD_REDUCTIONS = ("Sum", "SumSoftMaxWeight", "Min", "LogSumExp", "KMin", "LogSumExpWeight",
                    "Max", "Min_ArgMin")
 WEIGHTED = ("LogSumExpWeight", "SumSoftMaxWeight")
 # Reference kind of each reduction; outputs: values, indices or both.
@@ -1528,8 +1541,11 @@ def make_group(seed, index, size):
                      (("sum_scheme", rng.choice(SUM_SCHEMES)), ("dtype_acc", rng.choice(ACCS)))
                      if value != "auto"}
     group.inputs = Inputs(group.seed, dtype, batch, n, m, requires_grad=(kind == "grad"))
-    gen = Generator(rng, group.inputs, Dense(group.inputs.env, dtype), smooth=(kind == "grad"))
+    gen = Generator(rng, group.inputs, Dense(group.inputs.env, dtype), smooth=(kind == "grad"),
+                    pool=group.inputs.pool(rng) if kind == "grad" else None)
     dims, depths = ((1, 2, 3, 4), (1, 2, 3, 4)) if kind == "forward" else ((1, 2, 3), (1, 2, 3))
+    if kind == "grad" and BASE[reduction] in ("min", "max", "kmin"):
+        dims = (1,)  # their backward compiles one kernel per component of the formula
     draw = lambda options, weights: rng.choices(options, weights[:len(options)])[0]  # noqa: E731
     if reduction in WEIGHTED:
         for _ in range(5):
