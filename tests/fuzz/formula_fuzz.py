@@ -1273,6 +1273,7 @@ class Group:
     rng: random.Random
     inputs: Optional[Inputs] = None
     options: dict = field(default_factory=dict)    # sum_scheme= and dtype_acc= of the call
+    spelling: tuple = (0, False)                   # the CALLS entry; dim counted from the end
     formulas: list = field(default_factory=list)   # concatenated (the weights, if weighted)
     f: Optional[Expr] = None                       # the shared formula of weighted groups
     exceptional: str = ""                          # the NaN / inf entries of the inputs
@@ -1308,10 +1309,12 @@ def assemble(group, formulas, ev):
 
 
 def reduce_lazy(group, F, W, nb, k):
-    """Call the reduction through the public API; returns (spelling, result)."""
-    spelling, fn = group.rng.choice(CALLS[group.reduction])
+    """Call the reduction through the public API; returns (spelling, result). The
+    spelling is the group's (re-runs of part of a group call the same method)."""
+    choice, from_end = group.spelling
+    spelling, fn = CALLS[group.reduction][choice]
     d = F.nbatchdims + group.axis
-    if F.nbatchdims != nb or group.rng.random() < 0.3:
+    if F.nbatchdims != nb or from_end:
         d = group.axis - 3   # counted from the end: the same for any batch dims
     text = spelling.format(d=d, k=k)
     if group.options:
@@ -1540,6 +1543,7 @@ def make_group(seed, index, size):
     group.options = {name: value for name, value in
                      (("sum_scheme", rng.choice(SUM_SCHEMES)), ("dtype_acc", rng.choice(ACCS)))
                      if value != "auto"}
+    group.spelling = (rng.randrange(len(CALLS[reduction])), rng.random() < 0.3)
     group.inputs = Inputs(group.seed, dtype, batch, n, m, requires_grad=(kind == "grad"))
     gen = Generator(rng, group.inputs, Dense(group.inputs.env, dtype), smooth=(kind == "grad"),
                     pool=group.inputs.pool(rng) if kind == "grad" else None)
