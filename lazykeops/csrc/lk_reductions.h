@@ -18,10 +18,12 @@
 // Partial sums of a tile are kept in T (SIMD lanes, GPU registers) and carried across
 // tiles in double: a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
 //
-// NaN terms behave as in torch: Sum, LogSumExp and SumSoftMaxWeight give NaN; Min, Max
-// and their Arg* select the first NaN (torch.min/max propagate it); KMin and ArgKMin
-// order NaN after +inf (as torch.topk), so it is selected only when fewer than K numbers
-// remain. The fast paths test one comparison per term; NaN takes the slow ones.
+// NaN terms behave as in torch: Sum and SumSoftMaxWeight give NaN, LogSumExp too unless a
+// term is +inf (then +inf); Min, Max and their Arg* select the first NaN (torch.min/max
+// propagate it); KMin and ArgKMin order NaN after the numbers (as torch.topk), so a NaN is
+// selected only when fewer than K numbers remain. The per-term paths cost what they did
+// without NaN handling (one comparison for Min, Max and KMin, no test in LogSumExp's
+// accumulator); NaN is sorted out in the rare branches and when states are folded.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +39,10 @@ namespace lk {
 template <class T> LK_HD LK_INLINE T inf() { return T(INFINITY); }
 template <class T> LK_HD LK_INLINE T nan() { return T(NAN); }
 template <class T> LK_HD LK_INLINE bool is_nan(T v) { return v != v; }
+// The largest finite value (numeric_limits is host-only code for nvcc).
+template <class T> LK_HD LK_INLINE T largest() {
+  return std::is_same_v<T, float> ? T(__FLT_MAX__) : T(__DBL_MAX__);
+}
 
 // ---------------------------------------------------------------- Sum
 struct BlockSum {};   // tile partials in T, carried in double (default)
@@ -130,13 +136,17 @@ struct LogSumExpRed {
     for (int k = 0; k < W; ++k) st.s[k] = 0;
   }
   // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
-  // m = NaN marks a row that met a NaN term: it stays NaN.
+  // m = +inf marks a row with a +inf term (the result, whatever else comes); m = NaN a row
+  // that met a NaN term and none +inf (a NaN sum: the accumulator's scales are NaN then,
+  // and two +inf terms in one accumulator give one too, hence +inf first).
   LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
+    if (st.m[a] == inf<double>()) return;
+    if (tm == inf<double>()) { st.m[a] = inf<double>(); return; }
     if (is_nan(st.m[a])) return;
     bool met_nan = is_nan(tm);
     for (int k = 0; k < cnt; ++k) met_nan = met_nan || is_nan(ts[k]);
     if (met_nan) { st.m[a] = nan<double>(); return; }
-    if (tm == -inf<double>() || st.m[a] == inf<double>()) return;
+    if (tm == -inf<double>()) return;
     if (tm > st.m[a]) {
       double scale = lk::exp(st.m[a] - tm);
       for (int k = 0; k < cnt; ++k) st.s[k0 + k] = st.s[k0 + k] * scale + ts[k];
@@ -153,12 +163,12 @@ struct LogSumExpRed {
       T tm = -inf<T>();
 #pragma omp simd reduction(max : tm)
       for (int j = 0; j < n; ++j) tm = f[j] > tm ? f[j] : tm;
-      if (tm == -inf<T>() || tm == inf<T>()) {
-        // The maximum skips NaN terms; below, a finite maximum lets them through exp.
+      if (tm == inf<T>()) { st.m[a] = inf<double>(); continue; }
+      if (tm == -inf<T>()) {
+        // The maximum skips NaN terms (a finite one lets them through exp, below).
         bool met_nan = false;
         for (int j = 0; j < n; ++j) met_nan = met_nan || is_nan(f[j]);
-        if (met_nan) st.m[a] = nan<double>();
-        else if (tm == inf<T>() && !is_nan(st.m[a])) st.m[a] = inf<double>();
+        if (met_nan && st.m[a] != inf<double>()) st.m[a] = nan<double>();
         continue;
       }
       if constexpr (E == 0) {
@@ -195,8 +205,7 @@ struct LogSumExpRed {
     for (int g = 0; g < NM; ++g) {
       const T f = r[g];
       const bool up = f > a.m[g];  // false for NaN f: then the scale below is NaN
-      // f == m: exp(0), also for two +inf terms (inf - inf would make a NaN).
-      const T scale = lk::exp(f == a.m[g] ? T(0) : (up ? a.m[g] - f : f - a.m[g]));
+      const T scale = lk::exp(up ? a.m[g] - f : f - a.m[g]);
       for (int k = E == 0 ? g : 0; k < (E == 0 ? g + 1 : W); ++k) {
         const T w = E == 0 ? T(1) : r[1 + k];
         a.s[k] = up ? a.s[k] * scale + w : a.s[k] + scale * w;
@@ -207,6 +216,7 @@ struct LogSumExpRed {
   template <class T>
   LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
     for (int g = 0; g < NM; ++g) {
+      if (a.m[g] == inf<T>()) { st.m[g] = inf<double>(); continue; }  // s may be NaN
       double ts[W];
       const int k0 = E == 0 ? g : 0, cnt = E == 0 ? 1 : W;
       for (int k = 0; k < cnt; ++k) ts[k] = a.s[k0 + k];
@@ -280,10 +290,12 @@ struct ArgExtremumRed {
   static constexpr int VALS = D * WANT_VALS, IDXS = D * WANT_IDX;
   struct State { double v[D]; int64_t i[D]; };
   LK_HD static LK_INLINE bool better(double a, double b) { return IS_MAX ? a > b : a < b; }
-  // A new term r replaces the current best v (an earlier term).
+  // A new term r replaces the current best v (an earlier term): the unordered comparison
+  // (true for r better, or either one NaN) is the one the loop made before NaN handling;
+  // v == v then keeps the first NaN.
   template <class T>
   LK_HD static LK_INLINE bool replaces(T r, T v) {
-    return (IS_MAX ? r > v : r < v) || (is_nan(r) && !is_nan(v));
+    return !(IS_MAX ? r <= v : r >= v) && v == v;
   }
   // Partial result (va, ia) beats (vb, ib) from another range.
   LK_HD static LK_INLINE bool wins(double va, int64_t ia, double vb, int64_t ib) {
@@ -336,29 +348,46 @@ struct ArgExtremumRed {
 
 // ---------------------------------------------------------------- KMin, ArgKMin, ...
 // The K smallest values of each component, sorted ascending, with their indices; output
-// component d of the k-th smallest at k * D + d. The order is numbers, then NaN (as
-// torch.topk), then empty slots, which hold NaN with index -1 (finalized as +inf, -1):
-// so a number that does not enter is found by one comparison, v >= last.
+// component d of the k-th smallest at k * D + d. Slots hold numbers first, then NaN terms
+// (as torch.topk orders them), then empty slots (+inf, -1): a NaN term j is kept with the
+// index -2 - j (and, in the accumulator, the largest finite value), so that the per-term
+// test stays one comparison with the last slot, and the insertion one `<` per slot.
+// (A +inf term never enters: a row of fewer than K terms below +inf ends in (+inf, -1).)
 template <int D, int K, int WANT_VALS, int WANT_IDX>
 struct KMinRed {
   static constexpr int VALS = D * K * WANT_VALS, IDXS = D * K * WANT_IDX;
+  static constexpr int64_t EMPTY = -1;
+  LK_HD static LK_INLINE int64_t nan_code(int64_t j) { return -2 - j; }  // and back
   struct State { double v[D][K]; int64_t i[D][K]; };
   LK_HD static void init(State& st) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K; ++k) { st.v[d][k] = nan<double>(); st.i[d][k] = -1; }
+      for (int k = 0; k < K; ++k) { st.v[d][k] = inf<double>(); st.i[d][k] = EMPTY; }
   }
-  // v goes before the slot (w, iw); ties keep the earlier index first.
-  template <class T>
-  LK_HD static LK_INLINE bool before(T v, T w, int64_t iw) {
-    return v < w || (is_nan(w) && (!is_nan(v) || iw < 0));
+  // NaN term j: after the numbers and the NaN terms of smaller index, before the empty
+  // slots; dropped when none is left.
+  LK_HD static LK_INLINE void place_nan(State& st, int d, int64_t j) {
+    int64_t* i = st.i[d];
+    int p = 0;
+    while (p < K && (i[p] >= 0 || (i[p] < EMPTY && nan_code(i[p]) < j))) ++p;
+    if (p == K) return;
+    for (int q = K - 1; q > p; --q) { st.v[d][q] = st.v[d][q - 1]; i[q] = i[q - 1]; }
+    st.v[d][p] = inf<double>(); i[p] = nan_code(j);
   }
+  // Insert after any equal value, so that ties keep the smaller index first.
   LK_HD static LK_INLINE void insert(State& st, int d, double v, int64_t j) {
-    if (v >= st.v[d][K - 1] || !before(v, st.v[d][K - 1], st.i[d][K - 1])) return;
+    if (v >= st.v[d][K - 1]) return;
+    if (is_nan(v)) { place_nan(st, d, j); return; }
     int p = K - 1;
-    while (p > 0 && before(v, st.v[d][p - 1], st.i[d][p - 1])) {
+    while (p > 0 && v < st.v[d][p - 1]) {
       st.v[d][p] = st.v[d][p - 1]; st.i[d][p] = st.i[d][p - 1]; --p;
     }
     st.v[d][p] = v; st.i[d][p] = j;
+  }
+  // A slot of another state, inserted into st (NaN terms as NaN again).
+  template <class V>
+  LK_HD static LK_INLINE void insert_slot(State& st, int d, V v, int64_t i) {
+    if (i < EMPTY) insert(st, d, nan<double>(), nan_code(i));
+    else insert(st, d, v, i);
   }
   template <class T>
   static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
@@ -374,17 +403,20 @@ struct KMinRed {
   template <class T>
   LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K; ++k) { a.v[d][k] = nan<T>(); a.i[d][k] = -1; }
+      for (int k = 0; k < K; ++k) { a.v[d][k] = inf<T>(); a.i[d][k] = EMPTY; }
   }
   template <class T>
   LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
     LK_UNROLL for (int d = 0; d < D; ++d) {
-      if (r[d] >= a.v[d][K - 1] || !before(r[d], a.v[d][K - 1], a.i[d][K - 1])) continue;
-      T cv = r[d];
-      int64_t ci = j;
+      if (r[d] >= a.v[d][K - 1]) continue;  // false for NaN: it enters as the largest
+      // number there is, after the numbers and the earlier NaN, before the empty slots
+      // (+inf): the insertion below needs no test of its own.
+      const bool number = r[d] == r[d];
+      T cv = number ? r[d] : largest<T>();
+      int64_t ci = number ? j : nan_code(j);
       bool shifting = false;
       LK_UNROLL for (int k = 0; k < K; ++k) {
-        shifting = shifting || before(cv, a.v[d][k], a.i[d][k]);
+        shifting = shifting || cv < a.v[d][k];
         if (shifting) {
           T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
           int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
@@ -395,18 +427,19 @@ struct KMinRed {
   template <class T>
   LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K && a.i[d][k] >= 0; ++k) insert(st, d, a.v[d][k], a.i[d][k]);
+      for (int k = 0; k < K && a.i[d][k] != EMPTY; ++k) insert_slot(st, d, a.v[d][k], a.i[d][k]);
   }
   LK_HD static void merge(State& st, const State& o) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K && o.i[d][k] >= 0; ++k) insert(st, d, o.v[d][k], o.i[d][k]);
+      for (int k = 0; k < K && o.i[d][k] != EMPTY; ++k) insert_slot(st, d, o.v[d][k], o.i[d][k]);
   }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
     for (int k = 0; k < K; ++k)
       for (int d = 0; d < D; ++d) {
-        if (WANT_VALS) vals[k * D + d] = st.i[d][k] < 0 ? inf<T>() : T(st.v[d][k]);
-        if (WANT_IDX) idx[k * D + d] = st.i[d][k];
+        const int64_t i = st.i[d][k];
+        if (WANT_VALS) vals[k * D + d] = i < EMPTY ? nan<T>() : T(st.v[d][k]);
+        if (WANT_IDX) idx[k * D + d] = i < EMPTY ? nan_code(i) : i;
       }
   }
 };
