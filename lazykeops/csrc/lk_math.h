@@ -130,7 +130,7 @@ template <class T> LK_HD LK_INLINE T rsqrt(T x) { return x == T(0) ? T(0) : T(1)
 template <class T> LK_HD LK_INLINE T xlogx(T x) { return x == T(0) ? T(0) : x * LK_STD::log(x); }
 template <class T> LK_HD LK_INLINE T sinxdivx(T x) { return x == T(0) ? T(1) : LK_STD::sin(x) / x; }
 template <class T> LK_HD LK_INLINE T sign(T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }
-template <class T> LK_HD LK_INLINE T step(T x) { return x < T(0) ? T(0) : T(1); }
+template <class T> LK_HD LK_INLINE T step(T x) { return x >= T(0) ? T(1) : T(0); }  // NaN: 0, as torch
 template <class T> LK_HD LK_INLINE T relu(T x) { return x < T(0) ? T(0) : x; }
 template <class T> LK_HD LK_INLINE T clamp(T x, T a, T b) { return x < a ? a : (x > b ? b : x); }
 template <class T> LK_HD LK_INLINE T ifelse(T c, T a, T b) { return c >= T(0) ? a : b; }

@@ -136,16 +136,14 @@ struct LogSumExpRed {
     for (int k = 0; k < W; ++k) st.s[k] = 0;
   }
   // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
-  // m = +inf marks a row with a +inf term (the result, whatever else comes); m = NaN a row
-  // that met a NaN term and none +inf (a NaN sum: the accumulator's scales are NaN then,
-  // and two +inf terms in one accumulator give one too, hence +inf first).
+  // m = +inf marks a row with a +inf term (the result, whatever else comes: two +inf terms
+  // in one accumulator make its sum NaN); m = NaN a row whose terms were all NaN or -inf
+  // in some tile. Otherwise a NaN term, or a NaN weight, makes the sums it enters NaN by
+  // plain arithmetic, and they stay NaN.
   LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
     if (st.m[a] == inf<double>()) return;
     if (tm == inf<double>()) { st.m[a] = inf<double>(); return; }
-    if (is_nan(st.m[a])) return;
-    bool met_nan = is_nan(tm);
-    for (int k = 0; k < cnt; ++k) met_nan = met_nan || is_nan(ts[k]);
-    if (met_nan) { st.m[a] = nan<double>(); return; }
+    if (is_nan(st.m[a]) || is_nan(tm)) { st.m[a] = nan<double>(); return; }
     if (tm == -inf<double>()) return;
     if (tm > st.m[a]) {
       double scale = lk::exp(st.m[a] - tm);

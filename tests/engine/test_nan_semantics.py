@@ -113,3 +113,27 @@ def test_nan_terms_in_both_gpu_schemes(reduction, backend):
                "argmax": lambda: f.argmax(dim=1, backend=backend),
                "argkmin": lambda: f.argKmin(K, dim=1, backend=backend)}[reduction]()
         assert same(got, dense(row.float(), None)), name
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
+def test_a_nan_weight_spoils_only_its_own_component(device):
+    """Found by the fuzzer: one NaN weight made every component NaN."""
+    row = ROWS["one +inf"].clone()
+    row[1500] = 0.5  # no infinite term
+    w = torch.rand(M, 3, dtype=torch.float64) + 0.5
+    w[1234, 1] = NAN
+    f = lazy_row(row, torch.float64, device)
+    W = LazyTensor(w.to(device)[None])
+    lse = f.logsumexp(dim=1, weight=W).flatten().cpu()
+    softmax = f.sumsoftmaxweight(W, dim=1).flatten().cpu()
+    assert same(lse, torch.logsumexp(row[:, None] + w.log(), 0))
+    assert same(softmax, (torch.softmax(row, 0)[:, None] * w).sum(0))
+    assert torch.isnan(lse[1]) and not torch.isnan(lse[[0, 2]]).any()
+
+
+@pytest.mark.parametrize("device", ["cpu", GPU])
+def test_step_of_nan_is_zero_as_in_torch(device):
+    row = torch.tensor([NAN, -1.0, -0.0, 0.0, 2.0], dtype=torch.float64)
+    one = torch.ones(1, 1, 1, dtype=torch.float64, device=device)
+    f = (LazyTensor(one) * LazyTensor(row.to(device)[None, :, None])).step()
+    assert f.sum(dim=1).item() == (row >= 0).sum().item() == 3
