@@ -8,22 +8,10 @@ Prints one line per workload: label, workload, median ms (compile excluded).
 """
 
 import argparse
-import statistics
-import time
 
 import torch
 
-
-def timed(fn, repeat=7):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+from gpu import timed  # benchmarks/gpu.py: median of runs after a warm-up
 
 
 def workloads():
@@ -59,7 +47,7 @@ def main():
     parser.add_argument("--label", default="lazykeops")
     args = parser.parse_args()
     for name, fn in workloads():
-        print(f"{args.label:8s} {name:32s} {timed(fn):10.3f} ms", flush=True)
+        print(f"{args.label:8s} {name:32s} {timed(fn, 7) * 1e3:10.3f} ms", flush=True)
 
 
 if __name__ == "__main__":
