@@ -58,8 +58,9 @@ def _spec(formula, alias_texts, dtype):
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_large_parameters_compile_and_leave_shared_memory(tmp_path, dtype):
-    # The small parameters' placement depends on the compute type's size only: float32.
-    configs = CONFIGS if dtype == "float32" else [c for c in CONFIGS if not c[2]]
+    # Every configuration in float32; the other dtypes change the types and the size of a
+    # scalar only: the issue's formula is enough there (nvcc takes ~8 s a unit in CI).
+    configs = CONFIGS if dtype == "float32" else CONFIGS[:1]
     types = ", ".join(CUDA_TYPES[dtype])
     config = f"lk::Engine<LkFormula, LkReduction, {types}>::C"
     jobs = []
