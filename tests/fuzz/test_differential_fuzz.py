@@ -15,9 +15,9 @@ import torch
 
 import formula_fuzz as ff
 
-# Seeds 11 and 21 trip bugs that are reported but not fixed yet (Step(NaN) = 1; a NaN weight
-# turning every component of sumsoftmaxweight / weighted logsumexp into NaN): this seed
-# does not, and the fuzzer avoids nothing. Other seeds: python formula_fuzz.py --seed S.
+# The fuzzer avoids nothing, so a seed may trip a reported bug that is not fixed yet: this
+# one does not (seeds 11 and 21 did, until 6cbfa15 fixed Step(NaN) and NaN weights).
+# Other seeds: python tests/fuzz/formula_fuzz.py --seed S --count N.
 SEED = 22
 FORWARD_SIZE, GRAD_SIZE = 16, 5
 COUNT = 13 * FORWARD_SIZE + 3 * GRAD_SIZE   # one period: 13 forward, 3 gradient groups
