@@ -1416,7 +1416,7 @@ def _attribute(out, formulas, bad, skip, exp, values, indices, tol):
         if len(where):
             pos = tuple(int(p) for p in where[0])
             full = pos[:-1] + (pos[-1] + sl.start,)
-            got, exp = [], exp.detach()
+            got, exp, tol = [], exp.detach(), tol.detach()
             if values is not None:
                 got.append(f"value {float(values.reshape(exp.shape)[full]):.10g}")
             if indices is not None:
