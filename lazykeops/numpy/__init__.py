@@ -1,6 +1,5 @@
 """lazykeops for numpy arrays: the same Genred and generic_* helpers as lazykeops.torch."""
 
-from ..errors import ranges_error
 from ..tensor.generic import make_generic
 from ..tensor.lazy_api import make_lazy_api
 from ..torch.genred import Genred as _TorchGenred
@@ -10,10 +9,10 @@ class Genred(_TorchGenred):
     __doc__ = _TorchGenred.__doc__.replace("torch tensors", "numpy arrays")
     framework = "numpy"
 
-    def __call__(self, *args, backend="auto", out=None, ranges=None):
-        if ranges is not None:
-            raise ranges_error(f"formula '{self.core.text}'")
-        return self.core(*args, backend=backend, out=out)
+    def __call__(self, *args, **options):
+        if not options:
+            return self.core(*args)
+        return self.core(*args, **self._call_options(options))
 
 
 generic_sum = make_generic(Genred, "Sum")

@@ -2,7 +2,9 @@
 and generic_argkmin. The second string names the output and its category, which picks the
 reduced axis: an i-indexed output ("A = Vi(2)", or the seed's "A = Vx(2)") is a
 reduction over j. As in pykeops, generic_argkmin takes K from the output's dim
-("A = Vi(3)": the 3 nearest), unless opt_arg is given.
+("A = Vi(3)": the 3 nearest), unless opt_arg is given. Other keywords are Genred's
+(pykeops's dtype_acc, sum_scheme, ...: see tensor/options.py); the routine's call takes
+pykeops's backend, device_id, ranges and out.
 """
 
 from ..errors import LazyKeOpsError
@@ -10,9 +12,15 @@ from ..formula import CAT_I, CAT_J
 from ..formula.aliases import parse_output_alias
 from ..formula.reductions import lookup
 
+_FIXED = frozenset(("reduction_op", "axis", "formula", "aliases"))
+
 
 def make_generic(genred_class, reduction_op):
     def generic(formula, output, *aliases, **kwargs):
+        for fixed in _FIXED.intersection(kwargs):
+            raise LazyKeOpsError(f"generic_{reduction_op.lower()} of formula '{formula}' "
+                                 f"sets {fixed} itself (from its name and the output "
+                                 f"'{output}'): drop {fixed}=")
         out = parse_output_alias(output, formula)
         if out.cat not in (CAT_I, CAT_J):
             raise LazyKeOpsError(f"output '{output}' of formula '{formula}' must be Vi/Vx "

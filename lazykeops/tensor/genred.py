@@ -21,12 +21,12 @@ from ..formula.parser import parse_formula
 from ..formula.reductions import lookup
 from .backends import get_backend
 from .cuda_launch import launch_cuda
+from .options import DTYPES_ACC, as_index, check_device_id
 
 CAT_WORDS = {CAT_I: "i-indexed", CAT_J: "j-indexed", CAT_P: "a parameter"}
 # pykeops's names. Arrays stay on their device: the backend must agree with it.
 BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
 HALF_DTYPES = ("float16", "bfloat16")
-DTYPES_ACC = ("auto", "float32", "float64")
 
 
 def parse_genred(formula, aliases, formula2=None):
@@ -47,7 +47,9 @@ class GenredCore:
 
     formulas: the formula node, then the weights for LogSumExp/SumSoftMaxWeight; aliases:
     Alias(name, pos, cat, dim) for positions 0..n-1 (names only serve error messages);
-    text: how errors quote the formula. See `lazykeops.torch.Genred` for the options."""
+    text: how errors quote the formula. See `lazykeops.torch.Genred` for the options, and
+    tensor/options.py for how pykeops's keywords map onto them. axis and opt_arg may be
+    numpy integers or 0-d integer tensors, as in pykeops."""
 
     def __init__(self, formulas, aliases, reduction_op="Sum", axis=0, opt_arg=None,
                  dtype_acc="auto", sum_scheme="auto", framework="torch", text=None):
@@ -56,6 +58,11 @@ class GenredCore:
         self.text = text or " ; ".join(render(f, TEXT_LIMIT) for f in self.formulas)
         self.reduction = lookup(reduction_op, self.text)
         wdim = self.formulas[1].dim if len(self.formulas) > 1 else None
+        what = f"formula '{self.text}'"
+        if opt_arg is not None and self.reduction.uses_k:
+            opt_arg = as_index(opt_arg, f"K (opt_arg) of {self.reduction.name}", what)
+        if axis is not None and not isinstance(axis, int):
+            axis = as_index(axis, "axis", what)
         self.reduction.check(self.formulas[0].dim, wdim, opt_arg, self.text)
         self.k = opt_arg if self.reduction.uses_k else None
         if axis not in (0, 1):
@@ -106,8 +113,10 @@ class GenredCore:
                     f"number of {'rows' if needed == CAT_I else 'columns'} is unknown")
 
     # ------------------------------------------------------------------ call
-    def __call__(self, *args, backend="auto", out=None):
+    def __call__(self, *args, backend="auto", out=None, device_id=-1):
         self.check_backend(backend)  # the name, before any array is looked at
+        if device_id != -1:
+            self.check_device_id(args, device_id)
         if len(args) != len(self.aliases):
             names = ", ".join(a.name for a in self.aliases)
             raise LazyKeOpsError(f"formula '{self.text}' takes {len(self.aliases)} arguments "
@@ -149,6 +158,12 @@ class GenredCore:
                                  "(install the CUDA toolkit or set CUDA_HOME)")
         if self.ncols:
             raise LazyKeOpsError(f"{self.reduction.name} runs on the CPU only")
+
+    def check_device_id(self, args, device_id):
+        """pykeops's device_id against the device of the first array in `args`."""
+        B = self.backend
+        device = next((B.device(x) for x in args if B.is_array(x)), "cpu")
+        check_device_id(device_id, device, f"formula '{self.text}'")
 
     def check_backend(self, backend, device=None):
         """The backend's name, and with `device`, that it agrees with the arrays' device."""

@@ -1,32 +1,51 @@
 """The torch binding of the Genred core."""
 
-from ..errors import ranges_error
 from ..tensor.autograd import call
 from ..tensor.genred import GenredCore, parse_genred
+from ..tensor.options import GENRED_CALL_KEYWORDS, GENRED_INIT_KEYWORDS, \
+    split_reduction_options
 
 
 class Genred:
     """A reduction of a string formula, callable on torch tensors.
 
-    Genred(formula, aliases, reduction_op="Sum", axis=0, opt_arg=None, formula2=None,
-           dtype_acc="auto", sum_scheme="auto")(*args, backend="auto", out=None)
+    Genred(formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
+           formula2=None, cuda_type=None, dtype_acc="auto", use_double_acc=False,
+           sum_scheme="auto", enable_chunks=True, rec_multVar_highdim=False,
+           use_fast_math=True)(*args, backend="auto", device_id=-1, ranges=None, out=None)
 
     As in pykeops 2.3: axis=0 reduces over i (the output is indexed by j), axis=1 reduces
     over j (the output is indexed by i). opt_arg is K for KMin/ArgKMin/KMin_ArgKMin;
     formula2 is the weight of LogSumExp and SumSoftMaxWeight. Index outputs are int64;
-    Min_ArgMin, Max_ArgMax and KMin_ArgKMin return (values, indices). Block-sparse
-    `ranges` are not supported yet: passing them raises rather than being ignored.
+    Min_ArgMin, Max_ArgMax and KMin_ArgKMin return (values, indices). dtype_acc="float64"
+    (or use_double_acc=True) and sum_scheme choose how sums accumulate; dtype, cuda_type,
+    enable_chunks, rec_multVar_highdim and use_fast_math are accepted and change nothing
+    (tensor/options.py says why); device_id must be -1 or the GPU holding the tensors.
+    Block-sparse `ranges` are not supported yet: passing them raises rather than being
+    ignored.
     """
 
     framework = "torch"
 
-    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, opt_arg=None,
-                 formula2=None, dtype_acc="auto", sum_scheme="auto"):
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None,
+                 opt_arg=None, formula2=None, cuda_type=None, **options):
         formulas, aliases, text = parse_genred(formula, aliases, formula2)
-        self.core = GenredCore(formulas, aliases, reduction_op, axis, opt_arg, dtype_acc,
-                               sum_scheme, framework=self.framework, text=text)
+        init, _ = split_reduction_options({**options, "dtype": dtype, "cuda_type": cuda_type},
+                                          f"Genred of formula '{text}'",
+                                          accepted=GENRED_INIT_KEYWORDS)
+        self.core = GenredCore(formulas, aliases, reduction_op, axis, opt_arg,
+                               framework=self.framework, text=text, **init)
 
-    def __call__(self, *args, backend="auto", out=None, ranges=None):
-        if ranges is not None:
-            raise ranges_error(f"formula '{self.core.text}'")
-        return call(self.core, args, backend=backend, out=out)
+    def _call_options(self, options):
+        """(backend, out) of a call, device_id checked against `args` by the caller."""
+        _, opts = split_reduction_options(options, f"Genred of formula '{self.core.text}'",
+                                          accepted=GENRED_CALL_KEYWORDS)
+        return opts
+
+    def __call__(self, *args, **options):
+        if not options:  # the usual call: no keyword to read
+            return call(self.core, args)
+        opts = self._call_options(options)
+        if opts["device_id"] != -1:
+            self.core.check_device_id(args, opts["device_id"])
+        return call(self.core, args, backend=opts["backend"], out=opts["out"])
