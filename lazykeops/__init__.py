@@ -9,6 +9,16 @@ __version__ = "0.1.0"
 from .errors import CompileError, LazyKeOpsError  # noqa: E402,F401
 
 
+def install_as_pykeops():
+    """Make `import pykeops` (and pykeops.torch, pykeops.numpy, pykeops.config, ...) give
+    lazykeops, so that libraries built on pykeops run on it unchanged; returns the module.
+    Call it before anything imports the real pykeops (it refuses otherwise); calling it
+    again is harmless. See docs/pykeops.md."""
+    from .compat.pykeops_modules import install
+
+    return install()
+
+
 def clean_cache():
     """Remove every compiled kernel from the cache directory."""
     from .compile.cache import clean_cache as _clean
