@@ -91,16 +91,30 @@ class GenredFunction(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, core, backend, *args):
-        moved = []
-        for a, d in zip(args, in_dims[2:]):
-            if d is None:
-                moved.append(a)
-                continue
-            a = a.movedim(d, 0)
-            # A 0-d parameter becomes (B,) under vmap: make it (B, 1), a batch of dim-1 values.
-            moved.append(a.unsqueeze(-1) if a.dim() == 1 else a)
-        out = GenredFunction.apply(core, backend, *moved)
+        out = GenredFunction.apply(core, backend, *vmapped_args(core, args, in_dims[2:]))
         return out, ((0, 0) if isinstance(out, tuple) else 0)
+
+
+def vmapped_args(core, args, in_dims):
+    """Arguments of a vmapped call as one more leading batch dimension of the engine.
+
+    The mapped dim goes first, then size-1 dims up to the call's own batch rank: without
+    them, a mapped argument without batch dims would line up its mapped dim with another
+    argument's batch dim (jacfwd over x of a formula whose y has batch dims)."""
+    inner = [1 if alias.cat == CAT_P else 2 for alias in core.aliases]
+    own_rank = [max((a.dim() if d is None else a.dim() - 1) - n, 0) if isinstance(a, torch.Tensor)
+                else 0 for a, d, n in zip(args, in_dims, inner)]
+    rank = max(own_rank, default=0)
+    moved = []
+    for a, d, n, own in zip(args, in_dims, inner, own_rank):
+        if d is None:
+            moved.append(a)
+            continue
+        a = a.movedim(d, 0)
+        if a.dim() == 1:  # a 0-d parameter becomes (B,): make it (B, 1), dim-1 values
+            a = a.unsqueeze(-1)
+        moved.append(a.reshape(a.shape[0], *([1] * (rank - own)), *a.shape[1:]))
+    return moved
 
 
 def _saved(ctx):
