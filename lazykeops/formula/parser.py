@@ -15,6 +15,10 @@ Grammar (lowest precedence first):
     power   := postfix ('**' unary)?              # right-associative, as in Python
     postfix := primary ('[' int ']')*
     primary := number | name | name '(' args ')' | '(' sum ('|' sum | ',' sum)? ')'
+    arg     := sum | index tuple | None
+Index tuples (the parameters of TensorDot, Kron, ...) are written Ind(2,3) as in KeOps 1,
+or [2,3] and (2,3) / (1,) / () as in pykeops 2, whose formula strings are Python;
+pykeops's 7-argument TensorDot(..., permute) is read into TensorDotPermuted.
 """
 
 import difflib
@@ -273,7 +277,8 @@ class _FormulaParser:
             raise self.fail(str(err), "", tok) from None
 
     def arguments(self):
-        """The raw arguments of a call: ('node', Node) | ('num', n) | ('ind', tuple)."""
+        """The raw arguments of a call: ('node', Node) | ('num', n) | ('ind', tuple) |
+        ('pair', (m, n)) (a tuple or a scalar product) | ('none', None)."""
         args = []
         if self.accept(")"):
             return args
@@ -289,9 +294,12 @@ class _FormulaParser:
 
     def argument(self):
         tok = self.peek()
-        if tok.kind == "name" and tok.text == "Ind" and self.peek(1).text == "(":
-            self.i += 2
-            return "ind", tuple(self.int_list("Ind(...)"))
+        listed = self.index_list()
+        if listed is not None:
+            return listed
+        if tok.kind == "name" and tok.text == "None" and self.peek(1).text in (",", ")"):
+            self.i += 1
+            return "none", None
         # A lone (signed) number is kept as such: it may be an integer parameter.
         start = self.i
         value = self.signed_number()
@@ -300,9 +308,47 @@ class _FormulaParser:
         self.i = start
         return "node", (yield self.sum())
 
+    def index_list(self):
+        """An index tuple argument, or None (cursor unchanged): Ind(2,3) (KeOps 1),
+        [2,3] or a Python tuple (2,3) / (1,) / () (pykeops 2, whose strings are Python)."""
+        if self.peek().kind == "name" and self.peek().text == "Ind" and self.peek(1).text == "(":
+            self.i += 2
+            return "ind", tuple(self.int_list("Ind(...)"))
+        if self.accept("["):
+            values = []
+            if not self.accept("]"):
+                values.append(self.integer("an index list [...]"))
+                while self.accept(","):
+                    values.append(self.integer("an index list [...]"))
+                self.expect("]", "to close the index list")
+            return "ind", tuple(values)
+        return self.paren_tuple() if self.at("(") else None
+
+    def paren_tuple(self):
+        """'(' ints ')' ending an argument. (4) is 4, as in Python; (2,3) is a tuple as a
+        parameter and the KeOps 2018 scalar product (2|3) as a formula ('pair')."""
+        start, values, commas = self.i, [], 0
+        self.i += 1
+        while not self.at(")"):
+            value = self.signed_number()
+            if not isinstance(value, int) or not (self.at(",") or self.at(")")):
+                self.i = start
+                return None
+            values.append(value)
+            commas += self.accept(",") is not None
+        self.i += 1
+        if not (self.at(",") or self.at(")")):
+            self.i = start
+            return None
+        if commas == 0 and len(values) == 1:
+            return "num", values[0]
+        return ("pair" if commas == 1 and len(values) == 2 else "ind"), tuple(values)
+
     def apply(self, spec, tok, args):
         """Split a call's arguments into formulas then parameters, as OPS says."""
         name, n_params = spec.name, len(spec.params)
+        if name == "TensorDot" and len(args) == 7:
+            return self.tensordot_permuted(tok, args)
         if len(args) != spec.arity + n_params:
             params = f" and {n_params} parameter(s) ({', '.join(spec.params)})" \
                 if n_params else ""
@@ -314,10 +360,28 @@ class _FormulaParser:
                   for k, (t, a) in enumerate(args[spec.arity:])]
         return self.build(name, *nodes, params=tuple(params), tok=tok)
 
+    def tensordot_permuted(self, tok, args):
+        """pykeops's TensorDot(a, b, dimfa, dimfb, contfa, contfb, permute): kept axis k
+        lands at output axis permute[k], so lazykeops's order is permute's inverse."""
+        ptok, (kind, perm) = args[6]
+        if kind == "none":
+            return self.apply(OPS["TensorDot"], tok, args[:6])
+        if kind not in ("ind", "pair") or sorted(perm) != list(range(len(perm))):
+            raise self.fail(f"'{ptok.text}'", "is not a permutation [0, ..., n-1] for the "
+                            "argument permute of TensorDot", ptok)
+        order = tuple(sorted(range(len(perm)), key=perm.__getitem__))
+        if order == tuple(range(len(order))):
+            return self.apply(OPS["TensorDot"], tok, args[:6])
+        return self.apply(OPS["TensorDotPermuted"], tok, [*args[:6], (ptok, ("ind", order))])
+
     def as_formula(self, name, tok, arg):
         kind, value = arg
         if kind == "node":
             return value
+        if kind == "pair":  # (2,3): the KeOps 2018 scalar product of two literals
+            return self.build("Scalprod", *(self.number(v, tok) for v in value), tok=tok)
+        if kind == "none":
+            raise self.fail("'None'", f"is not a formula (argument of {name})", tok)
         if kind == "ind":
             raise self.fail(f"'{tok.text}'", f"is an index tuple but {name} expects a formula "
                             "argument here", tok)
@@ -334,11 +398,11 @@ class _FormulaParser:
     def as_param(self, spec, k, tok, arg):
         kind, value = arg
         what = f"parameter '{spec.params[k]}' of {spec.name}"
-        if kind == "ind" or (kind == "num" and isinstance(value, int)):
+        if kind in ("ind", "pair") or (kind == "num" and isinstance(value, int)):
             return value
         if kind == "num" and spec.name in FLOAT_PARAM_OPS:
             return value
-        got = "number" if kind == "num" else "formula"
+        got = {"num": "number", "none": "None"}.get(kind, "formula")
         raise self.fail(f"'{tok.text}'", f"is a {got}, expected an integer for {what}", tok)
 
 
