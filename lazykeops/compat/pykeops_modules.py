@@ -19,7 +19,8 @@ convention, done with an import hook rather than by copying modules into `sys.mo
   has no `lazykeops.torch.cluster`.
 
 It refuses (LazyKeOpsError) when a real pykeops is already imported: its classes would live
-beside ours and `isinstance` would disagree. Calling it again is harmless.
+beside ours and `isinstance` would disagree. Calling it again is harmless. `uninstall()`
+takes the hook and the modules away again (for tests; objects clients took stay valid).
 """
 
 import importlib
@@ -217,3 +218,12 @@ def install():
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     return importlib.import_module("pykeops")
+
+
+def uninstall():
+    """Stop serving pykeops's names: remove the hook and the pykeops modules made here."""
+    while _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, PyKeOpsModule):
+            del sys.modules[name]
