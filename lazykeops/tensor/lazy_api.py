@@ -1,7 +1,7 @@
 """The public LazyTensor entry points of one framework: the pinned class and Vi, Vj, Pm."""
 
 from ..formula.node import CAT_I, CAT_J, CAT_P
-from . import lazy_linear, lazy_reduce  # noqa: F401  (attach methods to LazyTensor)
+from . import lazy_linear, lazy_pykeops, lazy_reduce  # noqa: F401  (attach methods to LazyTensor)
 from .lazy import LazyTensor
 
 

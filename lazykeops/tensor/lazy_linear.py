@@ -15,8 +15,9 @@ from .lazy_reduce import _framework_name, lower, reduce
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
 
-def matmul(self, v):
-    """K @ v = sum_j K_ij v_j for K of last dim 1 and v of shape (M,), (M, E), (..., M, E)."""
+def matmul(self, v, **options):
+    """K @ v = sum_j K_ij v_j for K of last dim 1 and v of shape (M,), (M, E), (..., M, E);
+    `K.__matmul__(v, **options)` takes the reduction keywords of pykeops (sum_scheme=...)."""
     if self.dim != 1:
         raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got K of shape "
                              f"{self.shape} and v of shape "
@@ -41,7 +42,7 @@ def matmul(self, v):
     if self.nj is not None and vj.nj != self.nj:
         raise LazyKeOpsError(f"K @ v: K of shape {self.shape} has M = {self.nj}, but v has "
                              f"shape {tuple(shape)}")
-    result = reduce(self._apply("Mult", vj), "Sum", len(self.batch) + 1)
+    result = reduce(self._apply("Mult", vj), "Sum", len(self.batch) + 1, **options)
     return result.reshape(-1) if vector else result
 
 

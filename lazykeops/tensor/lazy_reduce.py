@@ -9,11 +9,12 @@ here are attached to LazyTensor at the bottom of the module.
 
 import numbers
 
-from ..errors import LazyKeOpsError, ranges_error
+from ..errors import LazyKeOpsError
 from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.aliases import Alias
 from .genred import HALF_DTYPES, GenredCore
+from .options import as_index, call_options, check_device_id, split_reduction_options
 from .backends import get_backend
 from .lazy import LazyTensor, _merge_into, postorder
 
@@ -94,13 +95,20 @@ def reduction_axis(t, dim):
     return d - nb
 
 
-def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
-           dtype_acc="auto", sum_scheme="auto", ranges=None, **unknown):
-    if ranges is not None:
-        raise ranges_error(f"the {reduction_op} reduction of a LazyTensor of shape {t.shape}")
-    if unknown:
-        raise LazyKeOpsError(f"{reduction_op} reduction got unknown keyword arguments "
-                             f"{sorted(unknown)}")
+def reduce(t, reduction_op, dim, weight=None, k=None, **options):
+    """The reduction of `t` over pykeops's `dim`; `options` are pykeops's reduction
+    keywords (tensor/options.py), plus `call=False` for a reduction to run later."""
+    deferred = False
+    if options:
+        deferred = not options.pop("call", True)
+        init, call = split_reduction_options(options, _what(t, reduction_op))
+        dtype_acc, sum_scheme = init["dtype_acc"], init["sum_scheme"]
+        backend, out, device_id = call["backend"], call["out"], call["device_id"]
+    else:  # the common case, without building messages
+        dtype_acc = sum_scheme = backend = "auto"
+        out, device_id = None, -1
+    if k is not None:
+        k = as_index(k, "K", _what(t, reduction_op))
     axis = reduction_axis(t, dim)
     if weight is not None:
         roots = (t, LazyTensor._wrap(weight))
@@ -112,9 +120,11 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
         roots, shape_of = (t,), t
     nodes, leaves = lower(roots)
     table = tuple([(leaf.category, leaf.dim) for leaf in leaves])
-    options = (reduction_op, axis, k, dtype_acc, sum_scheme)
+    spec = (reduction_op, axis, k, dtype_acc, sum_scheme)
     if leaves and leaves[0].symbolic_pos is not None:
-        return SymbolicReduction(nodes, table, options)
+        return SymbolicReduction(nodes, table, spec)
+    if deferred:
+        return DeferredReduction(t, reduction_op, dim, weight, k, options)
     if shape_of.framework is None:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
@@ -127,7 +137,9 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
             if size is None:
                 leaves = leaves + [_unit_axis(category, shape_of)]
                 table = table + ((category, 1),)
-    core = _core(nodes, table, options, shape_of.framework)
+    if device_id != -1:
+        check_device_id(device_id, shape_of.device, _what(t, reduction_op))
+    core = _core(nodes, table, spec, shape_of.framework)
     if shape_of.framework == "torch" and _needs_autograd(leaves):
         from .autograd import call  # torch only; recorded for backward
 
@@ -147,6 +159,28 @@ def reduce(t, reduction_op, dim, weight=None, k=None, backend="auto", out=None,
         nout, nred = nred, nout
     result = core.run(shape_of.dtype, batch, nout, nred, prepared, strides, out, backend)
     return _pykeops_shape(result, t, k)
+
+
+def _what(t, reduction_op):
+    return f"the {reduction_op} reduction of a LazyTensor of shape {t.shape}"
+
+
+class DeferredReduction:
+    """What a reduction given `call=False` returns (as pykeops): calling it runs the
+    reduction, with keyword arguments added to those given at first."""
+
+    def __init__(self, t, reduction_op, dim, weight, k, options):
+        self.t, self.reduction_op, self.dim = t, reduction_op, dim
+        self.weight, self.k, self.options = weight, k, options
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            raise LazyKeOpsError(f"{_what(self.t, self.reduction_op)} was built with "
+                                 "call=False from variables holding data: call it without "
+                                 "positional arguments (use symbolic Vi/Vj/Pm variables for "
+                                 "a reduction that takes its arrays when called)")
+        return reduce(self.t, self.reduction_op, self.dim, self.weight, self.k,
+                      **{**self.options, **kwargs})
 
 
 def _unit_axis(category, like):
@@ -244,13 +278,13 @@ class SymbolicReduction:
     def __init__(self, nodes, table, options):
         self.nodes, self.table, self.options = nodes, table, options
 
-    def __call__(self, *args, backend="auto", out=None):
+    def __call__(self, *args, **kwargs):
         framework = next((f for f in map(_framework_name, args) if f), None)
         if framework is None:
             raise LazyKeOpsError("a symbolic reduction needs at least one torch tensor or "
                                  "numpy array argument")
-        return _core(self.nodes, self.table, self.options, framework)(
-            *args, backend=backend, out=out)
+        core = _core(self.nodes, self.table, self.options, framework)
+        return core(*args, **call_options(f"formula '{core.text}'", **kwargs))
 
 
 def _framework_name(x):
@@ -294,6 +328,11 @@ def _dim(t, axis, dim):
 
 
 def logsumexp(self, axis=None, dim=None, weight=None, **kwargs):
+    if "other" in kwargs:  # pykeops passes keywords on to reduction(), whose name is other
+        other = kwargs.pop("other")
+        if weight is not None:
+            raise LazyKeOpsError("logsumexp got both weight= and other=: give one of them")
+        weight = other
     return reduce(self, "LogSumExp", _dim(self, axis, dim), weight=weight, **kwargs)
 
 
