@@ -9,7 +9,7 @@ from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
 from .backends import get_backend
-from .lazy import LazyTensor, postorder
+from .lazy import LazyTensor, _merge_into, postorder
 from .lazy_reduce import _framework_name, lower, reduce
 
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
@@ -103,19 +103,70 @@ def _dense_leaf(leaf, dtype, device, torch):
     return torch.as_tensor(leaf.data, dtype=dtype, device=device)
 
 
-def solve(self, b, alpha=1e-10, eps=None, maxiter=None, dim=None):
-    """x such that (alpha Id + K) x = b, K symmetric positive definite, by conjugate
-    gradient: at most `maxiter` iterations (default 10 N + 100), stopping when the residual
-    is below eps |b| (eps: 1e-6 in float32, 1e-10 in float64)."""
-    if self.dim != 1 or self.ni is None or self.ni != self.nj:
-        raise LazyKeOpsError(f"solve needs a square kernel LazyTensor with last dim 1, got "
-                             f"shape {self.shape}")
+def solve(self, other, var=None, call=True, alpha=1e-10, eps=None, maxiter=None, dim=None,
+          **options):
+    """x such that (alpha Id + K) x = b (K symmetric positive definite, of last dim 1), or,
+    with `var` a symbolic j-variable that `self` is linear in, such that
+    alpha x + sum_j self(x_j) = b; by conjugate gradient: at most `maxiter` iterations
+    (default 10 N + 100), stopping when the residual is below eps |b| (eps: 1e-6 in
+    float32, 1e-10 in float64). b is an array (N,) or (..., N, E), or the i-indexed
+    LazyTensor of one (pykeops's way); `options` are reduction keywords (backend=...);
+    call=False gives a function of no argument that solves when called."""
+    b = _right_hand_side(self, other)
+    if not call:
+        return lambda: solve(self, b, var, True, alpha, eps, maxiter, dim, **options)
+    if var is None:
+        if self.dim != 1 or self.ni is None or self.ni != self.nj:
+            raise LazyKeOpsError(f"solve needs a square kernel LazyTensor with last dim 1, "
+                                 f"got shape {self.shape}")
+        apply = lambda p: matmul(self, p, **options)  # noqa: E731
+    else:
+        apply = _linear_in(self, var, options)
     if dim not in (None, self.nbatchdims + 1):
         raise LazyKeOpsError(f"solve reduces over j (dim={self.nbatchdims + 1}), got {dim}")
     eps = eps if eps is not None else (1e-6 if self.dtype == "float32" else 1e-10)
-    maxiter = maxiter if maxiter is not None else 10 * self.ni + 100
-    return conjugate_gradient(lambda p: alpha * p + matmul(self, p), b, eps, maxiter,
+    maxiter = maxiter if maxiter is not None else 10 * (self.ni or 1) + 100
+    return conjugate_gradient(lambda p: alpha * p + apply(p), b, eps, maxiter,
                               f"solve with a LazyTensor of shape {self.shape}")
+
+
+def _right_hand_side(self, other):
+    if not isinstance(other, LazyTensor):
+        return other
+    if other.op is not None or other.category != CAT_I or other.data is None:
+        raise LazyKeOpsError(f"solve of a LazyTensor of shape {self.shape} takes b as an "
+                             "array or as the i-indexed LazyTensor of one, got a LazyTensor "
+                             f"of shape {other.shape}")
+    return other.data.reshape(*other.data.shape[:-3], other.data.shape[-3], other.dim)
+
+
+def _linear_in(self, var, options):
+    """p -> sum_j self with the symbolic j-variable `var` bound to p."""
+    if not isinstance(var, LazyTensor) or var.symbolic_pos is None or var.category != CAT_J:
+        raise LazyKeOpsError(f"solve(var=...) takes the symbolic j-variable (Vj(index, dim)) "
+                             f"that the LazyTensor of shape {self.shape} is linear in, got "
+                             f"{var!r}")
+
+    def apply(p):
+        leaf = type(self)(p.reshape(*p.shape[:-2], 1, *p.shape[-2:]))
+        bound = {}
+        for t in postorder([self]):
+            if t.symbolic_pos == var.symbolic_pos:
+                bound[id(t)] = leaf
+            else:
+                bound[id(t)] = _rebuilt(t, [bound[id(a)] for a in t.args]) if t.args else t
+        return reduce(bound[id(self)], "Sum", self.nbatchdims + 1, **options)
+
+    return apply
+
+
+def _rebuilt(t, args):
+    """The operation t on new arguments, its shapes merged again."""
+    new = type(t).__new__(type(t))
+    new.__dict__.update(t.__dict__)
+    new.args = tuple(args)
+    _merge_into(new, new.args)
+    return new
 
 
 def conjugate_gradient(apply, b, eps, maxiter, what):

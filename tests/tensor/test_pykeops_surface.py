@@ -137,3 +137,18 @@ def test_numpy_arrays_defer_to_lazytensors():
     result = np.ones(3) + NumpyLazyTensor(x)
     assert isinstance(result, NumpyLazyTensor)
     assert np.allclose(result.sum(dim=0), (x + 1).sum(0))
+
+
+def test_solve_the_pykeops_ways(data):
+    x, _, b = data
+    x, b = x[:M], b
+    X, Y, K, dense = gaussian(x, x)
+    want = torch.linalg.solve(0.5 * torch.eye(M, dtype=torch.float64) + dense, b)
+    V = Vj(2, 2)
+    for got in (K.solve(b, alpha=0.5), K.solve(LazyTensor(b[:, None]), alpha=0.5),
+                (K * V).solve(LazyTensor(b[:, None]), var=V, alpha=0.5),
+                K.solve(b, alpha=0.5, call=False)(),
+                K.solve(b, alpha=0.5, sum_scheme="kahan_scheme", backend="CPU")):
+        assert torch.allclose(got, want, atol=1e-8)
+    with pytest.raises(LazyKeOpsError, match="symbolic j-variable"):
+        K.solve(b, var=X)
