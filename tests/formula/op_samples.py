@@ -41,6 +41,12 @@ EXTRA_CASES = [
     ("BSpline", (5, 1), (0,)),
     ("BSpline", (6, 1), (3,)),
     ("Max", (1,), ()),
+    # complex ops (formula/complex.py): a complex scalar (real dim 2) against a vector
+    ("ComplexMult", (2, 6), ()),
+    ("ComplexDivide", (6, 2), ()),
+    ("ComplexDivide", (2, 6), ()),
+    ("ComplexAdd", (2, 6), ()),
+    ("ComplexSubtract", (6, 2), ()),
 ]
 
 
