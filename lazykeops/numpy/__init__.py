@@ -20,8 +20,10 @@ generic_logsumexp = make_generic(Genred, "LogSumExp")
 generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 from .kernels import Kernel, kernel_product  # noqa: E402 (needs Genred above)
+from ..tensor.kernel_solve import KernelSolve  # noqa: E402
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("numpy")
 
 __all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
            "Kernel", "kernel_product"]
+__all__ += ["KernelSolve"]

@@ -33,6 +33,7 @@ Per keyword:
 Where pykeops refuses dtype_acc or sum_scheme on selections (Min, ArgKMin, ...), lazykeops
 accepts them without effect: selections are exact, whatever the accumulator.
 
+`bind_positional` maps pykeops's trailing positional arguments onto these names, and
 `as_index` reads the integers pykeops also takes as numpy integers or 0-d tensors (axis,
 opt_arg / K).
 """
@@ -138,6 +139,21 @@ def check_device_id(device_id, device, what):
         raise LazyKeOpsError(f"device_id={device_id} for {what}, but its arrays are on "
                              f"{device}: use device_id={index} or -1, or move the arrays "
                              f"to cuda:{device_id}")
+
+
+def bind_positional(names, values, options, what):
+    """pykeops's positional arguments after the named ones (`names`, in pykeops's order)
+    merged into the keyword dict `options`: too many, or one also given by keyword, is the
+    project's error rather than Python's TypeError."""
+    if len(values) > len(names):
+        raise LazyKeOpsError(f"{what} takes at most {len(names)} more positional "
+                             f"argument(s) ({', '.join(names)}), got {len(values)}")
+    merged = dict(options)
+    for name, value in zip(names, values):
+        if name in merged:
+            raise LazyKeOpsError(f"{what} got {name} both by position and by keyword")
+        merged[name] = value
+    return merged
 
 
 def as_index(value, name, what):

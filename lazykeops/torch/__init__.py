@@ -13,6 +13,7 @@ from .genred import Genred
 from .generic_logsumexp import generic_logsumexp
 from .generic_sum import generic_sum
 from .kernels import Kernel, kernel_product
+from .kernel_solve import KernelSolve
 
 generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
@@ -21,3 +22,4 @@ LazyTensor, Vi, Vj, Pm = make_lazy_api("torch")
 
 __all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
            "Kernel", "kernel_product"]
+__all__ += ["KernelSolve"]

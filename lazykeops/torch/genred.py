@@ -3,7 +3,11 @@
 from ..tensor.autograd import call
 from ..tensor.genred import GenredCore, parse_genred
 from ..tensor.options import GENRED_CALL_KEYWORDS, GENRED_INIT_KEYWORDS, \
-    split_reduction_options
+    bind_positional, split_reduction_options
+
+# pykeops's Genred.__init__ positional arguments after cuda_type.
+_MORE = ("dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks", "rec_multVar_highdim",
+         "use_fast_math")
 
 
 class Genred:
@@ -28,11 +32,12 @@ class Genred:
     framework = "torch"
 
     def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None,
-                 opt_arg=None, formula2=None, cuda_type=None, **options):
+                 opt_arg=None, formula2=None, cuda_type=None, *more, **options):
         formulas, aliases, text = parse_genred(formula, aliases, formula2)
+        what = f"Genred of formula '{text}'"
+        options = bind_positional(_MORE, more, options, what)
         init, _ = split_reduction_options({**options, "dtype": dtype, "cuda_type": cuda_type},
-                                          f"Genred of formula '{text}'",
-                                          accepted=GENRED_INIT_KEYWORDS)
+                                          what, accepted=GENRED_INIT_KEYWORDS)
         self.core = GenredCore(formulas, aliases, reduction_op, axis, opt_arg,
                                framework=self.framework, text=text, **init)
 

@@ -1,0 +1,143 @@
+"""KernelSolve: a = (alpha Id + K) \\ b, for K a Sum reduction linear in one of its
+variables, by conjugate gradient (pykeops 2.3's KernelSolve).
+
+KernelSolve(formula, aliases, varinvalias, axis=0, ...) reads `formula` as a Sum over the
+reduced index; varinvalias names the variable b the formula is linear in, so that
+K(args) b is the Genred of the formula with b in its slot. A call K_inv(*args, alpha=,
+eps=) takes b's place in `args` as the right-hand side and returns a with b's shape: b
+must be indexed by the reduced index with the formula's dim, and the reduced axis and the
+output axis must have the same length (K is square; as in pykeops, symmetric positive
+definite is the caller's promise). Stopping rule, as pykeops: |residual|^2 < size(b) eps^2.
+Unlike pykeops, which loops until then, the iterations stop after 10 N + 100 with an error.
+
+This module owns the framework-agnostic part (checks, the solve) and the numpy class;
+torch/kernel_solve.py adds autograd. Options follow Genred (tensor/options.py): ranges
+are refused, pykeops's GPU hints accepted without effect.
+"""
+
+import math
+import numbers
+
+from ..errors import LazyKeOpsError
+from ..formula import CAT_I, CAT_J
+from .genred import GenredCore, parse_genred
+from .lazy_linear import conjugate_gradient
+from .options import GENRED_INIT_KEYWORDS, bind_positional, check_device_id, \
+    split_reduction_options
+
+SOLVE_CALL_KEYWORDS = ("backend", "device_id", "ranges", "alpha", "eps")
+
+
+class KernelSolveCore:
+    """The checked formula, the position of the variable solved for, and its Sum core."""
+
+    def __init__(self, formula, aliases, varinvalias, axis, options, framework):
+        formulas, aliases, text = parse_genred(formula, aliases)
+        self.what = f"KernelSolve of formula '{text}'"
+        init, _ = split_reduction_options(options, self.what, accepted=GENRED_INIT_KEYWORDS)
+        self.core = GenredCore(formulas, aliases, "Sum", axis, framework=framework,
+                               text=text, **init)
+        self.pos = self._position(varinvalias, aliases)
+        target = self.core.aliases[self.pos]
+        reduced = CAT_J if self.core.axis == 1 else CAT_I
+        if target.cat != reduced or target.dim != formulas[0].dim:
+            kind = "Vj" if reduced == CAT_J else "Vi"
+            raise LazyKeOpsError(f"varinvalias '{varinvalias}' of {self.what} must be "
+                                 f"{kind}({formulas[0].dim}) (indexed by the reduced index, "
+                                 f"with the formula's dim, axis={self.core.axis}), got "
+                                 f"'{target.name}' of dim {target.dim}")
+
+    def _position(self, varinvalias, aliases):
+        if not isinstance(varinvalias, str):
+            raise LazyKeOpsError(f"varinvalias of {self.what} must be an alias name, got "
+                                 f"{varinvalias!r}")
+        name = varinvalias.strip()
+        if name.startswith("Var("):  # pykeops also takes "Var(pos,dim,cat)"
+            head = name[4:].split(",")[0].strip()
+            if head.isdigit() and int(head) < len(aliases):
+                return int(head)
+        for a in aliases:
+            if a.name == name:
+                return a.pos
+        raise LazyKeOpsError(f"varinvalias '{varinvalias}' of {self.what} is not one of its "
+                             f"aliases ({', '.join(a.name for a in aliases)})")
+
+    def call_options(self, options):
+        """pykeops's call keywords -> (backend, device_id, alpha, eps), checked."""
+        unknown = sorted(set(options) - set(SOLVE_CALL_KEYWORDS))
+        if unknown:
+            raise LazyKeOpsError(f"unknown keyword argument(s) {', '.join(map(repr, unknown))}"
+                                 f" for {self.what}; expected {', '.join(SOLVE_CALL_KEYWORDS)}")
+        alpha, eps = options.pop("alpha", 1e-10), options.pop("eps", 1e-6)
+        for name, value in (("alpha", alpha), ("eps", eps)):
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or \
+                    not math.isfinite(value) or value < 0 or (name == "eps" and value == 0):
+                limit = "a positive" if name == "eps" else "a non-negative"
+                raise LazyKeOpsError(f"{name} of {self.what} must be {limit} number, got "
+                                     f"{value!r}")
+        _, call = split_reduction_options(options, self.what,
+                                          accepted=("backend", "device_id", "ranges"))
+        return call["backend"], call["device_id"], float(alpha), float(eps)
+
+    def check(self, args, backend, device_id):
+        """Arguments checked as Genred does, and K square: before anything is compiled."""
+        self.core.check_backend(backend)
+        if len(args) != len(self.core.aliases):
+            names = ", ".join(a.name for a in self.core.aliases)
+            raise LazyKeOpsError(f"{self.what} takes {len(self.core.aliases)} arguments "
+                                 f"({names}), got {len(args)}")
+        arrays, _, device = self.core._as_arrays(args)
+        self.core.check_backend(backend, device)
+        check_device_id(device_id, device, self.what)
+        sizes, _ = self.core._sizes(arrays)
+        if sizes[CAT_I] != sizes[CAT_J]:
+            raise LazyKeOpsError(f"{self.what} solves a square system, but the i-variables "
+                                 f"have N = {sizes[CAT_I]} rows and the j-variables "
+                                 f"M = {sizes[CAT_J]}")
+
+    def solve(self, args, alpha, eps, backend, run=None):
+        """(alpha Id + K) a = args[pos] by conjugate gradient; `run(core, args, backend)`
+        evaluates K (core.__call__ by default)."""
+        run = run or (lambda core, xs, be: core(*xs, backend=be))
+        args = list(args)
+        b = args[self.pos]
+
+        def apply(p):
+            args[self.pos] = p
+            kp = run(self.core, args, backend)
+            return alpha * p + kp if alpha else kp
+
+        norm = float((b * b).sum()) ** 0.5
+        if norm == 0:
+            return b * 0
+        size = math.prod(b.shape)
+        # conjugate_gradient stops at |r| <= eps' |b|: pykeops's |r|^2 < size(b) eps^2.
+        rows = b.shape[-2]
+        return conjugate_gradient(apply, b, eps * math.sqrt(size) / norm, 10 * rows + 100,
+                                  self.what)
+
+
+class KernelSolve:
+    """(alpha Id + K) \\ b for numpy arrays, as pykeops.numpy.KernelSolve:
+
+    KernelSolve(formula, aliases, varinvalias, axis=0, dtype=None, opt_arg=None,
+                dtype_acc="auto", use_double_acc=False, sum_scheme="auto",
+                enable_chunks=True, rec_multVar_highdim=None, use_fast_math=True)
+        (*args, backend="auto", device_id=-1, alpha=1e-10, eps=1e-6, ranges=None)
+
+    opt_arg (meaningless for a Sum) is accepted and ignored, as in pykeops."""
+
+    framework = "numpy"
+    _MORE = ("dtype", "opt_arg", "dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks",
+             "rec_multVar_highdim", "use_fast_math")
+
+    def __init__(self, formula, aliases, varinvalias, axis=0, *more, **options):
+        options = bind_positional(self._MORE, more, options, f"KernelSolve('{formula}')")
+        options.pop("opt_arg", None)
+        self.solver = KernelSolveCore(formula, aliases, varinvalias, axis, options,
+                                      self.framework)
+
+    def __call__(self, *args, **options):
+        backend, device_id, alpha, eps = self.solver.call_options(options)
+        self.solver.check(args, backend, device_id)
+        return self.solver.solve(args, alpha, eps, backend)
