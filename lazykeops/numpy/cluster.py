@@ -37,10 +37,17 @@ class _NumpyOps:
     int64_like = staticmethod(lambda values, like: np.array(values, dtype=np.int64))
     nonzero_cols = staticmethod(lambda mask: np.nonzero(mask)[1])
     stack_cols = staticmethod(lambda a, b: np.stack((a, b), axis=1))
-    stable_argsort = staticmethod(lambda a: np.argsort(a, kind="stable"))
+    count = staticmethod(lambda idx, n: np.bincount(idx, minlength=n))
     # np.bincount sums in float64 whatever the weights' dtype, as pykeops's numpy code does.
     segment_sum = staticmethod(lambda idx, values, n: np.bincount(idx, weights=values,
                                                                   minlength=n))
+
+    @staticmethod
+    def stable_argsort(labels):
+        # numpy's stable sort is a radix sort on 16-bit integers, a merge sort otherwise.
+        if labels.shape[0] and 0 <= labels.min() and labels.max() < 2 ** 16:
+            labels = labels.astype(np.uint16)
+        return np.argsort(labels, kind="stable")
 
     @staticmethod
     def unique_inverse(a):

@@ -13,6 +13,7 @@ comparisons, `.reshape`, `.sum(axis)`, `.cumsum(0)`, `.any()`, `.tolist()` is sh
     arange(n, like)           int64 0..n-1 on `like`'s device
     zeros_int64(n, like), int64_like(list of ints, like)
     unique_inverse(a)         (labels of a 1-D array's distinct values in sorted order, count)
+    count(idx, n)             occurrences of each index in [0, n)
     segment_sum(idx, values, n)  sums of `values` per index in [0, n), pykeops's dtype rules
     stable_argsort(a)
     nonzero_cols(mask)        column index of each True entry of a 2-D mask, row-major order
@@ -28,6 +29,8 @@ from ..errors import LazyKeOpsError
 
 # Integers below 2**53 are exact in float64, so cell offsets under this bound convert safely.
 _EXACT_FLOAT_INTEGERS = 2.0 ** 53
+# Up to this many possible cells per point, cells are ranked with a table, not a sort.
+_DENSE_KEYS_PER_POINT = 4
 
 
 def bad_argument(fn, arg, expected, got):
@@ -140,7 +143,12 @@ def _labels_from_offsets(ops, cells, lo, spans):
     strides = [math.prod(spans[k + 1:]) for k in range(len(spans))]
     offsets = ops.to_int64(ops.to_float64(cells) - lo)
     key = (offsets * ops.int64_like([int(s) for s in strides], offsets)).sum(1)
-    return ops.unique_inverse(key)[0]
+    n_keys = math.prod(spans)
+    if n_keys > _DENSE_KEYS_PER_POINT * key.shape[0] + 2 ** 16:
+        return ops.unique_inverse(key)[0]
+    # Few possible keys: a table of occupied cells replaces unique's sort.
+    rank_of_key = ops.to_int64(ops.count(key, int(n_keys)) > 0).cumsum(0) - 1
+    return rank_of_key[key]
 
 
 def _labels_axis_by_axis(ops, cells):

@@ -35,6 +35,7 @@ class _TorchOps:
     nonzero_cols = staticmethod(lambda mask: torch.nonzero(mask)[:, 1])
     stack_cols = staticmethod(lambda a, b: torch.stack((a, b), dim=1))
     stable_argsort = staticmethod(lambda a: torch.sort(a, stable=True).indices)
+    count = staticmethod(lambda idx, n: torch.bincount(idx, minlength=n))
 
     @staticmethod
     def kind(a):
