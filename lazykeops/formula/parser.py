@@ -128,14 +128,14 @@ class _FormulaParser:
             raise self.fail(got, f"expected an integer for {what}", start)
         return value
 
-    def int_list(self, what):
-        """'(' int (',' int)* ')' with the opening parenthesis already consumed."""
+    def int_list(self, what, close=")"):
+        """int (',' int)* then `close`, the opening bracket already consumed."""
         values = []
-        if not self.accept(")"):
+        if not self.accept(close):
             values.append(self.integer(what))
             while self.accept(","):
                 values.append(self.integer(what))
-            self.expect(")", f"to close {what}")
+            self.expect(close, f"to close {what}")
         return values
 
     def build(self, op, *args, params=(), tok=None):
@@ -315,13 +315,7 @@ class _FormulaParser:
             self.i += 2
             return "ind", tuple(self.int_list("Ind(...)"))
         if self.accept("["):
-            values = []
-            if not self.accept("]"):
-                values.append(self.integer("an index list [...]"))
-                while self.accept(","):
-                    values.append(self.integer("an index list [...]"))
-                self.expect("]", "to close the index list")
-            return "ind", tuple(values)
+            return "ind", tuple(self.int_list("the index list [...]", "]"))
         return self.paren_tuple() if self.at("(") else None
 
     def paren_tuple(self):
