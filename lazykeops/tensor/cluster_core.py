@@ -127,12 +127,12 @@ def cell_labels(ops, fn, cells):
     case and distinct ones in the second."""
     if cells.shape[0] == 0:
         return ops.zeros_int64(0, cells)
-    lo, hi = ops.to_float64(ops.amin0(cells)), ops.to_float64(ops.amax0(cells))
-    bounds = lo.tolist() + hi.tolist()
-    if not all(math.isfinite(b) for b in bounds):
+    lo = ops.to_float64(ops.amin0(cells))
+    lows, highs = lo.tolist(), ops.to_float64(ops.amax0(cells)).tolist()
+    if not all(math.isfinite(b) for b in lows + highs):
         raise LazyKeOpsError(f"{fn}(): x / size must be finite, but x holds NaN or infinite "
                              "values (or size is so small that x / size overflows)")
-    spans = [h - l + 1 for l, h in zip(lo.tolist(), hi.tolist())]
+    spans = [h - l + 1 for l, h in zip(lows, highs)]
     if math.prod(spans) < _EXACT_FLOAT_INTEGERS:
         return _labels_from_offsets(ops, cells, lo, spans)
     return _labels_axis_by_axis(ops, cells)

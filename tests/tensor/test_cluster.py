@@ -33,7 +33,9 @@ class Framework:
         return self.name
 
     def arr(self, a):
-        return np.array(a) if self.name == "numpy" else torch.as_tensor(np.array(a), device=self.device)
+        if self.name == "numpy":
+            return np.array(a)
+        return torch.as_tensor(np.array(a), device=self.device)
 
     def np(self, a):
         if self.name == "numpy":
@@ -147,7 +149,8 @@ def test_cluster_centroids(fw, dtype, weighted):
     assert got.dtype == fw.arr(x).dtype and got.shape == (9, 3)
     np.testing.assert_allclose(fw.np(got), expected, rtol=tol, atol=tol)
     # A longer Nlab adds empty clusters at the end.
-    longer = fw.cl.cluster_centroids(fw.arr(x), fw.arr(lab), Nlab=fw.arr(np.bincount(lab, minlength=11)),
+    longer = fw.cl.cluster_centroids(fw.arr(x), fw.arr(lab),
+                                     Nlab=fw.arr(np.bincount(lab, minlength=11)),
                                      weights=None if w is None else fw.arr(w))
     np.testing.assert_allclose(fw.np(longer)[:9], expected, rtol=tol, atol=tol)
     assert np.isnan(fw.np(longer)[9:]).all()
@@ -162,7 +165,8 @@ def test_cluster_ranges_centroids(fw):
     np.testing.assert_allclose(fw.np(centroids), centroids_by_loops(x, lab, None, 6), rtol=1e-12)
     assert counts.dtype == (np.float64 if fw.name == "numpy" else torch.float32)
     np.testing.assert_array_equal(fw.np(counts), [sum(lab == k) for k in range(6)])
-    ranges, centroids, totals = fw.cl.cluster_ranges_centroids(fw.arr(x), fw.arr(lab), weights=fw.arr(w))
+    ranges, centroids, totals = fw.cl.cluster_ranges_centroids(fw.arr(x), fw.arr(lab),
+                                                               weights=fw.arr(w))
     used = np.maximum(w, 1e-9) if fw.name != "numpy" else w
     np.testing.assert_allclose(fw.np(totals), [sum(used[lab == k]) for k in range(6)], rtol=1e-12)
     np.testing.assert_allclose(fw.np(centroids), centroids_by_loops(x, lab, used, 6), rtol=1e-12)
@@ -225,7 +229,8 @@ def test_from_matrix(fw, mask_dtype):
     if fw.name == "numpy":
         assert dtypes == [np.int64] * 6
     else:  # pykeops hands torch ranges back in their own dtype
-        assert dtypes == [torch.int32, torch.int64, torch.int64, torch.int64, torch.int64, torch.int32]
+        i32, i64 = torch.int32, torch.int64
+        assert dtypes == [i32, i64, i64, i64, i64, i32]
     assert fw.cl.swap_axes(got) == (*got[3:], *got[:3])
     assert fw.cl.swap_axes(None) is None
 
@@ -248,7 +253,8 @@ def bad_calls(fw):
         (lambda: cl.cluster_ranges(None, Nlab=a(np.array([1.5, 2.0]))), "'Nlab' must hold whole"),
         (lambda: cl.cluster_centroids(x, a(np.array([0, 1]))), "one label per point (4)"),
         (lambda: cl.cluster_centroids(x, lab, Nlab=a(np.array([4]))), "'Nlab' must have an entry"),
-        (lambda: cl.cluster_centroids(x, lab, weights=a(np.ones(3))), "'weights' must have shape (4,)"),
+        (lambda: cl.cluster_centroids(x, lab, weights=a(np.ones(3))),
+         "'weights' must have shape (4,)"),
         (lambda: cl.cluster_centroids(x, lab, weights=a(np.ones(4)), weights_c=a(np.ones(3))),
          "'weights_c' must have shape (2,)"),
         (lambda: cl.cluster_ranges_centroids(x, a(np.array([0, 1, 1]))), "one label per point"),
@@ -257,7 +263,8 @@ def bad_calls(fw):
         (lambda: cl.from_matrix(r, r, a(np.ones((2, 3), bool))), "'keep' must have shape (2, 2)"),
         (lambda: cl.from_matrix(r, r, a(np.full((2, 2), 2))), "'keep' must hold only 0 and 1"),
         (lambda: cl.from_matrix(r, r, a(np.ones((2, 2)))), "'keep' must be a boolean"),
-        (lambda: cl.from_matrix(a(np.array([[3, 1]])), r, a(np.ones((1, 2), bool))), "0 <= start <= end"),
+        (lambda: cl.from_matrix(a(np.array([[3, 1]])), r, a(np.ones((1, 2), bool))),
+         "0 <= start <= end"),
         (lambda: cl.from_matrix(a(np.array([0, 1])), r, a(np.ones((1, 2), bool))), "shape (n, 2)"),
         (lambda: cl.swap_axes((r, r)), "the 6-tuple returned by from_matrix"),
     ]
@@ -309,7 +316,8 @@ def test_cluster_modules_import_little():
         "import sys, types, importlib.util\n"
         "sys.modules['torch'] = None\n"
         "import lazykeops\n"
-        f"pkg = types.ModuleType('lazykeops.numpy'); pkg.__path__ = [{str(ROOT / 'lazykeops/numpy')!r}]\n"
+        "pkg = types.ModuleType('lazykeops.numpy')\n"
+        f"pkg.__path__ = [{str(ROOT / 'lazykeops/numpy')!r}]\n"
         "sys.modules['lazykeops.numpy'] = pkg\n"
         "import lazykeops.numpy.cluster as c\n"
         "import numpy as np\n"
