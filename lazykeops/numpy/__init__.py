@@ -23,7 +23,10 @@ from .kernels import Kernel, kernel_product  # noqa: E402 (needs Genred above)
 from ..tensor.kernel_solve import KernelSolve  # noqa: E402
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("numpy")
+from ..tensor.lazy_api import complex_class  # noqa: E402
+ComplexLazyTensor = complex_class(LazyTensor)
 
 __all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
            "Kernel", "kernel_product"]
 __all__ += ["KernelSolve"]
+__all__ += ["ComplexLazyTensor"]

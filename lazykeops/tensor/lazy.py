@@ -32,6 +32,22 @@ def _framework_of(x):
     return None
 
 
+# ---- complex data (tensor/lazy_complex.py) ---------------------------------------------
+# LazyTensor(complex array, number or list) is a ComplexLazyTensor, as in pykeops: the
+# constructor hands such data to `complex_init(t, x, axis)`, which lazy_complex.py sets (it
+# changes t's class). The checks stay off the real path: a dtype name, a number's type.
+COMPLEX_DTYPES = frozenset(("complex32", "complex64", "complex128"))
+
+
+def complex_init(t, x, axis):
+    raise LazyKeOpsError("complex data needs lazykeops.torch or lazykeops.numpy")
+
+
+def _is_complex_number(v):
+    return isinstance(v, numbers.Complex) and not isinstance(v, numbers.Real)
+# ---- end of complex data -----------------------------------------------------------------
+
+
 def _shape_text(t):
     return str(tuple(t.shape))
 
@@ -64,6 +80,9 @@ class LazyTensor:
         if isinstance(x, bool) or not isinstance(x, (numbers.Number, list, tuple)):
             raise LazyKeOpsError(f"LazyTensor expects a torch tensor, a numpy array, a number "
                                  f"or a list of numbers, got {type(x).__name__}")
+        if _is_complex_number(x) or isinstance(x, (list, tuple)) and \
+                any(map(_is_complex_number, x)):  # complex data: see complex_init
+            return complex_init(self, x, axis)
         if isinstance(x, numbers.Integral):
             self.op, self.params, self.dim = "IntCst", (int(x),), 1
         elif isinstance(x, (numbers.Real, list, tuple)):
@@ -77,6 +96,8 @@ class LazyTensor:
         if self.framework_name not in (None, backend.name):
             raise LazyKeOpsError(f"lazykeops.{self.framework_name}.LazyTensor got a "
                                  f"{backend.name} array; use lazykeops.{backend.name}")
+        if backend.dtype_name(x) in COMPLEX_DTYPES:  # complex data: see complex_init
+            return complex_init(self, x, axis)
         self.framework, self.dtype, self.device = backend.name, backend.dtype_name(x), \
             backend.device(x)
         # data keeps the canonical layout (..., N, 1, D), (..., 1, M, D) or (..., 1, 1, D):

@@ -1,14 +1,17 @@
-"""The public LazyTensor entry points of one framework: the pinned class and Vi, Vj, Pm."""
+"""The public LazyTensor entry points of one framework: the pinned class and Vi, Vj, Pm,
+and its ComplexLazyTensor (`complex_class(LazyTensor)`, made with it)."""
 
 from ..formula.node import CAT_I, CAT_J, CAT_P
 from . import lazy_linear, lazy_pykeops, lazy_reduce  # noqa: F401  (attach methods to LazyTensor)
 from .lazy import LazyTensor
+from .lazy_complex import complex_class, pinned_complex_class  # noqa: F401  (re-exported)
 
 
 def make_lazy_api(framework):
     """(LazyTensor class, Vi, Vj, Pm) accepting only `framework`'s arrays."""
     cls = type("LazyTensor", (LazyTensor,), {"framework_name": framework,
                                                "__module__": f"lazykeops.{framework}"})
+    pinned_complex_class(cls, framework)  # LazyTensor(complex array) gives one of these
 
     def helper(cat, axis):
         def make(x, dim=None):

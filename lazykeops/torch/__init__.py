@@ -19,7 +19,10 @@ generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("torch")
+from ..tensor.lazy_api import complex_class  # noqa: E402
+ComplexLazyTensor = complex_class(LazyTensor)
 
 __all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
            "Kernel", "kernel_product"]
 __all__ += ["KernelSolve"]
+__all__ += ["ComplexLazyTensor"]

@@ -1,0 +1,470 @@
+"""ComplexLazyTensor: LazyTensors of complex data, pykeops 2.3's ComplexLazyTensor.
+
+A complex LazyTensor of complex dimension D is held as a real one of dimension 2D, the
+interleaved (re, im) pairs of formula/complex.py: leaves wrap the real view of the data
+(torch.view_as_real, numpy's .view of the float type), operations are the complex formula
+ops, reductions run on the real formula and come back as complex arrays
+(torch.view_as_complex keeps autograd: gradients reach complex inputs as torch defines
+them). Each ComplexLazyTensor mirrors the attributes of that real LazyTensor (`_real`), so
+that sizes, batch dims and formulas read the same, while `shape`, `ndim` and `dtype` speak
+of the complex values: (..., N, M, D), D, "complex64"/"complex128". Operations build on
+the `_real` twins, so the merging and lowering code of lazy.py never sees a complex dtype.
+
+Arithmetic follows pykeops's dispatch: complex * real of dimension 1 is ComplexRealScal,
+complex with real of larger dimension goes through Real2Complex, complex scalars (D = 1)
+broadcast. Real LazyTensors gain `real2complex`, `imag2complex`, `exp1j` and `is_complex`,
+their + - * / accept complex operands, `K @ v` accepts complex v and `sumsoftmaxweight` a
+complex weight (attached at the bottom, as lazy_reduce.py attaches its methods).
+
+Deliberate differences from pykeops (whose ComplexLazyTensor inherits every real method):
+Python numbers work on both sides of + - * / (pykeops raises AttributeError); z ** n for
+integers n, z.square(), z[k], z.sqnorm2(), z.norm2(), z.sqdist(w), K @ v with a complex K
+are complex-aware; ops with no complex meaning (sin, log, comparisons, |, min, max,
+logsumexp, K-min selections, ...) raise LazyKeOpsError instead of computing them on the
+separate real and imaginary parts.
+"""
+
+import numbers
+
+from ..errors import LazyKeOpsError
+from . import lazy, lazy_linear, lazy_reduce
+from .backends import get_backend
+from ..formula.node import TEXT_LIMIT, render
+from .lazy import COMPLEX_DTYPES, LazyTensor, _framework_of, _is_complex_number
+
+# The ops a ComplexLazyTensor may go through (formula/complex.py and the real ops that
+# mean the same on pairs), by whether their result is complex or real.
+COMPLEX_RESULT = {"ComplexAdd", "ComplexSubtract", "ComplexMult", "ComplexDivide", "Conj",
+                  "ComplexExp", "ComplexRealScal", "ComplexSum", "ComplexSumT", "Minus",
+                  "Concat", "Normalize"}
+REAL_RESULT = {"ComplexReal", "ComplexImag", "ComplexAbs", "ComplexAngle",
+               "ComplexSquareAbs", "SqNorm2", "Norm2"}
+
+_REAL_OF = {"complex32": "float16", "complex64": "float32", "complex128": "float64"}
+_COMPLEX_OF = {v: k for k, v in _REAL_OF.items()}
+
+
+class ComplexLazyTensor(LazyTensor):
+    """A LazyTensor of complex values: `ComplexLazyTensor(z[:, None, :])` for a complex
+    array z (as LazyTensor(z) does), or of a real array / Python numbers, seen as complex."""
+
+    _real_class = LazyTensor  # the framework-pinned real class (make_lazy_api)
+    _real = None              # the real LazyTensor of the (re, im) pairs
+    is_complex = True
+
+    def __init__(self, x=None, axis=None):
+        complex_init(self, x, axis)
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def dtype(self):
+        return _COMPLEX_OF.get(self.__dict__.get("dtype"))
+
+    @dtype.setter
+    def dtype(self, value):
+        self.__dict__["dtype"] = _REAL_OF.get(value, value)
+
+    @property
+    def ndim(self):
+        return self.dim // 2
+
+    @property
+    def shape(self):
+        d = self.dim // 2
+        return (*self.batch, self.ni or 1, self.nj or 1) + ((d,) if d > 1 else ())
+
+    @property
+    def _dtype(self):  # pykeops's name of the real type of the pairs
+        return self.__dict__.get("dtype")
+
+    def __str__(self):
+        (node,), _ = lazy_reduce.lower([self._real])
+        return f"lazykeops ComplexLazyTensor\n    formula: {render(node, TEXT_LIMIT)}\n" \
+               f"    shape: {self.shape}"
+
+    __repr__ = __str__
+    __hash__ = object.__hash__
+
+    @property
+    def real(self):
+        return _twin(self)._apply("ComplexReal")
+
+    @property
+    def imag(self):
+        return _twin(self)._apply("ComplexImag")
+
+    def _apply(self, op, *others, params=()):
+        # Every real method of LazyTensor builds through _apply: on the pairs they would
+        # compute something else than their complex meaning, so only the complex ops pass
+        # (pykeops's unary("Conj"), binary(w, "ComplexMult"), ...).
+        if op not in COMPLEX_RESULT and op not in REAL_RESULT:
+            raise LazyKeOpsError(f"{op} is not defined for a ComplexLazyTensor (shape "
+                                 f"{self.shape}); use .real, .imag, abs() or angle() first")
+        out = self._real._apply(op, *[_twin(_operand(o)) for o in others], params=params)
+        return _as_complex(out) if op in COMPLEX_RESULT else out
+
+    # ------------------------------------------------------------------ math
+    def conj(self): return _unary(self, "Conj")
+    def exp(self): return _unary(self, "ComplexExp")
+    def angle(self): return _twin(self)._apply("ComplexAngle")
+    def abs(self): return _twin(self)._apply("ComplexAbs")
+    __abs__ = abs
+    def __neg__(self): return _unary(self, "Minus")
+    def square(self): return _binary(self, "ComplexMult", self)
+    def sqnorm2(self): return _twin(self)._apply("SqNorm2")   # sum of |z_k|^2, real
+    def norm2(self): return _twin(self)._apply("Norm2")
+    def normalize(self): return _unary(self, "Normalize")
+    def sqdist(self, other): return (self - other).sqnorm2()
+
+    def __pow__(self, n):
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n == 0:
+            raise LazyKeOpsError(f"a ComplexLazyTensor (shape {self.shape}) has powers with "
+                                 f"nonzero integer exponents only, got {n!r}")
+        result, base, k = None, self, abs(int(n))
+        while k:  # by squaring: log2(n) ComplexMult nodes
+            if k & 1:
+                result = base if result is None else result * base
+            k >>= 1
+            if k:
+                base = base.square()
+        return 1 / result if n < 0 else result
+
+    power = __pow__
+
+    def __add__(self, o): return _binary(self, "ComplexAdd", _complexified(o))
+    def __radd__(self, o): return _binary(_complexified(o), "ComplexAdd", self)
+    def __sub__(self, o): return _binary(self, "ComplexSubtract", _complexified(o))
+    def __rsub__(self, o): return _binary(_complexified(o), "ComplexSubtract", self)
+    def __truediv__(self, o):
+        o = _operand(o)
+        if not o.is_complex and o.dim == 1:  # dividing pairs by a real scalar is exact
+            return _as_complex(_twin(self)._apply("Divide", o))
+        return _binary(self, "ComplexDivide", _complexified(o))
+    def __rtruediv__(self, o): return _binary(_complexified(o), "ComplexDivide", self)
+
+    def __mul__(self, o):
+        o = _operand(o)
+        if not o.is_complex and o.dim == 1:
+            return _as_complex(o._apply("ComplexRealScal", _twin(self)))
+        return _binary(self, "ComplexMult", _complexified(o))
+
+    __rmul__ = __mul__  # complex products commute
+
+    def sum(self, axis=-1, dim=None, **kwargs):
+        dim = axis if dim is None else dim
+        if self._is_inner_dim(dim):
+            if kwargs:
+                raise LazyKeOpsError(f"sum over the last dimension takes no keyword "
+                                     f"arguments, got {sorted(kwargs)}")
+            return _unary(self, "ComplexSum")
+        return complex_reduce(self, "Sum", dim, **kwargs)
+
+    def sum_reduction(self, axis=None, dim=None, **kwargs):
+        return complex_reduce(self, "Sum", lazy_reduce._dim(self, axis, dim), **kwargs)
+
+    # ------------------------------------------------------------------ components
+    def elem(self, i):
+        return self.extract(i, 1)
+
+    def extract(self, start, length):
+        if not all(isinstance(v, numbers.Integral) for v in (start, length)):
+            raise LazyKeOpsError(f"extract(start, length) takes integers, got {start!r}, "
+                                 f"{length!r}")
+        return _as_complex(_twin(self)._apply("Extract", params=(2 * start, 2 * length)))
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == self.nbatchdims + 3 and \
+                all(k == slice(None) for k in key[:-1]):
+            key = key[-1]
+        d = self.dim // 2
+        if isinstance(key, numbers.Integral) and -d <= key < d:
+            return self.elem(key % d)
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(d)
+            if stop > start:
+                return self.extract(start, stop - start)
+        raise LazyKeOpsError(f"ComplexLazyTensor indexing takes an integer or a non-empty "
+                             f"slice k:l of the last dimension (D = {d}), got {key!r}")
+
+    def concat(self, other):
+        return _binary(self, "Concat", _complexified(other))
+
+    # ------------------------------------------------------------------ linear operator
+    def __matmul__(self, v, **options): return complex_matmul(self, v, **options)
+    def matvec(self, v): return complex_matmul(self, v)
+    def rmatvec(self, v): return complex_matmul(self.t(), v)
+    def t(self): return _as_complex(lazy_linear.transpose(_twin(self)))
+    T = property(t)
+
+    def dense(self, limit=lazy_linear.DENSE_LIMIT):
+        full = _to_complex(_twin(self).dense(limit), self.framework)
+        return full.reshape(self.shape)
+
+    # ------------------------------------------------------------------ refused
+    def real2complex(self): raise _refused(self, "real2complex", "it is complex already")
+    def imag2complex(self): raise _refused(self, "imag2complex", "it is complex already")
+    def exp1j(self): raise _refused(self, "exp1j", "use (1j * z).exp()")
+    def __or__(self, o): raise _refused(self, "|", "(z * w.conj()).sum() is the "
+                                                   "Hermitian product")
+    __ror__ = __or__
+
+
+def _refused(t, what, hint):
+    return LazyKeOpsError(f"{what} is not defined for a ComplexLazyTensor (shape {t.shape}): "
+                          f"{hint}")
+
+
+def _refuse_method(name, hint):
+    def method(self, *args, **kwargs):
+        raise _refused(self, name, hint)
+
+    method.__name__ = name
+    return method
+
+
+_UNORDERED = "complex numbers are not ordered"
+for _name in ("min", "max", "argmin", "argmax", "min_reduction", "max_reduction",
+              "argmin_reduction", "argmax_reduction", "min_argmin", "max_argmax",
+              "min_argmin_reduction", "max_argmax_reduction", "Kmin", "argKmin",
+              "Kmin_argKmin", "Kmin_reduction", "argKmin_reduction",
+              "Kmin_argKmin_reduction", "__lt__", "__le__", "__gt__", "__ge__"):
+    setattr(ComplexLazyTensor, _name, _refuse_method(_name, _UNORDERED))
+for _name, _hint in (("logsumexp", "reduce .real or abs() instead"),
+                     ("logsumexp_reduction", "reduce .real or abs() instead"),
+                     ("sumsoftmaxweight", "the softmax weights must be real: use a real "
+                                          "LazyTensor with a complex weight"),
+                     ("sumsoftmaxweight_reduction", "use a real LazyTensor with a complex "
+                                                    "weight"),
+                     ("solve", "not implemented for complex operators"),
+                     ("grad", "differentiate .real and .imag, or use torch autograd"),
+                     ("diff", "differentiate .real and .imag, or use torch autograd"),
+                     ("keops_tensordot", "not implemented for complex LazyTensors"),
+                     ("keops_kron", "not implemented for complex LazyTensors")):
+    setattr(ComplexLazyTensor, _name, _refuse_method(_name, _hint))
+
+
+# ------------------------------------------------------------------ construction
+_COMPLEX_CLASSES = {LazyTensor: ComplexLazyTensor}
+
+
+def complex_class(real_class):
+    """The ComplexLazyTensor class that goes with a (framework-pinned) LazyTensor class."""
+    return _COMPLEX_CLASSES.get(real_class, ComplexLazyTensor)
+
+
+def pinned_complex_class(real_class, framework):
+    """The ComplexLazyTensor of one framework, a subclass of its LazyTensor class too (so
+    that `x_real + z` asks z first, as Python does for subclasses)."""
+    cls = type("ComplexLazyTensor", (ComplexLazyTensor, real_class),
+               {"_real_class": real_class, "__module__": f"lazykeops.{framework}"})
+    _COMPLEX_CLASSES[real_class] = _COMPLEX_CLASSES[cls] = cls
+    _REAL_OPERANDS.add(real_class)
+    return cls
+
+
+def complex_init(t, x, axis):
+    """Make t (a LazyTensor being constructed) the ComplexLazyTensor of the data x."""
+    cls = type(t) if isinstance(t, ComplexLazyTensor) else complex_class(type(t))
+    real_class = cls._real_class
+    framework = _framework_of(x)
+    if framework is not None:
+        backend = get_backend(framework)
+        if backend.dtype_name(x) in COMPLEX_DTYPES:
+            real = real_class(_pairs_of_array(x, framework), axis=axis)
+        else:  # a real array, seen as complex
+            real = real_class(x, axis=axis)._apply("Real2Complex")
+    elif isinstance(x, numbers.Number) or isinstance(x, (list, tuple)):
+        values = x if isinstance(x, (list, tuple)) else [x]
+        if not values or not all(isinstance(v, numbers.Number) and not isinstance(v, bool)
+                                 for v in values):
+            raise LazyKeOpsError(f"ComplexLazyTensor of a list takes a non-empty list of "
+                                 f"numbers, got {x!r}")
+        real = real_class([float(p) for v in values for p in (complex(v).real,
+                                                               complex(v).imag)])
+    else:
+        raise LazyKeOpsError(f"ComplexLazyTensor expects a torch tensor, a numpy array, a "
+                             f"number or a list of numbers, got {type(x).__name__}")
+    t.__class__ = cls
+    _adopt(t, real)
+
+
+def _pairs_of_array(x, framework):
+    """The real (..., 2D) view of a complex (..., D) array ((2,) for a 0-d one)."""
+    if framework == "torch":
+        import torch
+
+        pairs = torch.view_as_real(x.resolve_conj())
+        return pairs.reshape(*x.shape[:-1], 2 * x.shape[-1]) if x.dim() else pairs
+    import numpy
+
+    real = numpy.dtype(_REAL_OF[str(x.dtype)])
+    return numpy.ascontiguousarray(x).reshape(x.shape or (1,)).view(real)
+
+
+def _adopt(t, real):
+    """t mirrors the real LazyTensor `real` (its pairs) and keeps it as its twin."""
+    t.__dict__.update(real.__dict__)
+    t._real = real
+
+
+def _as_complex(real):
+    out = complex_class(type(real)).__new__(complex_class(type(real)))
+    _adopt(out, real)
+    return out
+
+
+def _twin(t):
+    return t._real if isinstance(t, ComplexLazyTensor) else t
+
+
+def _operand(o):
+    """o as a LazyTensor (complex data gives a ComplexLazyTensor through LazyTensor())."""
+    return o if isinstance(o, LazyTensor) else LazyTensor(o)
+
+
+def _complexified(o):
+    o = _operand(o)
+    return o if o.is_complex else _as_complex(o._apply("Real2Complex"))
+
+
+def _unary(t, op):
+    return _as_complex(_twin(t)._apply(op))
+
+
+def _binary(a, op, b):
+    return _as_complex(_twin(a)._apply(op, _twin(b)))
+
+
+# ------------------------------------------------------------------ reductions
+def _to_complex(x, framework):
+    """A real (..., 2D) result as a complex (..., D) array (autograd kept for torch)."""
+    if framework == "torch":
+        import torch
+
+        return torch.view_as_complex(x.contiguous().reshape(*x.shape[:-1], -1, 2))
+    import numpy
+
+    return numpy.ascontiguousarray(x).view(_COMPLEX_OF[str(x.dtype)])
+
+
+def _real_out(out):
+    """A complex `out=` array as the real array of its pairs (the same memory)."""
+    if out is None or _framework_of(out) is None:
+        return out
+    if get_backend(_framework_of(out)).dtype_name(out) not in COMPLEX_DTYPES:
+        raise LazyKeOpsError(f"out= of a complex reduction must be a complex array, got "
+                             f"{get_backend(_framework_of(out)).dtype_name(out)}")
+    return _pairs_of_array(out, _framework_of(out))
+
+
+def complex_reduce(t, reduction_op, dim, weight=None, **options):
+    """A reduction of a ComplexLazyTensor (or with a complex weight), as a complex array;
+    with call=False, a reduction to call later, that gives one too."""
+    if options.get("out") is not None:
+        options["out"] = _real_out(options["out"])
+    result = lazy_reduce.reduce(_twin(t), reduction_op, dim,
+                                weight=None if weight is None else _twin(weight), **options)
+    if isinstance(result, lazy_reduce.DeferredReduction):
+        return _DeferredComplex(result, t.framework or weight.framework)
+    return _to_complex(result, t.framework or weight.framework)
+
+
+class _DeferredComplex:
+    """A complex reduction built with call=False: calling it runs it (pykeops's keywords,
+    out= a complex array) and gives the complex result."""
+
+    def __init__(self, deferred, framework):
+        self.deferred, self.framework = deferred, framework
+
+    def __call__(self, *args, **options):
+        if options.get("out") is not None:
+            options["out"] = _real_out(options["out"])
+        return _to_complex(self.deferred(*args, **options), self.framework)
+
+
+def complex_matmul(k, v, **options):
+    """K @ v for K of dimension 1 (real or complex) and v an array (complex or real)."""
+    framework = _framework_of(v)
+    if k.ndim != 1 or framework is None or not v.shape:
+        raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1 and an array v "
+                             f"of shape (M,) or (..., M, E), got K of shape {k.shape} and "
+                             f"v of type {type(v).__name__}")
+    vector = len(v.shape) == 1
+    vj = LazyTensor(v.reshape(1, v.shape[0], 1) if vector else
+                    v.reshape(*v.shape[:-2], 1, *v.shape[-2:]))
+    if k.nj is not None and vj.nj != k.nj:
+        raise LazyKeOpsError(f"K @ v: K of shape {k.shape} has M = {k.nj}, but v has shape "
+                             f"{tuple(v.shape)}")
+    product = k * vj
+    result = product.sum(dim=len(product.batch) + 1, **options)
+    return result.reshape(-1) if vector else result
+
+
+# ------------------------------------------------------------------ real LazyTensors
+def real2complex(self): return _unary(self, "Real2Complex")
+def imag2complex(self): return _unary(self, "Imag2Complex")
+def exp1j(self): return _unary(self, "ComplexExp1j")
+
+
+def _is_complex_operand(o):
+    if isinstance(o, LazyTensor):
+        return o.is_complex
+    if isinstance(o, (list, tuple)):
+        return any(map(_is_complex_number, o))
+    framework = _framework_of(o)
+    if framework is not None:
+        return get_backend(framework).dtype_name(o) in COMPLEX_DTYPES
+    return _is_complex_number(o)
+
+
+# Operand types that are never complex: the operators' fast path (pinned classes are
+# added by pinned_complex_class).
+_REAL_OPERANDS = {int, float, LazyTensor}
+_REFLECTED = {"__add__": "__radd__", "__radd__": "__add__", "__sub__": "__rsub__",
+              "__rsub__": "__sub__", "__mul__": "__rmul__", "__rmul__": "__mul__",
+              "__truediv__": "__rtruediv__", "__rtruediv__": "__truediv__"}
+
+
+def _defer_complex(name, real_method):
+    """x op o for a real x: the complex operation when o is complex."""
+    reflected = _REFLECTED[name]
+
+    def method(self, o):
+        if o.__class__ in _REAL_OPERANDS or not _is_complex_operand(o):
+            return real_method(self, o)
+        return getattr(_operand(o), reflected)(self)
+
+    method.__name__ = name
+    return method
+
+
+def _matmul(real_matmul):
+    def matmul(self, v, **options):
+        if _is_complex_operand(v):
+            return complex_matmul(self, v, **options)
+        return real_matmul(self, v, **options)
+
+    return matmul
+
+
+def _sumsoftmaxweight(real_method):
+    def sumsoftmaxweight(self, weight, axis=None, dim=None, **kwargs):
+        if _is_complex_operand(weight):
+            return complex_reduce(self, "SumSoftMaxWeight", lazy_reduce._dim(self, axis, dim),
+                                  weight=_operand(weight), **kwargs)
+        return real_method(self, weight, axis=axis, dim=dim, **kwargs)
+
+    return sumsoftmaxweight
+
+
+lazy.complex_init = complex_init
+LazyTensor.is_complex = False
+LazyTensor.real2complex = real2complex
+LazyTensor.imag2complex = imag2complex
+LazyTensor.exp1j = exp1j
+for _name in _REFLECTED:
+    setattr(LazyTensor, _name, _defer_complex(_name, getattr(LazyTensor, _name)))
+LazyTensor.__matmul__ = _matmul(LazyTensor.__matmul__)
+LazyTensor.matvec = _matmul(LazyTensor.matvec)
+LazyTensor.sumsoftmaxweight = _sumsoftmaxweight(LazyTensor.sumsoftmaxweight)
+LazyTensor.sumsoftmaxweight_reduction = LazyTensor.sumsoftmaxweight
