@@ -227,6 +227,7 @@ LazyTensor._dtype = property(lambda self: self.dtype)
 LazyTensor.batchdims = property(lambda self: self.batch or None)
 LazyTensor.formula = property(_formula)
 LazyTensor.formula2 = None
+LazyTensor.backend = None  # pykeops: set it to make this LazyTensor's reductions use one
 LazyTensor.variables = property(_variables)
 LazyTensor.symbolic_variables = property(_symbolic_variables)
 LazyTensor.axis = property(_axis)

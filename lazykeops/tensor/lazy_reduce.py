@@ -107,6 +107,8 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     else:  # the common case, without building messages
         dtype_acc = sum_scheme = backend = "auto"
         out, device_id = None, -1
+    if t.backend is not None and backend == "auto":  # pykeops's `K.backend = "CPU"`
+        backend = call_options(_what(t, reduction_op), backend=t.backend)["backend"]
     if k is not None:
         k = as_index(k, "K", _what(t, reduction_op))
     axis = reduction_axis(t, dim)

@@ -152,3 +152,13 @@ def test_solve_the_pykeops_ways(data):
         assert torch.allclose(got, want, atol=1e-8)
     with pytest.raises(LazyKeOpsError, match="symbolic j-variable"):
         K.solve(b, var=X)
+
+
+def test_backend_attribute(data):
+    x, y, _ = data
+    _, _, K, dense = gaussian(x, y)
+    K.backend = "CPU"
+    assert torch.allclose(K.sum(dim=1), dense.sum(1, keepdim=True))
+    K.backend = "GPU_5D"
+    with pytest.raises(LazyKeOpsError, match="GPU_5D"):
+        K.sum(dim=1)
