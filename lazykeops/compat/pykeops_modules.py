@@ -98,6 +98,7 @@ MODULES = {
     "pykeops.common": Alias(True),
     "pykeops.common.lazy_tensor": Alias(names={
         "GenericLazyTensor": Ref("lazykeops.tensor.lazy", "LazyTensor"),
+        "ComplexGenericLazyTensor": Ref("lazykeops.tensor.lazy_complex", "ComplexLazyTensor"),
     }),
     **_front_end("torch"),
     **_front_end("numpy"),

@@ -46,6 +46,20 @@ def test_same_objects_both_ways(pykeops):
     assert not isinstance(pykeops.numpy.Vi(np.ones((4, 2))), pykeops.torch.LazyTensor)
 
 
+def test_solver_and_complex_names(pykeops):
+    from pykeops.common.lazy_tensor import ComplexGenericLazyTensor
+    from pykeops.numpy.operations import KernelSolve as NumpyKernelSolve
+    from pykeops.torch import ComplexLazyTensor, KernelSolve
+    from pykeops.torch.lazytensor.LazyTensor import ComplexLazyTensor as DeepComplex
+
+    assert KernelSolve is lazykeops.torch.KernelSolve
+    assert NumpyKernelSolve is lazykeops.numpy.KernelSolve
+    assert ComplexLazyTensor is DeepComplex is lazykeops.torch.ComplexLazyTensor
+    z = ComplexLazyTensor(torch.randn(4, 1, 2, dtype=torch.complex64))
+    assert isinstance(z, ComplexGenericLazyTensor)
+    assert not isinstance(lazykeops.torch.Vi(torch.rand(4, 2)), ComplexGenericLazyTensor)
+
+
 def test_module_attributes(pykeops):
     assert pykeops.__version__ == "2.3" and pykeops.lazykeops_version == lazykeops.__version__
     assert importlib.util.find_spec("pykeops") is sys.modules["pykeops"].__spec__
