@@ -3,25 +3,25 @@
 A complex LazyTensor of complex dimension D is held as a real one of dimension 2D, the
 interleaved (re, im) pairs of formula/complex.py: leaves wrap the real view of the data
 (torch.view_as_real, numpy's .view of the float type), operations are the complex formula
-ops, reductions run on the real formula and come back as complex arrays
-(torch.view_as_complex keeps autograd: gradients reach complex inputs as torch defines
-them). Each ComplexLazyTensor mirrors the attributes of that real LazyTensor (`_real`), so
-that sizes, batch dims and formulas read the same, while `shape`, `ndim` and `dtype` speak
-of the complex values: (..., N, M, D), D, "complex64"/"complex128". Operations build on
-the `_real` twins, so the merging and lowering code of lazy.py never sees a complex dtype.
+ops. Each ComplexLazyTensor mirrors the attributes of that real LazyTensor (its `_real`
+twin), so that sizes, batch dims and formulas read the same, while `shape`, `ndim` and
+`dtype` speak of the complex values: (..., N, M, D), D, "complex64"/"complex128"
+(`_shape` and `_dtype` are the pairs', as in pykeops). Operations build on the twins, so
+the merging and lowering code of lazy.py never meets a complex dtype.
+
+This module owns construction (the hook of lazy.py's constructor, the per-framework
+classes) and the elementwise operations; reductions, K @ v, dense() and the complex side
+of real LazyTensors are in lazy_complex_reduce.py, attached to the classes there.
 
 Arithmetic follows pykeops's dispatch: complex * real of dimension 1 is ComplexRealScal,
 complex with real of larger dimension goes through Real2Complex, complex scalars (D = 1)
-broadcast. Real LazyTensors gain `real2complex`, `imag2complex`, `exp1j` and `is_complex`,
-their + - * / accept complex operands, `K @ v` accepts complex v and `sumsoftmaxweight` a
-complex weight (attached at the bottom, as lazy_reduce.py attaches its methods).
-
-Deliberate differences from pykeops (whose ComplexLazyTensor inherits every real method):
-Python numbers work on both sides of + - * / (pykeops raises AttributeError); z ** n for
-integers n, z.square(), z[k], z.sqnorm2(), z.norm2(), z.sqdist(w), K @ v with a complex K
-are complex-aware; ops with no complex meaning (sin, log, comparisons, |, min, max,
-logsumexp, K-min selections, ...) raise LazyKeOpsError instead of computing them on the
-separate real and imaginary parts.
+broadcast. Deliberate differences from pykeops, whose ComplexLazyTensor inherits every
+real method and applies it to the pairs: Python numbers work on both sides of + - * /
+(pykeops raises AttributeError); z ** n for integers n, z.square(), z[k], z.extract,
+z.sqnorm2(), z.norm2(), z.sqdist(w), z.normalize() and z.concat(w) have their complex
+meaning; ops without one (sin, log, comparisons, |, min, max, logsumexp, K-min
+selections, ...) raise LazyKeOpsError rather than computing on the pairs; `ndim` is D
+(pykeops: 2D, its internal dimension).
 """
 
 import numbers
@@ -30,7 +30,7 @@ from ..errors import LazyKeOpsError
 from . import lazy, lazy_linear, lazy_reduce
 from .backends import get_backend
 from ..formula.node import TEXT_LIMIT, render
-from .lazy import COMPLEX_DTYPES, LazyTensor, _framework_of, _is_complex_number
+from .lazy import COMPLEX_DTYPES, LazyTensor, _framework_of
 
 # The ops a ComplexLazyTensor may go through (formula/complex.py and the real ops that
 # mean the same on pairs), by whether their result is complex or real.
@@ -150,18 +150,6 @@ class ComplexLazyTensor(LazyTensor):
 
     __rmul__ = __mul__  # complex products commute
 
-    def sum(self, axis=-1, dim=None, **kwargs):
-        dim = axis if dim is None else dim
-        if self._is_inner_dim(dim):
-            if kwargs:
-                raise LazyKeOpsError(f"sum over the last dimension takes no keyword "
-                                     f"arguments, got {sorted(kwargs)}")
-            return _unary(self, "ComplexSum")
-        return complex_reduce(self, "Sum", dim, **kwargs)
-
-    def sum_reduction(self, axis=None, dim=None, **kwargs):
-        return complex_reduce(self, "Sum", lazy_reduce._dim(self, axis, dim), **kwargs)
-
     # ------------------------------------------------------------------ components
     def elem(self, i):
         return self.extract(i, 1)
@@ -189,16 +177,9 @@ class ComplexLazyTensor(LazyTensor):
     def concat(self, other):
         return _binary(self, "Concat", _complexified(other))
 
-    # ------------------------------------------------------------------ linear operator
-    def __matmul__(self, v, **options): return complex_matmul(self, v, **options)
-    def matvec(self, v): return complex_matmul(self, v)
-    def rmatvec(self, v): return complex_matmul(self.t(), v)
+    # ------------------------------------------------------------------ structure
     def t(self): return _as_complex(lazy_linear.transpose(_twin(self)))
     T = property(t)
-
-    def dense(self, limit=lazy_linear.DENSE_LIMIT):
-        full = _to_complex(_twin(self).dense(limit), self.framework)
-        return full.reshape(self.shape)
 
     # ------------------------------------------------------------------ refused
     def real2complex(self): raise _refused(self, "real2complex", "it is complex already")
@@ -245,6 +226,9 @@ for _name, _hint in (("logsumexp", "reduce .real or abs() instead"),
 
 # ------------------------------------------------------------------ construction
 _COMPLEX_CLASSES = {LazyTensor: ComplexLazyTensor}
+# Operand types that are never complex: the operators' fast path (pinned classes are
+# added by pinned_complex_class).
+_REAL_OPERANDS = {int, float, LazyTensor}
 
 
 def complex_class(real_class):
@@ -335,136 +319,4 @@ def _binary(a, op, b):
     return _as_complex(_twin(a)._apply(op, _twin(b)))
 
 
-# ------------------------------------------------------------------ reductions
-def _to_complex(x, framework):
-    """A real (..., 2D) result as a complex (..., D) array (autograd kept for torch)."""
-    if framework == "torch":
-        import torch
-
-        return torch.view_as_complex(x.contiguous().reshape(*x.shape[:-1], -1, 2))
-    import numpy
-
-    return numpy.ascontiguousarray(x).view(_COMPLEX_OF[str(x.dtype)])
-
-
-def _real_out(out):
-    """A complex `out=` array as the real array of its pairs (the same memory)."""
-    if out is None or _framework_of(out) is None:
-        return out
-    if get_backend(_framework_of(out)).dtype_name(out) not in COMPLEX_DTYPES:
-        raise LazyKeOpsError(f"out= of a complex reduction must be a complex array, got "
-                             f"{get_backend(_framework_of(out)).dtype_name(out)}")
-    return _pairs_of_array(out, _framework_of(out))
-
-
-def complex_reduce(t, reduction_op, dim, weight=None, **options):
-    """A reduction of a ComplexLazyTensor (or with a complex weight), as a complex array;
-    with call=False, a reduction to call later, that gives one too."""
-    if options.get("out") is not None:
-        options["out"] = _real_out(options["out"])
-    result = lazy_reduce.reduce(_twin(t), reduction_op, dim,
-                                weight=None if weight is None else _twin(weight), **options)
-    if isinstance(result, lazy_reduce.DeferredReduction):
-        return _DeferredComplex(result, t.framework or weight.framework)
-    return _to_complex(result, t.framework or weight.framework)
-
-
-class _DeferredComplex:
-    """A complex reduction built with call=False: calling it runs it (pykeops's keywords,
-    out= a complex array) and gives the complex result."""
-
-    def __init__(self, deferred, framework):
-        self.deferred, self.framework = deferred, framework
-
-    def __call__(self, *args, **options):
-        if options.get("out") is not None:
-            options["out"] = _real_out(options["out"])
-        return _to_complex(self.deferred(*args, **options), self.framework)
-
-
-def complex_matmul(k, v, **options):
-    """K @ v for K of dimension 1 (real or complex) and v an array (complex or real)."""
-    framework = _framework_of(v)
-    if k.ndim != 1 or framework is None or not v.shape:
-        raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1 and an array v "
-                             f"of shape (M,) or (..., M, E), got K of shape {k.shape} and "
-                             f"v of type {type(v).__name__}")
-    vector = len(v.shape) == 1
-    vj = LazyTensor(v.reshape(1, v.shape[0], 1) if vector else
-                    v.reshape(*v.shape[:-2], 1, *v.shape[-2:]))
-    if k.nj is not None and vj.nj != k.nj:
-        raise LazyKeOpsError(f"K @ v: K of shape {k.shape} has M = {k.nj}, but v has shape "
-                             f"{tuple(v.shape)}")
-    product = k * vj
-    result = product.sum(dim=len(product.batch) + 1, **options)
-    return result.reshape(-1) if vector else result
-
-
-# ------------------------------------------------------------------ real LazyTensors
-def real2complex(self): return _unary(self, "Real2Complex")
-def imag2complex(self): return _unary(self, "Imag2Complex")
-def exp1j(self): return _unary(self, "ComplexExp1j")
-
-
-def _is_complex_operand(o):
-    if isinstance(o, LazyTensor):
-        return o.is_complex
-    if isinstance(o, (list, tuple)):
-        return any(map(_is_complex_number, o))
-    framework = _framework_of(o)
-    if framework is not None:
-        return get_backend(framework).dtype_name(o) in COMPLEX_DTYPES
-    return _is_complex_number(o)
-
-
-# Operand types that are never complex: the operators' fast path (pinned classes are
-# added by pinned_complex_class).
-_REAL_OPERANDS = {int, float, LazyTensor}
-_REFLECTED = {"__add__": "__radd__", "__radd__": "__add__", "__sub__": "__rsub__",
-              "__rsub__": "__sub__", "__mul__": "__rmul__", "__rmul__": "__mul__",
-              "__truediv__": "__rtruediv__", "__rtruediv__": "__truediv__"}
-
-
-def _defer_complex(name, real_method):
-    """x op o for a real x: the complex operation when o is complex."""
-    reflected = _REFLECTED[name]
-
-    def method(self, o):
-        if o.__class__ in _REAL_OPERANDS or not _is_complex_operand(o):
-            return real_method(self, o)
-        return getattr(_operand(o), reflected)(self)
-
-    method.__name__ = name
-    return method
-
-
-def _matmul(real_matmul):
-    def matmul(self, v, **options):
-        if _is_complex_operand(v):
-            return complex_matmul(self, v, **options)
-        return real_matmul(self, v, **options)
-
-    return matmul
-
-
-def _sumsoftmaxweight(real_method):
-    def sumsoftmaxweight(self, weight, axis=None, dim=None, **kwargs):
-        if _is_complex_operand(weight):
-            return complex_reduce(self, "SumSoftMaxWeight", lazy_reduce._dim(self, axis, dim),
-                                  weight=_operand(weight), **kwargs)
-        return real_method(self, weight, axis=axis, dim=dim, **kwargs)
-
-    return sumsoftmaxweight
-
-
 lazy.complex_init = complex_init
-LazyTensor.is_complex = False
-LazyTensor.real2complex = real2complex
-LazyTensor.imag2complex = imag2complex
-LazyTensor.exp1j = exp1j
-for _name in _REFLECTED:
-    setattr(LazyTensor, _name, _defer_complex(_name, getattr(LazyTensor, _name)))
-LazyTensor.__matmul__ = _matmul(LazyTensor.__matmul__)
-LazyTensor.matvec = _matmul(LazyTensor.matvec)
-LazyTensor.sumsoftmaxweight = _sumsoftmaxweight(LazyTensor.sumsoftmaxweight)
-LazyTensor.sumsoftmaxweight_reduction = LazyTensor.sumsoftmaxweight
