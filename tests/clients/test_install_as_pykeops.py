@@ -138,16 +138,21 @@ def test_refuses_a_real_pykeops_imported_first(tmp_path):
 
 
 def test_uninstall_leaves_no_pykeops():
-    from lazykeops.compat.pykeops_modules import install, uninstall
+    from lazykeops.compat.pykeops_modules import _FINDER, install, uninstall
 
-    install()
-    import pykeops.torch  # noqa: F401
-    uninstall()
-    assert not any(n == "pykeops" or n.startswith("pykeops.") for n in sys.modules)
-    assert importlib.util.find_spec("pykeops") is None or "pkvenv" in sys.prefix
-    with pytest.raises(LazyKeOpsError, match="already imported"):
+    was_installed = _FINDER in sys.meta_path  # by the fixture of another test of this file
+    try:
+        install()
+        import pykeops.torch  # noqa: F401
+        uninstall()
+        assert not any(n == "pykeops" or n.startswith("pykeops.") for n in sys.modules)
+        assert importlib.util.find_spec("pykeops") is None or "pkvenv" in sys.prefix
         sys.modules["pykeops"] = object()
         try:
-            install()
+            with pytest.raises(LazyKeOpsError, match="already imported"):
+                install()
         finally:
             del sys.modules["pykeops"]
+    finally:
+        if was_installed:
+            install()
