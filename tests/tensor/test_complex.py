@@ -153,6 +153,9 @@ def test_out_call_false_and_dense():
     torch.testing.assert_close(later(), (z * w).sum(1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(F.dense(), z * w)
     assert (F.sum().dense().shape) == (N, M)
+    zb, wb = torch.randn(2, N, 1, D, **C128), torch.randn(2, 1, M, D, **C128).conj()
+    got = (LazyTensor(zb) * LazyTensor(wb)).sum(dim=2)   # batch dims, a conjugate view
+    torch.testing.assert_close(got, (zb * wb).sum(2), rtol=1e-12, atol=1e-12)
 
 
 def test_complex64_and_numpy():
