@@ -1,7 +1,7 @@
-"""lazykeops for numpy arrays: the same Genred and generic_* helpers as lazykeops.torch."""
+"""lazykeops for numpy arrays: pykeops.numpy's names, as lazykeops.torch has them for torch."""
 
 from ..tensor.generic import make_generic
-from ..tensor.lazy_api import make_lazy_api
+from ..tensor.lazy_api import complex_class, make_lazy_api
 from ..torch.genred import Genred as _TorchGenred
 
 
@@ -23,10 +23,9 @@ from .kernels import Kernel, kernel_product  # noqa: E402 (needs Genred above)
 from ..tensor.kernel_solve import KernelSolve  # noqa: E402
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("numpy")
-from ..tensor.lazy_api import complex_class  # noqa: E402
 ComplexLazyTensor = complex_class(LazyTensor)
+LazyTensor.Genred, LazyTensor.KernelSolve = Genred, KernelSolve  # as pykeops's class attributes
 
-__all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
-           "Kernel", "kernel_product"]
-__all__ += ["KernelSolve"]
-__all__ += ["ComplexLazyTensor"]
+__all__ = ["LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Genred", "KernelSolve",
+           "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin", "Kernel",
+           "kernel_product"]

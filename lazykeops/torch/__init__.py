@@ -1,4 +1,5 @@
-"""lazykeops for torch tensors: Genred and the seed's generic_* helpers.
+"""lazykeops for torch tensors: pykeops.torch's names (LazyTensor, ComplexLazyTensor, Vi, Vj, Pm,
+Genred, KernelSolve, generic_*), plus kernel_product.
 
     from lazykeops.torch import Genred, generic_sum, generic_logsumexp
 
@@ -8,7 +9,7 @@ attribute is the function, not the module.
 """
 
 from ..tensor.generic import make_generic
-from ..tensor.lazy_api import make_lazy_api
+from ..tensor.lazy_api import complex_class, make_lazy_api
 from .genred import Genred
 from .generic_logsumexp import generic_logsumexp
 from .generic_sum import generic_sum
@@ -19,10 +20,9 @@ generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("torch")
-from ..tensor.lazy_api import complex_class  # noqa: E402
 ComplexLazyTensor = complex_class(LazyTensor)
+LazyTensor.Genred, LazyTensor.KernelSolve = Genred, KernelSolve  # as pykeops's class attributes
 
-__all__ = ["LazyTensor", "Vi", "Vj", "Pm", "Genred", "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin",
-           "Kernel", "kernel_product"]
-__all__ += ["KernelSolve"]
-__all__ += ["ComplexLazyTensor"]
+__all__ = ["LazyTensor", "ComplexLazyTensor", "Vi", "Vj", "Pm", "Genred", "KernelSolve",
+           "generic_sum", "generic_logsumexp", "generic_argmin", "generic_argkmin", "Kernel",
+           "kernel_product"]
