@@ -177,3 +177,16 @@ def test_cuda_emission_compiles(tmp_path, dtype):
     res = subprocess.run([NVCC, *CUDA_FLAGS, "-arch=sm_90", "-I", str(CSRC), "-c", str(path),
                           "-o", str(path.with_suffix(".o"))], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_numpy_front_end_in_float32():
+    from lazykeops.numpy import LazyTensor as NumpyLazyTensor
+
+    x, y = data(3, 4, 5, 6, seed=6)
+    X = NumpyLazyTensor(x.float().numpy()[:, None, :])
+    Y = NumpyLazyTensor(y.float().numpy()[None, :, :])
+    out = X.softdtw_sqdist(Y, 0.8).sum(axis=1)
+    assert out.dtype == "float32" and out.shape == (3, 1)
+    expected = soft_dtw(*pairs(x, y), 0.8).reshape(3, 5).sum(1)
+    torch.testing.assert_close(torch.from_numpy(out[:, 0]).double(), expected, rtol=2e-5,
+                               atol=1e-5)
