@@ -105,10 +105,10 @@ def _next_column(a, b, col, j):
         f"  {{ T dd = {a('0')} - {b(j)}; {col}[0] = diag + dd * dd; }}",
         "  for (int i = 1; i < sd_la; ++i) {",
         f"    T up = {col}[i], left = {col}[i - 1], dd = {a('i')} - {b(j)};",
-        "    T mn = diag < up ? diag : up;",
-        "    mn = left < mn ? left : mn;",
-        "    T s = lk::exp((mn - diag) * sd_inv) + lk::exp((mn - up) * sd_inv)"
-        " + lk::exp((mn - left) * sd_inv);",
+        # the smallest of the three weighs exp(0) = 1: sort them, two exps per cell
+        "    T lo = diag < up ? diag : up, hi = diag < up ? up : diag;",
+        "    T mn = left < lo ? left : lo, mid = left < lo ? lo : left;",
+        "    T s = T(1) + lk::exp((mn - mid) * sd_inv) + lk::exp((mn - hi) * sd_inv);",
         f"    {col}[i] = dd * dd + mn - sd_gamma * lk::log(s);",
         "    diag = up;",
         "  }",
