@@ -116,7 +116,8 @@ def test_batched_reduction():
         torch.testing.assert_close(out[b, :, 0], ref, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("n, m", [(40, 118), (118, 40)])
+# One order only (CI time): x shorter than y; op_samples has a case of x longer than y.
+@pytest.mark.parametrize("n, m", [(40, 118)])
 def test_long_series_use_the_checkpointed_gradient(n, m):
     """40 x 118 does not fit the full-table limit: 11 blocks of 11 columns (the last one
     of 8), recomputed from checkpoints; with n > m the recursion runs along y."""
@@ -159,7 +160,7 @@ NVCC = shutil.which("nvcc")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32"])  # the emission does not depend on T (CI time)
 def test_cuda_emission_compiles(tmp_path, dtype):
     """Value and (checkpointed) gradient in one kernel, for sm_90, without a GPU."""
     from lazykeops.compile.build import CSRC, CUDA_FLAGS
