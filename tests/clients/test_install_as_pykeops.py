@@ -37,6 +37,13 @@ def test_same_objects_both_ways(pykeops):
     assert pykeops.torch.Genred is lazykeops.torch.Genred
     from pykeops.torch.generic.generic_ops import generic_logsumexp
     assert generic_logsumexp is lazykeops.torch.generic_logsumexp
+    import lazykeops.numpy.cluster
+    import lazykeops.torch.cluster
+    from pykeops.numpy.cluster import grid_cluster as numpy_grid_cluster
+    from pykeops.torch.cluster import from_matrix, grid_cluster
+    assert grid_cluster is lazykeops.torch.cluster.grid_cluster
+    assert from_matrix is lazykeops.torch.cluster.from_matrix
+    assert numpy_grid_cluster is lazykeops.numpy.cluster.grid_cluster
     x = torch.rand(5, 3)
     ours = lazykeops.torch.LazyTensor(x[:, None, :])
     theirs = pykeops.torch.Vj(x)
@@ -102,6 +109,10 @@ def test_functions(pykeops, tmp_path, monkeypatch, capsys):
     assert any((tmp_path / "a").iterdir())
     pykeops.clean_pykeops()
     assert not any(p for p in (tmp_path / "a").iterdir() if p.is_dir())
+    import lazykeops.__main__ as selfcheck  # check_health() is `python -m lazykeops`
+    for status, healthy in [(0, True), (1, False)]:
+        monkeypatch.setattr(selfcheck, "main", lambda status=status: status)
+        assert pykeops.check_health() is healthy
 
 
 def test_lazy_import_and_find_spec_in_child():
