@@ -13,7 +13,9 @@ import torch
 
 import lazykeops
 import lazykeops.numpy
+import lazykeops.numpy.cluster
 import lazykeops.torch
+import lazykeops.torch.cluster
 from lazykeops import LazyKeOpsError
 
 
@@ -37,8 +39,6 @@ def test_same_objects_both_ways(pykeops):
     assert pykeops.torch.Genred is lazykeops.torch.Genred
     from pykeops.torch.generic.generic_ops import generic_logsumexp
     assert generic_logsumexp is lazykeops.torch.generic_logsumexp
-    import lazykeops.numpy.cluster
-    import lazykeops.torch.cluster
     from pykeops.numpy.cluster import grid_cluster as numpy_grid_cluster
     from pykeops.torch.cluster import from_matrix, grid_cluster
     assert grid_cluster is lazykeops.torch.cluster.grid_cluster
