@@ -127,7 +127,10 @@ def child(library, device, scale, repeats):
                 rows[name] = timed(fn, repeats, sync)
             except Exception as err:  # one broken row must not hide the others
                 rows[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}"
-    info = f"pykeops {pykeops.__version__} ({'lazykeops ' + pykeops.lazykeops_version if served_by_lazykeops else pykeops.__file__}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    origin = (f"lazykeops {pykeops.lazykeops_version}" if served_by_lazykeops
+              else pykeops.__file__)
+    info = (f"pykeops {pykeops.__version__} ({origin}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
     print("RESULT " + json.dumps({"rows": rows, "info": info}))
 
 

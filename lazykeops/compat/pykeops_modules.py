@@ -69,7 +69,8 @@ def _front_end(fw):
         pk: Alias(True, source=lk),
         f"{pk}.cluster": Alias(True, source=f"{lk}.cluster"),
         f"{pk}.lazytensor": Alias(True),
-        f"{pk}.lazytensor.LazyTensor": Alias(names=_refs(lk, "LazyTensor ComplexLazyTensor Vi Vj Pm")),
+        f"{pk}.lazytensor.LazyTensor": Alias(names=_refs(
+            lk, "LazyTensor ComplexLazyTensor Vi Vj Pm")),
         f"{pk}.generic": Alias(True),
         f"{pk}.generic.generic_red": Alias(names=_refs(lk, "Genred")),
         f"{pk}.generic.generic_ops": Alias(names=_refs(
@@ -202,7 +203,8 @@ _FINDER = PyKeOpsFinder()
 def _foreign_pykeops():
     """Names of sys.modules that hold a pykeops module not made here."""
     return sorted(n for n, m in list(sys.modules.items())
-                  if (n == "pykeops" or n.startswith("pykeops.")) and not isinstance(m, PyKeOpsModule))
+                  if (n == "pykeops" or n.startswith("pykeops."))
+                  and not isinstance(m, PyKeOpsModule))
 
 
 def install():

@@ -32,7 +32,8 @@ def geomloss(pykeops):
 
 def samples(B=2, N=23, M=31, D=3):
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(B, N, D, generator=g), torch.randn(B, M, D, generator=g) + torch.linspace(0.3, 1.5, B).view(B, 1, 1)
+    shifts = torch.linspace(0.3, 1.5, B).view(B, 1, 1)  # batch entries of different losses
+    x, y = torch.randn(B, N, D, generator=g), torch.randn(B, M, D, generator=g) + shifts
     a, b = torch.rand(B, N, generator=g) + 0.1, torch.rand(B, M, generator=g) + 0.1
     return [t.double() for t in (a / a.sum(1, keepdim=True), x, b / b.sum(1, keepdim=True), y)]
 

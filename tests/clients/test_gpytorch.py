@@ -54,7 +54,8 @@ def matmul_and_grads(kernel, x, v):
     return (out, *torch.autograd.grad((out ** 2).sum(), [x, *params]))
 
 
-@pytest.mark.parametrize("name,options", KERNELS, ids=[n + str(o.get("nu", "")) for n, o in KERNELS])
+@pytest.mark.parametrize("name,options", KERNELS,
+                         ids=[n + str(o.get("nu", "")) for n, o in KERNELS])
 def test_kernel_matmul(gpytorch, name, options):
     g = torch.Generator().manual_seed(0)
     x, v = torch.rand(37, 2, generator=g, dtype=torch.float64), \
