@@ -9,6 +9,7 @@ Served as `pykeops.<name>` and `pykeops.config.<name>` once `install_as_pykeops(
 - `test_torch_bindings()` / `test_numpy_bindings()`: compile and check pykeops's own
   probe formula, `SqNorm2(x - y)` summed over j, and print whether it works;
 - `check_health()`: lazykeops's self-check (`python -m lazykeops`);
+- `show_cuda_status()`: prints torch's CUDA, the GPUs and whether nvcc is found;
 - `config.gpu_available`, `torch_found`, `numpy_found`: probed when first read, never at
   import (pykeops computes them at import time; lazykeops does nothing then).
 """
@@ -117,10 +118,27 @@ def gpu_available():
     return bool(torch.cuda.is_available()) and nvcc_available()
 
 
+def show_cuda_status():
+    """Print what lazykeops's CUDA path finds: torch's CUDA, the GPUs, nvcc."""
+    from ..compile.build import nvcc_available
+
+    if importlib.util.find_spec("torch") is None:
+        print("[lazykeops as pyKeOps] torch is not installed: CPU only (numpy)")
+        return
+    import torch
+
+    gpus = [torch.cuda.get_device_name(k) for k in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
+    print(f"[lazykeops as pyKeOps] torch {torch.__version__}, CUDA "
+          f"{torch.version.cuda or 'absent'}; GPUs: {', '.join(gpus) or 'none'}; nvcc: "
+          f"{'found' if nvcc_available() else 'not found'}; CUDA kernels "
+          f"{'available' if gpus and nvcc_available() else 'unavailable: CPU only'}")
+
+
 def found(module):
     return importlib.util.find_spec(module) is not None
 
 
 __all__ = ["set_verbose", "clean_pykeops", "get_build_folder", "set_build_folder",
-           "test_torch_bindings", "test_numpy_bindings", "check_health",
+           "test_torch_bindings", "test_numpy_bindings", "check_health", "show_cuda_status",
            "PYKEOPS_API_VERSION", "LAZYKEOPS_VERSION"]

@@ -88,7 +88,8 @@ MODULES = {
         "numpy_found": _computed("found", "numpy"),
         "torch_found": _computed("found", "torch"),
         **_refs(_FUNCS, "set_verbose clean_pykeops check_health get_build_folder "
-                        "set_build_folder test_torch_bindings test_numpy_bindings"),
+                        "set_build_folder test_torch_bindings test_numpy_bindings "
+                        "show_cuda_status"),
     }),
     "pykeops.config": Alias(names={
         "gpu_available": _computed("gpu_available"),
