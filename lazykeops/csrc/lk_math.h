@@ -132,6 +132,28 @@ template <class T> LK_HD LK_INLINE T sinxdivx(T x) { return x == T(0) ? T(1) : L
 template <class T> LK_HD LK_INLINE T sign(T x) { return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0)); }
 template <class T> LK_HD LK_INLINE T step(T x) { return x >= T(0) ? T(1) : T(0); }  // NaN: 0, as torch
 template <class T> LK_HD LK_INLINE T relu(T x) { return x < T(0) ? T(0) : x; }
+
+#if defined(__CUDA_ARCH__)
+// float on the GPU: the hardware square-root and reciprocal-square-root units (about 1
+// and 2 ulp, as exp's above), not the IEEE-rounded sqrt that nvcc builds from a dozen
+// instructions (and a division for 1/sqrt): Matern and Laplacian kernels take one per pair
+// and their gradients one more. sqrt.approx keeps 0, +inf, NaN and subnormals as sqrt does;
+// rsqrt takes the exact path for subnormal inputs.
+template <>
+__device__ LK_INLINE float sqrt<float>(float x) {
+  float y;
+  asm("sqrt.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+template <>
+__device__ LK_INLINE float rsqrt<float>(float x) {
+  if (x == 0.0f) return 0.0f;  // pykeops's convention, as the generic rsqrt
+  if (x > 0.0f && x < 1.17549435e-38f) return 1.0f / LK_STD::sqrt(x);  // subnormal: exact path
+  float y;
+  asm("rsqrt.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+#endif
 template <class T> LK_HD LK_INLINE T clamp(T x, T a, T b) { return x < a ? a : (x > b ? b : x); }
 template <class T> LK_HD LK_INLINE T ifelse(T c, T a, T b) { return c >= T(0) ? a : b; }
 template <class T> LK_HD LK_INLINE T mod(T x, T n, T d) { return x - n * LK_STD::floor((x - d) / n); }
