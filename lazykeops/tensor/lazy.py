@@ -45,6 +45,16 @@ def complex_init(t, x, axis):
 
 def _is_complex_number(v):
     return isinstance(v, numbers.Complex) and not isinstance(v, numbers.Real)
+
+
+def _check_complex_data(x):
+    backend = get_backend(_framework_of(x)) if _framework_of(x) else None
+    if not (_is_complex_number(x) or backend and backend.dtype_name(x) in COMPLEX_DTYPES
+            or isinstance(x, (list, tuple)) and any(map(_is_complex_number, x))):
+        raise LazyKeOpsError(f"LazyTensor(x, is_complex=True) needs complex data, got "
+                             f"{getattr(x, 'dtype', type(x).__name__)}")
+
+
 # ---- end of complex data -----------------------------------------------------------------
 
 
@@ -59,7 +69,7 @@ class LazyTensor:
     needs `axis=0` (i-indexed) or `axis=1` (j-indexed)."""
 
     # Class-level defaults: a new node sets only what differs (cheap small calls).
-    op, args, params, dim = None, (), (), 1
+    op, args, params, inner_dim = None, (), (), 1  # inner_dim: D, pykeops's ndim
     category = data = symbolic_pos = None
     ni = nj = None
     batch = ()
@@ -67,7 +77,9 @@ class LazyTensor:
     __array_priority__ = 100  # numpy defers `array op LazyTensor` to us
     framework_name = None     # the torch and numpy subclasses accept only their arrays
 
-    def __init__(self, x=None, axis=None):
+    def __init__(self, x=None, axis=None, is_complex=False):
+        if is_complex:  # pykeops's flag: complex data makes a ComplexLazyTensor anyway
+            _check_complex_data(x)
         framework = _framework_of(x)
         if framework is not None:
             self._init_array(x, axis, framework)
@@ -84,12 +96,12 @@ class LazyTensor:
                 any(map(_is_complex_number, x)):  # complex data: see complex_init
             return complex_init(self, x, axis)
         if isinstance(x, numbers.Integral):
-            self.op, self.params, self.dim = "IntCst", (int(x),), 1
+            self.op, self.params, self.inner_dim = "IntCst", (int(x),), 1
         elif isinstance(x, (numbers.Real, list, tuple)):
             values = [float(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
             if not values:
                 raise LazyKeOpsError("LazyTensor of an empty list")
-            self.category, self.data, self.dim = CAT_P, values, len(values)
+            self.category, self.data, self.inner_dim = CAT_P, values, len(values)
 
     def _init_array(self, x, axis, framework):
         backend = get_backend(framework)
@@ -107,21 +119,21 @@ class LazyTensor:
             raise LazyKeOpsError(f"axis={axis} is for 2-D arrays (N, D); got an array of shape "
                                  f"{shape}: use (N, 1, D) / (1, M, D) arrays without axis")
         if len(shape) <= 1:
-            self.category, self.dim = CAT_P, (shape[0] if shape else 1)
-            self.data = x.reshape(1, 1, self.dim)
+            self.category, self.inner_dim = CAT_P, (shape[0] if shape else 1)
+            self.data = x.reshape(1, 1, self.inner_dim)
             return
         if len(shape) == 2:
             if axis not in (0, 1):
                 raise LazyKeOpsError(f"a 2-D array of shape {shape} becomes a LazyTensor with "
                                      "axis=0 (i-indexed) or axis=1 (j-indexed)")
-            self.dim = shape[1]
+            self.inner_dim = shape[1]
             if axis == 0:
                 self.category, self.ni, self.data = CAT_I, shape[0], x.reshape(shape[0], 1, -1)
             else:
                 self.category, self.nj, self.data = CAT_J, shape[0], x.reshape(1, shape[0], -1)
             return
         *batch, n, m, d = shape
-        self.dim, self.batch, self.data = d, tuple(batch), x
+        self.inner_dim, self.batch, self.data = d, tuple(batch), x
         if n == 1 and m == 1:
             self.category = CAT_P
         elif m == 1:
@@ -141,7 +153,7 @@ class LazyTensor:
             raise LazyKeOpsError(f"symbolic variables need an index >= 0 and a dim >= 1, "
                                  f"got ({pos!r}, {dim!r})")
         t = cls.__new__(cls)
-        t.category, t.dim, t.symbolic_pos = cat, dim, pos
+        t.category, t.inner_dim, t.symbolic_pos = cat, dim, pos
         return t
 
     @staticmethod
@@ -160,7 +172,7 @@ class LazyTensor:
             if self.framework is not None:
                 out.framework, out.dtype, out.device = self.framework, self.dtype, self.device
             try:
-                out.dim = OPS[op].dim([self.dim], params)
+                out.inner_dim = OPS[op].dim([self.inner_dim], params)
             except LazyKeOpsError as err:
                 raise LazyKeOpsError(f"{op} of a LazyTensor of shape {self.shape}: {err}") \
                     from None
@@ -173,7 +185,7 @@ class LazyTensor:
         out = cls.__new__(cls)
         out.op, out.args, out.params = op, args, params
         try:
-            out.dim = OPS[op].dim([a.dim for a in args], params)
+            out.inner_dim = OPS[op].dim([a.inner_dim for a in args], params)
         except LazyKeOpsError as err:
             raise LazyKeOpsError(f"{op} of LazyTensors of shapes {_shapes(args)}: {err}") \
                 from None
@@ -188,13 +200,17 @@ class LazyTensor:
     @property
     def ndim(self):
         """As in pykeops: the inner dimension D."""
-        return self.dim
+        return self.inner_dim
+
+    def dim(self):
+        """As in pykeops and torch: the number of dimensions of `_shape`, (*batch, N, M, D)."""
+        return len(self.batch) + 3
 
     @property
     def shape(self):
         """(*batch, N, M, D), without D when D = 1 (pykeops's convention)."""
         inner = (self.ni or 1, self.nj or 1)
-        return (*self.batch, *inner) + ((self.dim,) if self.dim > 1 else ())
+        return (*self.batch, *inner) + ((self.inner_dim,) if self.inner_dim > 1 else ())
 
     def __str__(self):
         from .lazy_reduce import lower
@@ -219,24 +235,24 @@ class LazyTensor:
             raise ranges_error(f"a LazyTensor of shape {self.shape}")
 
     # ------------------------------------------------------------------ arithmetic
-    def __add__(self, o): return self._apply("Add", o)
-    def __radd__(self, o): return LazyTensor._wrap(o)._apply("Add", self)
-    def __sub__(self, o): return self._apply("Subtract", o)
-    def __rsub__(self, o): return LazyTensor._wrap(o)._apply("Subtract", self)
-    def __mul__(self, o): return self._apply("Mult", o)
-    def __rmul__(self, o): return LazyTensor._wrap(o)._apply("Mult", self)
-    def __truediv__(self, o): return self._apply("Divide", o)
-    def __rtruediv__(self, o): return LazyTensor._wrap(o)._apply("Divide", self)
+    def __add__(self, other): return self._apply("Add", other)
+    def __radd__(self, other): return LazyTensor._wrap(other)._apply("Add", self)
+    def __sub__(self, other): return self._apply("Subtract", other)
+    def __rsub__(self, other): return LazyTensor._wrap(other)._apply("Subtract", self)
+    def __mul__(self, other): return self._apply("Mult", other)
+    def __rmul__(self, other): return LazyTensor._wrap(other)._apply("Mult", self)
+    def __truediv__(self, other): return self._apply("Divide", other)
+    def __rtruediv__(self, other): return LazyTensor._wrap(other)._apply("Divide", self)
     def __neg__(self): return self._apply("Minus")
     def __abs__(self): return self._apply("Abs")
-    def __or__(self, o): return self._apply("Scalprod", o)
-    def __ror__(self, o): return LazyTensor._wrap(o)._apply("Scalprod", self)
-    def __eq__(self, o): return self._apply("Equal", o)
-    def __ne__(self, o): return self._apply("NotEqual", o)
-    def __lt__(self, o): return self._apply("LessThan", o)
-    def __le__(self, o): return self._apply("LessOrEqual", o)
-    def __gt__(self, o): return LazyTensor._wrap(o)._apply("LessThan", self)
-    def __ge__(self, o): return LazyTensor._wrap(o)._apply("LessOrEqual", self)
+    def __or__(self, other): return self._apply("Scalprod", other)
+    def __ror__(self, other): return LazyTensor._wrap(other)._apply("Scalprod", self)
+    def __eq__(self, other): return self._apply("Equal", other)
+    def __ne__(self, other): return self._apply("NotEqual", other)
+    def __lt__(self, other): return self._apply("LessThan", other)
+    def __le__(self, other): return self._apply("LessOrEqual", other)
+    def __gt__(self, other): return LazyTensor._wrap(other)._apply("LessThan", self)
+    def __ge__(self, other): return LazyTensor._wrap(other)._apply("LessOrEqual", self)
 
     def __pow__(self, other):
         if type(other) is int or isinstance(other, numbers.Integral) and \
@@ -264,7 +280,7 @@ class LazyTensor:
     def asin(self): return self._apply("Asin")
     def acos(self): return self._apply("Acos")
     def atan(self): return self._apply("Atan")
-    def atan2(self, x): return self._apply("Atan2", x)
+    def atan2(self, other): return self._apply("Atan2", other)
     def sqrt(self): return self._apply("Sqrt")
     def rsqrt(self): return self._apply("Rsqrt")
     def abs(self): return self._apply("Abs")
@@ -274,46 +290,49 @@ class LazyTensor:
     def square(self): return self._apply("Square")
     def inv(self): return self._apply("Inv")
     def floor(self): return self._apply("Floor")
-    def round(self, decimals=0):
-        if not isinstance(decimals, numbers.Integral) or isinstance(decimals, bool):
-            raise LazyKeOpsError(f"round(decimals) takes an integer, got {decimals!r}")
-        return self._apply("Round", params=(decimals,))
-    def ifelse(self, a, b): return self._apply("IfElse", a, b)
+    def round(self, other=0):
+        """Round to `other` decimals (pykeops's name for the argument)."""
+        if not isinstance(other, numbers.Integral) or isinstance(other, bool):
+            raise LazyKeOpsError(f"round(other) takes an integer number of decimals, got "
+                                 f"{other!r}")
+        return self._apply("Round", params=(other,))
+    def ifelse(self, other1, other2): return self._apply("IfElse", other1, other2)
     def mod(self, modulus, offset=0): return self._apply("Mod", modulus, offset)
 
-    def clamp(self, a, b):
-        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (a, b)):
-            return self._apply("ClampInt", params=(a, b))
-        return self._apply("Clamp", a, b)
+    def clamp(self, other1, other2):
+        bounds = (other1, other2)
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in bounds):
+            return self._apply("ClampInt", params=bounds)
+        return self._apply("Clamp", *bounds)
 
     # ------------------------------------------------------------------ vectors
     def sqnorm2(self): return self._apply("SqNorm2")
     def norm2(self): return self._apply("Norm2")
     def normalize(self): return self._apply("Normalize")
     def sqdist(self, other): return self._apply("SqDist", other)
-    def weightedsqnorm(self, s): return LazyTensor._wrap(s)._apply("WeightedSqNorm", self)
+    def weightedsqnorm(self, other): return LazyTensor._wrap(other)._apply("WeightedSqNorm", self)
 
     def norm(self, dim=-1):
         self._check_inner_dim(dim, "norm")
         return self.norm2()
 
-    def weightedsqdist(self, other, s):
-        return LazyTensor._wrap(s)._apply("WeightedSqDist", self, other)
+    def weightedsqdist(self, g, s):
+        return LazyTensor._wrap(s)._apply("WeightedSqDist", self, g)
 
     def elem(self, i): return self._apply("Elem", params=(i,))
-    def extract(self, start, length): return self._apply("Extract", params=(start, length))
-    def one_hot(self, dim): return self._apply("OneHot", params=(dim,))
+    def extract(self, i, d): return self._apply("Extract", params=(i, d))  # start, length
+    def one_hot(self, D): return self._apply("OneHot", params=(D,))
     def concat(self, other): return self._apply("Concat", other)
-    def matvecmult(self, v): return self._apply("MatVecMult", v)
-    def vecmatmult(self, m): return self._apply("VecMatMult", m)
+    def matvecmult(self, other): return self._apply("MatVecMult", other)
+    def vecmatmult(self, other): return self._apply("VecMatMult", other)
     def tensorprod(self, other): return self._apply("TensorProd", other)
 
     def keops_tensordot(self, other, dimfa, dimfb, contfa, contfb):
         params = tuple(tuple(int(v) for v in p) for p in (dimfa, dimfb, contfa, contfb))
         return self._apply("TensorDot", other, params=params)
 
-    def keops_kron(self, other, dimfa, dimfb):
-        return self._apply("Kron", other, params=(tuple(dimfa), tuple(dimfb)))
+    def keops_kron(self, other, dimfself, dimfother):
+        return self._apply("Kron", other, params=(tuple(dimfself), tuple(dimfother)))
 
     def bspline(self, x, k=0):
         """B-spline basis functions of order k (degree k) on the knots `self`, evaluated at
@@ -321,15 +340,17 @@ class LazyTensor:
         return self._apply("BSpline", x, params=(k,))
 
     # ------------------------------------------------------------------ derivatives
-    def grad(self, v, gradin):
-        """The LazyTensor Grad(self, v, gradin): the gradient of <self, gradin> with respect
-        to the variable v (a LazyTensor built from an array, or a symbolic Vi/Vj/Pm)."""
-        return self._derivative("Grad", v, gradin, v.dim if isinstance(v, LazyTensor) else 0)
+    def grad(self, other, gradin):
+        """The LazyTensor Grad(self, other, gradin): the gradient of <self, gradin> with
+        respect to the variable `other` (a LazyTensor built from an array, or a symbolic
+        Vi/Vj/Pm)."""
+        return self._derivative("Grad", other, gradin,
+                                other.inner_dim if isinstance(other, LazyTensor) else 0)
 
-    def diff(self, v, diffin):
-        """The LazyTensor Diff(self, v, diffin): the derivative of self at v in the
-        direction diffin (forward mode)."""
-        return self._derivative("Diff", v, diffin, self.dim)
+    def diff(self, other, diffin):
+        """The LazyTensor Diff(self, other, diffin): the derivative of self at the variable
+        `other` in the direction diffin (forward mode)."""
+        return self._derivative("Diff", other, diffin, self.inner_dim)
 
     def _derivative(self, kind, v, direction, dim):
         if not isinstance(v, LazyTensor) or v.op is not None or v.category is None:
@@ -337,19 +358,19 @@ class LazyTensor:
                                  "respect to a variable LazyTensor (made from an array or "
                                  f"by Vi/Vj/Pm), got {v!r}")
         args = (self, v, LazyTensor._wrap(direction))
-        expected = self.dim if kind == "Grad" else v.dim
-        if args[2].dim != expected:
+        expected = self.inner_dim if kind == "Grad" else v.inner_dim
+        if args[2].inner_dim != expected:
             raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} with respect "
                                  f"to one of shape {v.shape} needs a direction of dim "
                                  f"{expected}, got shape {args[2].shape}")
         out = type(self).__new__(type(self))
-        out.op, out.args, out.dim = kind, args, dim
+        out.op, out.args, out.inner_dim = kind, args, dim
         _merge_into(out, args)
         return out
 
     @staticmethod
-    def cat(tensors, dim=-1):
-        tensors = list(tensors)
+    def cat(tuple_of_lt, dim=-1):
+        tensors = list(tuple_of_lt)
         if not tensors or not all(isinstance(t, LazyTensor) for t in tensors):
             raise LazyKeOpsError(f"LazyTensor.cat takes a list of LazyTensors, got "
                                  f"{[type(t).__name__ for t in tensors]}")
@@ -359,17 +380,19 @@ class LazyTensor:
             result = result.concat(t)
         return result
 
-    concatenate = cat
+    @staticmethod
+    def concatenate(tuple_of_lt, axis=-1):
+        return LazyTensor.cat(tuple_of_lt, axis)
 
     def __getitem__(self, key):
         if isinstance(key, tuple) and len(key) == self.nbatchdims + 3 and \
                 all(k == slice(None) for k in key[:-1]):
             key = key[-1]
         if isinstance(key, numbers.Integral):
-            k = key + self.dim if key < 0 else key
+            k = key + self.inner_dim if key < 0 else key
             return self.elem(k)
         if isinstance(key, slice) and key.step in (None, 1):
-            start, stop, _ = key.indices(self.dim)
+            start, stop, _ = key.indices(self.inner_dim)
             if stop <= start:
                 raise LazyKeOpsError(f"empty slice {key} of a LazyTensor of shape {self.shape}")
             return self.extract(start, stop - start)

@@ -52,7 +52,9 @@ class ComplexLazyTensor(LazyTensor):
     _real = None              # the real LazyTensor of the (re, im) pairs
     is_complex = True
 
-    def __init__(self, x=None, axis=None):
+    def __init__(self, x=None, axis=None, is_complex=True):
+        if not is_complex:
+            raise LazyKeOpsError("ComplexLazyTensor(x, is_complex=False): use LazyTensor")
         complex_init(self, x, axis)
 
     # ------------------------------------------------------------------ attributes
@@ -66,11 +68,11 @@ class ComplexLazyTensor(LazyTensor):
 
     @property
     def ndim(self):
-        return self.dim // 2
+        return self.inner_dim // 2
 
     @property
     def shape(self):
-        d = self.dim // 2
+        d = self.inner_dim // 2
         return (*self.batch, self.ni or 1, self.nj or 1) + ((d,) if d > 1 else ())
 
     @property
@@ -116,7 +118,8 @@ class ComplexLazyTensor(LazyTensor):
     def normalize(self): return _unary(self, "Normalize")
     def sqdist(self, other): return (self - other).sqnorm2()
 
-    def __pow__(self, n):
+    def __pow__(self, other):
+        n = other
         if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n == 0:
             raise LazyKeOpsError(f"a ComplexLazyTensor (shape {self.shape}) has powers with "
                                  f"nonzero integer exponents only, got {n!r}")
@@ -131,22 +134,22 @@ class ComplexLazyTensor(LazyTensor):
 
     power = __pow__
 
-    def __add__(self, o): return _binary(self, "ComplexAdd", _complexified(o))
-    def __radd__(self, o): return _binary(_complexified(o), "ComplexAdd", self)
-    def __sub__(self, o): return _binary(self, "ComplexSubtract", _complexified(o))
-    def __rsub__(self, o): return _binary(_complexified(o), "ComplexSubtract", self)
-    def __truediv__(self, o):
-        o = _operand(o)
-        if not o.is_complex and o.dim == 1:  # dividing pairs by a real scalar is exact
-            return _as_complex(_twin(self)._apply("Divide", o))
-        return _binary(self, "ComplexDivide", _complexified(o))
-    def __rtruediv__(self, o): return _binary(_complexified(o), "ComplexDivide", self)
+    def __add__(self, other): return _binary(self, "ComplexAdd", _complexified(other))
+    def __radd__(self, other): return _binary(_complexified(other), "ComplexAdd", self)
+    def __sub__(self, other): return _binary(self, "ComplexSubtract", _complexified(other))
+    def __rsub__(self, other): return _binary(_complexified(other), "ComplexSubtract", self)
+    def __truediv__(self, other):
+        other = _operand(other)
+        if not other.is_complex and other.inner_dim == 1:  # pairs over a real scalar: exact
+            return _as_complex(_twin(self)._apply("Divide", other))
+        return _binary(self, "ComplexDivide", _complexified(other))
+    def __rtruediv__(self, other): return _binary(_complexified(other), "ComplexDivide", self)
 
-    def __mul__(self, o):
-        o = _operand(o)
-        if not o.is_complex and o.dim == 1:
-            return _as_complex(o._apply("ComplexRealScal", _twin(self)))
-        return _binary(self, "ComplexMult", _complexified(o))
+    def __mul__(self, other):
+        other = _operand(other)
+        if not other.is_complex and other.inner_dim == 1:
+            return _as_complex(other._apply("ComplexRealScal", _twin(self)))
+        return _binary(self, "ComplexMult", _complexified(other))
 
     __rmul__ = __mul__  # complex products commute
 
@@ -154,17 +157,17 @@ class ComplexLazyTensor(LazyTensor):
     def elem(self, i):
         return self.extract(i, 1)
 
-    def extract(self, start, length):
-        if not all(isinstance(v, numbers.Integral) for v in (start, length)):
-            raise LazyKeOpsError(f"extract(start, length) takes integers, got {start!r}, "
-                                 f"{length!r}")
-        return _as_complex(_twin(self)._apply("Extract", params=(2 * start, 2 * length)))
+    def extract(self, i, d):  # pykeops's names: start i, length d
+        if not all(isinstance(v, numbers.Integral) for v in (i, d)):
+            raise LazyKeOpsError(f"extract(i, d) takes integers (start, length), got {i!r}, "
+                                 f"{d!r}")
+        return _as_complex(_twin(self)._apply("Extract", params=(2 * i, 2 * d)))
 
     def __getitem__(self, key):
         if isinstance(key, tuple) and len(key) == self.nbatchdims + 3 and \
                 all(k == slice(None) for k in key[:-1]):
             key = key[-1]
-        d = self.dim // 2
+        d = self.inner_dim // 2
         if isinstance(key, numbers.Integral) and -d <= key < d:
             return self.elem(key % d)
         if isinstance(key, slice) and key.step in (None, 1):
@@ -185,7 +188,7 @@ class ComplexLazyTensor(LazyTensor):
     def real2complex(self): raise _refused(self, "real2complex", "it is complex already")
     def imag2complex(self): raise _refused(self, "imag2complex", "it is complex already")
     def exp1j(self): raise _refused(self, "exp1j", "use (1j * z).exp()")
-    def __or__(self, o): raise _refused(self, "|", "(z * w.conj()).sum() is the "
+    def __or__(self, other): raise _refused(self, "|", "(z * w.conj()).sum() is the "
                                                    "Hermitian product")
     __ror__ = __or__
 

@@ -127,13 +127,13 @@ _REFLECTED = {"__add__": "__radd__", "__radd__": "__add__", "__sub__": "__rsub__
 
 
 def _defer_complex(name, real_method):
-    """x op o for a real x: the complex operation when o is complex."""
+    """x op other for a real x: the complex operation when other is complex."""
     reflected = _REFLECTED[name]
 
-    def method(self, o):
-        if o.__class__ in _REAL_OPERANDS or not _is_complex_operand(o):
-            return real_method(self, o)
-        return getattr(_operand(o), reflected)(self)
+    def method(self, other):
+        if other.__class__ in _REAL_OPERANDS or not _is_complex_operand(other):
+            return real_method(self, other)
+        return getattr(_operand(other), reflected)(self)
 
     method.__name__ = name
     return method

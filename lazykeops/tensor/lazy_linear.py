@@ -18,7 +18,7 @@ DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may bu
 def matmul(self, v, **options):
     """K @ v = sum_j K_ij v_j for K of last dim 1 and v of shape (M,), (M, E), (..., M, E);
     `K.__matmul__(v, **options)` takes the reduction keywords of pykeops (sum_scheme=...)."""
-    if self.dim != 1:
+    if self.inner_dim != 1:
         raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got K of shape "
                              f"{self.shape} and v of shape "
                              f"{tuple(getattr(v, 'shape', ())) or type(v).__name__}")
@@ -35,9 +35,9 @@ def matmul(self, v, **options):
     vj.category, vj.framework = CAT_J, framework
     vj.dtype, vj.device = backend.dtype_name(v), backend.device(v)
     if vector:
-        vj.dim, vj.nj, vj.data = 1, shape[0], v.reshape(1, shape[0], 1)
+        vj.inner_dim, vj.nj, vj.data = 1, shape[0], v.reshape(1, shape[0], 1)
     else:
-        vj.dim, vj.nj, vj.batch = shape[-1], shape[-2], tuple(shape[:-2])
+        vj.inner_dim, vj.nj, vj.batch = shape[-1], shape[-2], tuple(shape[:-2])
         vj.data = v.reshape(*shape[:-2], 1, shape[-2], shape[-1])
     if self.nj is not None and vj.nj != self.nj:
         raise LazyKeOpsError(f"K @ v: K of shape {self.shape} has M = {self.nj}, but v has "
@@ -79,7 +79,7 @@ def dense(self, limit=DENSE_LIMIT):
 
     if not isinstance(limit, numbers.Integral):
         raise LazyKeOpsError(f"dense(limit=...) takes an integer, got {limit!r}")
-    size = self.dim * (self.ni or 1) * (self.nj or 1)
+    size = self.inner_dim * (self.ni or 1) * (self.nj or 1)
     for b in self.batch:
         size *= b
     if size > limit:
@@ -92,7 +92,7 @@ def dense(self, limit=DENSE_LIMIT):
     # Half precisions are evaluated in float32 (as the kernels do), then rounded.
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     values = [_dense_leaf(leaf, compute, self.device, torch) for leaf in leaves]
-    full = (*self.batch, self.ni or 1, self.nj or 1, self.dim)
+    full = (*self.batch, self.ni or 1, self.nj or 1, self.inner_dim)
     result = torch.broadcast_to(evaluate(node, values, compute, self.device), full)
     result = result.reshape(self.shape).to(dtype)
     return result.contiguous() if self.framework == "torch" else result.numpy().copy()
@@ -116,7 +116,7 @@ def solve(self, other, var=None, call=True, alpha=1e-10, eps=None, maxiter=None,
     if not call:
         return lambda: solve(self, b, var, True, alpha, eps, maxiter, dim, **options)
     if var is None:
-        if self.dim != 1 or self.ni is None or self.ni != self.nj:
+        if self.inner_dim != 1 or self.ni is None or self.ni != self.nj:
             raise LazyKeOpsError(f"solve needs a square kernel LazyTensor with last dim 1, "
                                  f"got shape {self.shape}")
         apply = lambda p: matmul(self, p, **options)  # noqa: E731
@@ -137,7 +137,7 @@ def _right_hand_side(self, other):
         raise LazyKeOpsError(f"solve of a LazyTensor of shape {self.shape} takes b as an "
                              "array or as the i-indexed LazyTensor of one, got a LazyTensor "
                              f"of shape {other.shape}")
-    return other.data.reshape(*other.data.shape[:-3], other.data.shape[-3], other.dim)
+    return other.data.reshape(*other.data.shape[:-3], other.data.shape[-3], other.inner_dim)
 
 
 def _linear_in(self, var, options):

@@ -32,7 +32,7 @@ AXES = {CAT_I: 0, CAT_J: 1, CAT_P: 2}
 # ------------------------------------------------------------------ attributes
 def _shape(self):
     """(*batch, N, M, D), D included even when it is 1 (pykeops's internal shape)."""
-    return (*self.batch, self.ni or 1, self.nj or 1, self.dim)
+    return (*self.batch, self.ni or 1, self.nj or 1, self.inner_dim)
 
 
 def _formula(self):
@@ -48,7 +48,7 @@ def _variables(self):
 
 def _symbolic_variables(self):
     """(index, dim, axis) of each symbolic variable (Vi/Vj/Pm(index, dim))."""
-    found = {t.symbolic_pos: (t.symbolic_pos, t.dim, AXES[t.category])
+    found = {t.symbolic_pos: (t.symbolic_pos, t.inner_dim, AXES[t.category])
              for t in postorder([self]) if t.symbolic_pos is not None}
     return tuple(found[k] for k in sorted(found))
 
@@ -100,8 +100,8 @@ def _op_name(operation, arity):
 
 
 def _checked(result, dimres, operation):
-    if dimres is not None and as_index(dimres, "dimres", operation) != result.dim:
-        raise LazyKeOpsError(f"{operation} gives dim {result.dim}, but dimres={dimres}")
+    if dimres is not None and as_index(dimres, "dimres", operation) != result.inner_dim:
+        raise LazyKeOpsError(f"{operation} gives dim {result.inner_dim}, but dimres={dimres}")
     return result
 
 
@@ -147,46 +147,64 @@ def separate_kwargs(self, kwargs):
     return init, {k: v for k, v in kwargs.items() if k not in INIT_DEFAULTS}
 
 
-def lt_constructor(self, x=None, axis=None, is_complex=False):
-    """A new LazyTensor of this one's framework (pykeops's constructor hook)."""
-    if is_complex:
-        return self.real2complex() if x is None else type(self)(x, axis).real2complex()
-    return type(self)(x, axis)
+def lt_constructor(self, x=None, axis=None, is_complex=None):
+    """A new LazyTensor of this one's framework (pykeops's constructor hook); complex by
+    default when this one is."""
+    if is_complex is None:
+        is_complex = self.is_complex
+    cls = self._real_class if self.is_complex else type(self)
+    return cls(x, axis, is_complex=is_complex)
 
 
 # ------------------------------------------------------------------ symbolic operators
-def _symbolic(kind, dim_rule):
-    def method(self, v):
-        if not isinstance(v, LazyTensor) or v.op is not None or v.category is None:
-            raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} is taken with "
-                                 "respect to a variable LazyTensor (made from an array or by "
-                                 f"Vi/Vj/Pm), got {v!r}")
-        dim = dim_rule(self, v)
-        out = type(self).__new__(type(self))
-        out.op, out.args, out.dim = kind, (self, v), dim
-        _merge_into(out, (self, v))
-        return out
-
-    method.__name__ = kind
-    return method
+def _symbolic(self, kind, v, dim_rule):
+    """The LazyTensor kind(self, v), expanded symbolically when lowered (DERIVATIVES)."""
+    if not isinstance(v, LazyTensor) or v.op is not None or v.category is None:
+        raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} is taken with "
+                             "respect to a variable LazyTensor (made from an array or by "
+                             f"Vi/Vj/Pm), got {v!r}")
+    out = type(self).__new__(type(self))
+    out.op, out.args, out.inner_dim = kind, (self, v), dim_rule(self, v)
+    _merge_into(out, (self, v))
+    return out
 
 
-def _same_dims(kind):
+def _same_dims(what):
     def rule(f, v):
-        if f.dim != v.dim:
-            raise LazyKeOpsError(f"{kind} needs a LazyTensor and a variable of the same last "
+        if f.inner_dim != v.inner_dim:
+            raise LazyKeOpsError(f"{what} needs a LazyTensor and a variable of the same last "
                                  f"dim, got shapes {f.shape} and {v.shape}")
         return 1
     return rule
 
 
 def _scalar_only(f, v):
-    if f.dim != 1:
+    if f.inner_dim != 1:
         raise LazyKeOpsError(f"laplacian needs a LazyTensor of last dim 1, got shape {f.shape}")
     return 1
 
 
-def trace_operator(f, v):
+def grad_matrix(self, other):
+    """The dim(self) * dim(other) partial derivatives, row k the gradient of self_k."""
+    return _symbolic(self, "GradMatrix", other, lambda f, v: f.inner_dim * v.inner_dim)
+
+
+def divergence(self, var):
+    """sum_k d self_k / d var_k."""
+    return _symbolic(self, "Divergence", var, _same_dims("divergence"))
+
+
+def laplacian(self, var):
+    """sum_k d^2 self / d var_k^2, for self of last dim 1."""
+    return _symbolic(self, "Laplacian", var, _scalar_only)
+
+
+def trace_operator(self, var):
+    """The trace of the linear map var -> self(var) (var leaves the formula)."""
+    return _symbolic(self, "TraceOperator", var, _same_dims("trace_operator"))
+
+
+def _trace_of_linear(f, v):
     """Trace of the linear map v -> f(v): its divergence, which does not depend on v, so
     that v (often a symbolic variable without data) leaves the formula."""
     return autodiff.substitute(autodiff.divergence(f, v), {v: make("Zero", params=(v.dim,))})
@@ -195,7 +213,7 @@ def trace_operator(f, v):
 def difference_matrix(self, other):
     """The dim(self) * dim(other) values self_k - other_l, row k = self_k - other.
     (pykeops 2.3 declares this method, but its formula has no such operation.)"""
-    ones_self, ones_other = [1.0] * self.dim, [1.0] * LazyTensor._wrap(other).dim
+    ones_self, ones_other = [1.0] * self.inner_dim, [1.0] * LazyTensor._wrap(other).inner_dim
     return self.tensorprod(ones_other) - LazyTensor._wrap(ones_self).tensorprod(other)
 
 
@@ -221,7 +239,7 @@ def _call(self, *args, **kwargs):
 
 
 DERIVATIVES.update({"GradMatrix": autodiff.grad_matrix, "Divergence": autodiff.divergence,
-                    "Laplacian": autodiff.laplacian, "TraceOperator": trace_operator})
+                    "Laplacian": autodiff.laplacian, "TraceOperator": _trace_of_linear})
 LazyTensor._shape = property(_shape)
 LazyTensor._dtype = property(lambda self: self.dtype)
 LazyTensor.batchdims = property(lambda self: self.batch or None)
@@ -242,10 +260,8 @@ LazyTensor.__min__ = lambda self, **kwargs: self.min(**kwargs)
 LazyTensor.__max__ = lambda self, **kwargs: self.max(**kwargs)
 LazyTensor.__call__ = _call
 LazyTensor.__array_ufunc__ = None  # numpy: `array op LazyTensor` calls our reflected op
-LazyTensor.grad_matrix = _symbolic("GradMatrix", lambda f, v: f.dim * v.dim)
-LazyTensor.divergence = _symbolic("Divergence", _same_dims("divergence"))
-LazyTensor.laplacian = _symbolic("Laplacian", _scalar_only)
-LazyTensor.trace_operator = _symbolic("TraceOperator", _same_dims("trace_operator"))
+LazyTensor.grad_matrix, LazyTensor.divergence = grad_matrix, divergence
+LazyTensor.laplacian, LazyTensor.trace_operator = laplacian, trace_operator
 LazyTensor.difference_matrix = difference_matrix
 LazyTensor.factorize = factorize
 LazyTensor.auto_factorize = lambda self: self

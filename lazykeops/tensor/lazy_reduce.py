@@ -41,8 +41,8 @@ def lower(roots):
                                                                    params=t.params)
         if t.symbolic_pos is not None:
             symbolic.append(t)
-            return var(t.symbolic_pos, t.dim, t.category)
-        params = (len(leaves), t.dim, t.category)
+            return var(t.symbolic_pos, t.inner_dim, t.category)
+        params = (len(leaves), t.inner_dim, t.category)
         leaves.append(t)
         return _INTERNED.get(("Var", (), params)) or var(*params)
 
@@ -74,7 +74,7 @@ def symbolic_table(symbolic):
     table = {}
     for t in symbolic:
         other = table.setdefault(t.symbolic_pos, t)
-        if (other.category, other.dim) != (t.category, t.dim):
+        if (other.category, other.inner_dim) != (t.category, t.inner_dim):
             raise LazyKeOpsError(f"symbolic variable {t.symbolic_pos} is used with two "
                                  "different categories or dimensions")
     if sorted(table) != list(range(len(table))):
@@ -121,7 +121,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     else:
         roots, shape_of = (t,), t
     nodes, leaves = lower(roots)
-    table = tuple([(leaf.category, leaf.dim) for leaf in leaves])
+    table = tuple([(leaf.category, leaf.inner_dim) for leaf in leaves])
     spec = (reduction_op, axis, k, dtype_acc, sum_scheme)
     if leaves and leaves[0].symbolic_pos is not None:
         return SymbolicReduction(nodes, table, spec)
@@ -172,7 +172,7 @@ class DeferredReduction:
     reduction, with keyword arguments added to those given at first."""
 
     def __init__(self, t, reduction_op, dim, weight, k, options):
-        self.t, self.reduction_op, self.dim = t, reduction_op, dim
+        self.t, self.reduction_op, self.inner_dim = t, reduction_op, dim
         self.weight, self.k, self.options = weight, k, options
 
     def __call__(self, *args, **kwargs):
@@ -181,14 +181,14 @@ class DeferredReduction:
                                  "call=False from variables holding data: call it without "
                                  "positional arguments (use symbolic Vi/Vj/Pm variables for "
                                  "a reduction that takes its arrays when called)")
-        return reduce(self.t, self.reduction_op, self.dim, self.weight, self.k,
+        return reduce(self.t, self.reduction_op, self.inner_dim, self.weight, self.k,
                       **{**self.options, **kwargs})
 
 
 def _unit_axis(category, like):
     """A zero variable of length 1 along an axis that no variable indexes."""
     leaf = LazyTensor.__new__(type(like))
-    leaf.category, leaf.dim = category, 1
+    leaf.category, leaf.inner_dim = category, 1
     leaf.framework, leaf.dtype, leaf.device = like.framework, like.dtype, like.device
     leaf.data = get_backend(like.framework).as_array([[[0.0]]], like.dtype, like.device)
     leaf.ni, leaf.nj = (1, None) if category == CAT_I else (None, 1)
@@ -233,7 +233,7 @@ def _prepare_leaves(leaves, batch, backend, dtype, device="cpu"):
         else:
             if tuple(own) != tuple(batch):
                 x = backend.prepare(x, (*batch, *x.shape[-3:]))
-            strides.append((leaf.ni or 1) * (leaf.nj or 1) * leaf.dim)
+            strides.append((leaf.ni or 1) * (leaf.nj or 1) * leaf.inner_dim)
         prepared.append(backend.contiguous(x))
     return prepared, strides
 
@@ -266,11 +266,11 @@ def _core(nodes, table, options, framework):
 
 def _pykeops_shape(result, t, k):
     """K-reductions of a vector formula give (..., N, K, D), as in pykeops."""
-    if k is None or t.dim == 1:
+    if k is None or t.inner_dim == 1:
         return result
     if isinstance(result, tuple):
-        return tuple(r.reshape(*r.shape[:-1], k, t.dim) for r in result)
-    return result.reshape(*result.shape[:-1], k, t.dim)
+        return tuple(r.reshape(*r.shape[:-1], k, t.inner_dim) for r in result)
+    return result.reshape(*result.shape[:-1], k, t.inner_dim)
 
 
 class SymbolicReduction:

@@ -1,6 +1,7 @@
 """Print pykeops 2.3's public names, one per line, as 'scope name': the rows that
 docs/pykeops_api.md must have. Run with a Python where the real pykeops is installed
-(tests/api/test_pykeops_table.py does, when LAZYKEOPS_PYKEOPS_PYTHON names one)."""
+(tests/api/test_pykeops_table.py does, when LAZYKEOPS_PYKEOPS_PYTHON names one).
+With --signatures: the parameters of every LazyTensor method, as JSON."""
 
 import inspect
 import warnings
@@ -30,13 +31,39 @@ def inventory():
              if not n.startswith("_") and n not in ("utils", "matrix")]
     rows += [("LazyTensor", n) for n in sorted(dir(LazyTensor))
              if not n.startswith("__") or n in DUNDERS]
-    rows += [("ComplexLazyTensor", n) for n in sorted(set(dir(ComplexLazyTensor)) - set(dir(LazyTensor)))]
+    rows += [("ComplexLazyTensor", n)
+             for n in sorted(set(dir(ComplexLazyTensor)) - set(dir(LazyTensor)))]
     for cls in (Genred, KernelSolve):
-        rows += [(f"{cls.__name__}(...)", n) for n in list(inspect.signature(cls.__init__).parameters)[1:]]
-        rows += [(f"{cls.__name__}(...)(...)", n) for n in list(inspect.signature(cls.__call__).parameters)[1:]]
+        for scope, method in ((f"{cls.__name__}(...)", cls.__init__),
+                              (f"{cls.__name__}(...)(...)", cls.__call__)):
+            rows += [(scope, n) for n in list(inspect.signature(method).parameters)[1:]]
+    return rows
+
+
+def signatures():
+    """(class, method, [(parameter, has a default)]) of every LazyTensor and
+    ComplexLazyTensor method, self and *args/**kwargs left out."""
+    from pykeops.torch import ComplexLazyTensor, LazyTensor
+
+    rows = []
+    for cls in (LazyTensor, ComplexLazyTensor):
+        for name in sorted(dir(cls)):
+            method = getattr(cls, name)
+            if name.startswith("__") and name not in DUNDERS or not inspect.isfunction(method):
+                continue
+            params = [(p.name, p.default is not p.empty)
+                      for p in list(inspect.signature(method).parameters.values())[1:]
+                      if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            rows.append((cls.__name__, name, params))
     return rows
 
 
 if __name__ == "__main__":
-    for scope, name in inventory():
-        print(scope, name)
+    import json
+    import sys
+
+    if sys.argv[1:] == ["--signatures"]:
+        print(json.dumps(signatures()))
+    else:
+        for scope, name in inventory():
+            print(scope, name)

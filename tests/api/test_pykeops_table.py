@@ -114,3 +114,32 @@ def test_table_lists_every_pykeops_name():
              if re.fullmatch(r"\S+ \S+", line)}
     listed = {(scope, name) for scope, name, _, _ in table_rows()}
     assert names - listed == set()
+
+
+@pytest.mark.skipif("LAZYKEOPS_PYKEOPS_PYTHON" not in os.environ,
+                    reason="needs LAZYKEOPS_PYKEOPS_PYTHON: a Python with the real pykeops")
+def test_methods_take_pykeops_parameter_names():
+    """Every parameter of a pykeops LazyTensor method can be given by the same name (and
+    left out where pykeops has a default) on lazykeops's."""
+    import inspect
+
+    import lazykeops.torch as lk
+
+    out = subprocess.run([os.environ["LAZYKEOPS_PYKEOPS_PYTHON"],
+                          str(ROOT / "tests" / "api" / "pykeops_inventory.py"), "--signatures"],
+                         cwd="/", capture_output=True, text=True, timeout=300, check=True)
+    problems = []
+    for cls_name, name, params in json.loads(out.stdout.strip().splitlines()[-1]):
+        method = getattr(getattr(lk, cls_name), name, None)
+        if not callable(method):
+            continue  # an attribute here (listed as such in the table)
+        sig = inspect.signature(method)
+        if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            continue
+        for param, has_default in params:
+            mine = sig.parameters.get(param)
+            if mine is None:
+                problems.append(f"{cls_name}.{name}: no parameter {param}")
+            elif has_default and mine.default is mine.empty:
+                problems.append(f"{cls_name}.{name}: {param} has no default")
+    assert problems == [], "\n".join(problems)

@@ -46,7 +46,7 @@ def test_construction_and_attributes():
     assert "Real2Complex" in ComplexLazyTensor(x).formula
     zn = lknp.LazyTensor(z.numpy())
     assert type(zn) is lknp.ComplexLazyTensor and zn.dtype == "complex128"
-    assert (Z.real.shape, abs(Z).dim, Z.sum().shape, Z.T.shape) == ((N, 1, D), D, (N, 1),
+    assert (Z.real.shape, abs(Z).ndim, Z.sum().shape, Z.T.shape) == ((N, 1, D), D, (N, 1),
                                                                     (1, N, D))
     with pytest.raises(LazyKeOpsError, match="numpy"):
         lknp.LazyTensor(z)

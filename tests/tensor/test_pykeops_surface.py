@@ -29,7 +29,7 @@ def gaussian(x, y):
 def test_attributes(data):
     x, y, _ = data
     X, Y, K, _ = gaussian(x, y)
-    assert K._shape == (N, M, 1) and K.shape == (N, M)
+    assert K._shape == (N, M, 1) and K.shape == (N, M) and K.dim() == 3 and K.ndim == 1
     assert (X.axis, Y.axis, LazyTensor(torch.ones(2)).axis, K.axis) == (0, 1, 2, None)
     assert K.batchdims is None and K._dtype == K.dtype == "float64"
     assert LazyTensor(torch.ones(4, N, 1, D)).batchdims == (4,)
