@@ -8,11 +8,12 @@ checked at each operation, so that errors name both shapes before anything compi
 reduction (lazykeops.tensor.lazy_reduce) lowers the tree to a formula node with variable
 positions in order of first appearance, and hands it to the Genred core.
 
-This module owns construction, shape bookkeeping and the elementwise and vector
-operations; the reductions live in `lazy_reduce.py`, the linear-operator interface (`@`,
-`.T`, `solve`) and `dense` in `lazy_linear.py`; both attach their methods to the class.
-Walks over the expression (`postorder`) use an explicit stack: expressions built in loops
-are deeper than Python's recursion limit.
+This module owns construction and the elementwise and vector operations; the merging of
+shapes and the walks over an expression (an explicit stack: expressions built in loops are
+deeper than Python's recursion limit) are in `lazy_shapes.py`; the reductions live in
+`lazy_reduce.py`, the linear-operator interface (`@`, `.T`, `solve`) and `dense` in
+`lazy_linear.py`, pykeops's other attributes and builders in `lazy_pykeops.py`, complex
+LazyTensors in `lazy_complex.py`: each attaches its methods to the class.
 """
 
 import math
@@ -21,6 +22,7 @@ import numbers
 from ..errors import LazyKeOpsError, ranges_error
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, checked_param, render
 from .backends import get_backend
+from .lazy_shapes import _shapes, merge_into
 
 
 def _framework_of(x):
@@ -56,10 +58,6 @@ def _check_complex_data(x):
 
 
 # ---- end of complex data -----------------------------------------------------------------
-
-
-def _shape_text(t):
-    return str(tuple(t.shape))
 
 
 class LazyTensor:
@@ -189,7 +187,7 @@ class LazyTensor:
         except LazyKeOpsError as err:
             raise LazyKeOpsError(f"{op} of LazyTensors of shapes {_shapes(args)}: {err}") \
                 from None
-        _merge_into(out, args)
+        merge_into(out, args)
         return out
 
     # ------------------------------------------------------------------ pykeops attributes
@@ -365,7 +363,7 @@ class LazyTensor:
                                  f"{expected}, got shape {args[2].shape}")
         out = type(self).__new__(type(self))
         out.op, out.args, out.inner_dim = kind, args, dim
-        _merge_into(out, args)
+        merge_into(out, args)
         return out
 
     @staticmethod
@@ -407,71 +405,3 @@ class LazyTensor:
         if not self._is_inner_dim(dim):
             raise LazyKeOpsError(f"{what} works on the last dimension (dim=-1) of a "
                                  f"LazyTensor of shape {self.shape}, got dim={dim}")
-
-
-def _shapes(args):
-    return " and ".join(_shape_text(a) for a in args)
-
-
-def _merge_into(out, args):
-    """Sizes, batch dims, framework, dtype and device of an op's result; errors name the
-    shapes involved. Written as one plain loop: it runs for every op of every call."""
-    ni = nj = framework = None
-    batches = None
-    for a in args:
-        if a.ni is not None:
-            if ni is not None and ni != a.ni:
-                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} have "
-                                     f"different N ({ni} and {a.ni})")
-            ni = a.ni
-        if a.nj is not None:
-            if nj is not None and nj != a.nj:
-                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} have "
-                                     f"different M ({nj} and {a.nj})")
-            nj = a.nj
-        if a.framework is not None:
-            if framework is None:
-                framework, dtype, device = a.framework, a.dtype, a.device
-            elif (framework, dtype, device) != (a.framework, a.dtype, a.device):
-                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} mix "
-                                     f"{(framework, dtype, device)} and "
-                                     f"{(a.framework, a.dtype, a.device)} (framework, dtype, "
-                                     "device)")
-        if a.batch:
-            batches = [a.batch] if batches is None else batches + [a.batch]
-    out.ni, out.nj = ni, nj
-    if framework is not None:
-        out.framework, out.dtype, out.device = framework, dtype, device
-    if batches is not None:
-        out.batch = batches[0] if len(batches) == 1 else broadcast_batch(batches, args, out.op)
-
-
-def broadcast_batch(batches, args, op):
-    ndim = max(len(b) for b in batches)
-    result = [1] * ndim
-    for b in batches:
-        for k, size in enumerate((1,) * (ndim - len(b)) + tuple(b)):
-            if size != 1:  # as torch: 1 broadcasts to any size, 0 included
-                if result[k] not in (1, size):
-                    raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
-                                         f"{_shapes(args)} do not broadcast")
-                result[k] = size
-    return tuple(result)
-
-
-def postorder(roots):
-    """The LazyTensors under `roots`, each once, children before parents: an explicit
-    stack, since expressions built in loops are deeper than Python's recursion limit."""
-    order, seen = [], set()
-    stack = [(r, False) for r in reversed(roots)]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        stack.extend((a, False) for a in reversed(t.args) if id(a) not in seen)
-    return order

@@ -9,7 +9,8 @@ from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
 from .backends import get_backend
-from .lazy import LazyTensor, _merge_into, postorder
+from .lazy import LazyTensor
+from .lazy_shapes import merge_into, postorder
 from .lazy_reduce import _framework_name, lower, reduce
 
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
@@ -165,7 +166,7 @@ def _rebuilt(t, args):
     new = type(t).__new__(type(t))
     new.__dict__.update(t.__dict__)
     new.args = tuple(args)
-    _merge_into(new, new.args)
+    merge_into(new, new.args)
     return new
 
 

@@ -13,7 +13,8 @@ import numbers
 from ..errors import LazyKeOpsError
 from ..formula import autodiff
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, make, render
-from .lazy import LazyTensor, _merge_into, postorder
+from .lazy import LazyTensor
+from .lazy_shapes import merge_into, postorder
 from .lazy_reduce import DERIVATIVES, lower, reduce
 from .options import INIT_DEFAULTS, as_index
 
@@ -165,7 +166,7 @@ def _symbolic(self, kind, v, dim_rule):
                              f"Vi/Vj/Pm), got {v!r}")
     out = type(self).__new__(type(self))
     out.op, out.args, out.inner_dim = kind, (self, v), dim_rule(self, v)
-    _merge_into(out, (self, v))
+    merge_into(out, (self, v))
     return out
 
 

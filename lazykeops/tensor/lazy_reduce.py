@@ -16,7 +16,8 @@ from ..formula.aliases import Alias
 from .genred import HALF_DTYPES, GenredCore
 from .options import as_index, call_options, check_device_id, split_reduction_options
 from .backends import get_backend
-from .lazy import LazyTensor, _merge_into, postorder
+from .lazy import LazyTensor
+from .lazy_shapes import merge_into, postorder
 
 _CORES = {}
 _RECURSION_DEPTH = 200  # well inside Python's default limit of 1,000 frames
@@ -116,7 +117,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
         roots = (t, LazyTensor._wrap(weight))
         merged = LazyTensor.__new__(LazyTensor)  # the weight's sizes, dtype, batch vs t's
         merged.op = f"{reduction_op} with weight"
-        _merge_into(merged, roots)
+        merge_into(merged, roots)
         shape_of = merged
     else:
         roots, shape_of = (t,), t
