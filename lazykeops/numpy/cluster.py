@@ -24,6 +24,11 @@ from ..tensor.cluster_core import bad_argument
 class _NumpyOps:
     """The array namespace of cluster_core, for numpy arrays."""
 
+    @staticmethod
+    def divide_rows(a, d, like):
+        with np.errstate(invalid="ignore", divide="ignore"):  # empty clusters: NaN
+            return (a / d.reshape(-1, 1)).astype(like.dtype)
+
     is_array = staticmethod(lambda a: isinstance(a, (np.ndarray, np.generic)))
     kind = staticmethod(lambda a: a.dtype.kind)
     floor = staticmethod(np.floor)
@@ -93,22 +98,6 @@ def cluster_ranges(lab, Nlab=None):
     return core.ranges_from_counts(_OPS, counts).astype(int)
 
 
-def _centroids(fn, x, lab, Nlab, weights, weights_c):
-    """cluster_centroids after its checks: returns (centroids, weights_c)."""
-    n_clusters = Nlab.shape[0]
-    if weights is None:
-        sums, denominator = core.label_sums(_OPS, x, lab, n_clusters), Nlab
-    else:
-        if weights_c is None:
-            weights_c = _OPS.segment_sum(lab, weights, n_clusters)
-        weights_c = core.check_per_item(_OPS, fn, "weights_c", weights_c, n_clusters,
-                                        "cluster weights")
-        sums = core.label_sums(_OPS, x * weights.reshape(-1, 1), lab, n_clusters)
-        denominator = weights_c
-    with np.errstate(invalid="ignore", divide="ignore"):  # empty clusters: NaN, on purpose
-        return (sums / denominator.reshape(-1, 1)).astype(x.dtype), weights_c
-
-
 def _checked_inputs(fn, x, lab, weights):
     """Checks shared by the centroid functions: returns (lab as int64, weights as (M,))."""
     n_points = core.check_points(_OPS, fn, x)[0]
@@ -134,7 +123,7 @@ def cluster_centroids(x, lab, Nlab=None, weights=None, weights_c=None):
     else:
         core.check_counts(_OPS, fn, Nlab)
         core.check_cluster_count(_OPS, fn, lab, Nlab.shape[0])
-    return _centroids(fn, x, lab, Nlab, weights, weights_c)[0]
+    return core.centroids(_OPS, fn, x, lab, Nlab, weights, weights_c)[0]
 
 
 def cluster_ranges_centroids(x, lab, weights=None):
@@ -149,7 +138,7 @@ def cluster_ranges_centroids(x, lab, weights=None):
     lab, weights = _checked_inputs(fn, x, lab, weights)
     Nlab = np.bincount(lab).astype(float)
     ranges = core.ranges_from_counts(_OPS, Nlab.astype(np.int64)).astype(int)
-    centroids, weights_c = _centroids(fn, x, lab, Nlab, weights, None)
+    centroids, weights_c = core.centroids(_OPS, fn, x, lab, Nlab, weights, None)
     return ranges, centroids, (Nlab if weights is None else weights_c)
 
 

@@ -18,6 +18,7 @@ comparisons, `.reshape`, `.sum(axis)`, `.cumsum(0)`, `.any()`, `.tolist()` is sh
     stable_argsort(a)
     nonzero_cols(mask)        column index of each True entry of a 2-D mask, row-major order
     stack_cols(a, b)          (n, 2) array of two 1-D arrays
+    divide_rows(a, d, like)   a / d[:, None] in `like`'s dtype (0 / 0 is NaN, silently)
 
 Cells of grid_cluster are told apart by their exact integer coordinates, not by pykeops's
 10-bits-per-axis hash: see `cell_labels`.
@@ -174,6 +175,22 @@ def label_sums(ops, values, lab, n_clusters):
     dim = values.shape[1]
     flat = (lab.reshape(-1, 1) * dim + ops.arange(dim, lab).reshape(1, -1)).reshape(-1)
     return ops.segment_sum(flat, values.reshape(-1), n_clusters * dim).reshape(n_clusters, dim)
+
+
+def centroids(ops, fn, x, lab, Nlab, weights, weights_c):
+    """cluster_centroids after its checks: (centroids in x's dtype, weights_c). Empty
+    clusters divide 0 by 0: NaN, as in pykeops."""
+    n_clusters = Nlab.shape[0]
+    if weights is None:
+        sums, denominator = label_sums(ops, x, lab, n_clusters), Nlab
+    else:
+        if weights_c is None:
+            weights_c = ops.segment_sum(lab, weights, n_clusters)
+        weights_c = check_per_item(ops, fn, "weights_c", weights_c, n_clusters,
+                                   "cluster weights")
+        sums = label_sums(ops, x * weights.reshape(-1, 1), lab, n_clusters)
+        denominator = weights_c
+    return ops.divide_rows(sums, denominator, x), weights_c
 
 
 def blocks_of_mask(ops, ranges_i, ranges_j, keep):

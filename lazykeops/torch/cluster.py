@@ -25,6 +25,10 @@ from ..tensor.cluster_core import bad_argument
 class _TorchOps:
     """The array namespace of cluster_core, for torch tensors."""
 
+    @staticmethod
+    def divide_rows(a, d, like):
+        return (a / d.reshape(-1, 1)).to(like.dtype)
+
     is_array = staticmethod(lambda a: isinstance(a, torch.Tensor))
     floor = staticmethod(torch.floor)
     to_float64 = staticmethod(lambda a: a.to(torch.float64))
@@ -127,21 +131,6 @@ def cluster_ranges(lab, Nlab=None):
     return core.ranges_from_counts(_OPS, counts)
 
 
-def _centroids(fn, x, lab, Nlab, weights, weights_c):
-    """cluster_centroids after its checks: returns (centroids, weights_c)."""
-    n_clusters = Nlab.shape[0]
-    if weights is None:
-        sums, denominator = core.label_sums(_OPS, x, lab, n_clusters), Nlab
-    else:
-        if weights_c is None:
-            weights_c = _OPS.segment_sum(lab, weights, n_clusters)
-        weights_c = core.check_per_item(_OPS, fn, "weights_c", weights_c, n_clusters,
-                                        "cluster weights")
-        sums = core.label_sums(_OPS, x * weights.reshape(-1, 1), lab, n_clusters)
-        denominator = weights_c
-    return (sums / denominator.reshape(-1, 1)).to(x.dtype), weights_c
-
-
 def _checked_inputs(fn, x, lab, weights, **others):
     """Checks shared by the centroid functions: returns (lab as int64, weights as (M,))."""
     n_points = core.check_points(_OPS, fn, x)[0]
@@ -167,7 +156,7 @@ def cluster_centroids(x, lab, Nlab=None, weights=None, weights_c=None):
     else:
         core.check_counts(_OPS, fn, Nlab)
         core.check_cluster_count(_OPS, fn, lab, Nlab.shape[0])
-    return _centroids(fn, x, lab, Nlab, weights, weights_c)[0]
+    return core.centroids(_OPS, fn, x, lab, Nlab, weights, weights_c)[0]
 
 
 def cluster_ranges_centroids(x, lab, weights=None, min_weight=1e-9):
@@ -186,7 +175,7 @@ def cluster_ranges_centroids(x, lab, weights=None, min_weight=1e-9):
     ranges = core.ranges_from_counts(_OPS, Nlab.to(torch.int64))
     if weights is not None:
         weights = weights.masked_fill(weights <= min_weight, min_weight)
-    centroids, weights_c = _centroids(fn, x, lab, Nlab, weights, None)
+    centroids, weights_c = core.centroids(_OPS, fn, x, lab, Nlab, weights, None)
     return ranges, centroids, (Nlab if weights is None else weights_c)
 
 
