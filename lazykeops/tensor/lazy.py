@@ -87,16 +87,20 @@ class LazyTensor:
             return
         if isinstance(x, LazyTensor):
             raise LazyKeOpsError("LazyTensor(x) got a LazyTensor; use it directly")
-        if isinstance(x, bool) or not isinstance(x, (numbers.Number, list, tuple)):
-            raise LazyKeOpsError(f"LazyTensor expects a torch tensor, a numpy array, a number "
-                                 f"or a list of numbers, got {type(x).__name__}")
-        if _is_complex_number(x) or isinstance(x, (list, tuple)) and \
+        if isinstance(x, tuple):  # pykeops: (index, dim, category), a symbolic variable
+            self._init_symbolic(x)
+            return
+        if isinstance(x, bool) or not isinstance(x, (numbers.Number, list)):
+            raise LazyKeOpsError(f"LazyTensor expects a torch tensor, a numpy array, a number, "
+                                 f"a list of numbers or an (index, dim, category) tuple, got "
+                                 f"{type(x).__name__}")
+        if _is_complex_number(x) or isinstance(x, list) and \
                 any(map(_is_complex_number, x)):  # complex data: see complex_init
             return complex_init(self, x, axis)
         if isinstance(x, numbers.Integral):
             self.op, self.params, self.inner_dim = "IntCst", (int(x),), 1
-        elif isinstance(x, (numbers.Real, list, tuple)):
-            values = [float(v) for v in (x if isinstance(x, (list, tuple)) else [x])]
+        elif isinstance(x, (numbers.Real, list)):
+            values = [float(v) for v in (x if isinstance(x, list) else [x])]
             if not values:
                 raise LazyKeOpsError("LazyTensor of an empty list")
             self.category, self.data, self.inner_dim = CAT_P, values, len(values)
@@ -147,12 +151,17 @@ class LazyTensor:
     @classmethod
     def symbolic(cls, pos, dim, cat):
         """A variable without data, bound by position when the reduction is called."""
-        if not (isinstance(pos, int) and isinstance(dim, int) and pos >= 0 and dim >= 1):
-            raise LazyKeOpsError(f"symbolic variables need an index >= 0 and a dim >= 1, "
-                                 f"got ({pos!r}, {dim!r})")
         t = cls.__new__(cls)
-        t.category, t.inner_dim, t.symbolic_pos = cat, dim, pos
+        t._init_symbolic((pos, dim, cat))
         return t
+
+    def _init_symbolic(self, triple):
+        ok = len(triple) == 3 and all(isinstance(v, numbers.Integral) and
+                                      not isinstance(v, bool) for v in triple)
+        if not ok or triple[0] < 0 or triple[1] < 1 or triple[2] not in (CAT_I, CAT_J, CAT_P):
+            raise LazyKeOpsError(f"a symbolic variable is (index >= 0, dim >= 1, category 0 "
+                                 f"(i), 1 (j) or 2 (parameter)), got {triple!r}")
+        self.symbolic_pos, self.inner_dim, self.category = (int(v) for v in triple)
 
     @staticmethod
     def _wrap(x):

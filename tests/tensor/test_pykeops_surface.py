@@ -162,3 +162,13 @@ def test_backend_attribute(data):
     K.backend = "GPU_5D"
     with pytest.raises(LazyKeOpsError, match="GPU_5D"):
         K.sum(dim=1)
+
+
+def test_tuple_is_a_symbolic_variable(data):
+    x, y, _ = data
+    K = (-LazyTensor((0, 3, 0)).sqdist(LazyTensor((1, 3, 1)))).exp().sum(dim=1)
+    want = torch.exp(-((x[:, None] - y[None]) ** 2).sum(-1)).sum(1, keepdim=True)
+    assert torch.allclose(K(x, y), want)
+    for bad in ((1.0, 2.0), (0, 3), (0, 3, 5), (-1, 3, 0)):
+        with pytest.raises(LazyKeOpsError, match="symbolic variable"):
+            LazyTensor(bad)
