@@ -143,3 +143,37 @@ def test_methods_take_pykeops_parameter_names():
             elif has_default and mine.default is mine.empty:
                 problems.append(f"{cls_name}.{name}: {param} has no default")
     assert problems == [], "\n".join(problems)
+
+
+def compare(a, b, path=""):
+    """Differences between two results of tests/api/pykeops_parity.py."""
+    if isinstance(a, dict) and "error" in a or isinstance(b, dict) and "error" in b:
+        return [] if (isinstance(a, dict) and "error" in a) == (isinstance(b, dict) and "error"
+                                                                in b) else [f"{path}: {a} vs {b}"]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a["shape"] != b["shape"]:
+            return [f"{path}: shape {a['shape']} vs {b['shape']}"]
+        import numpy as np
+
+        va, vb = np.asarray(a["values"], dtype=float), np.asarray(b["values"], dtype=float)
+        ok = np.allclose(va, vb, rtol=1e-9, atol=1e-12, equal_nan=True)
+        return [] if ok else [f"{path}: values differ by {np.nanmax(np.abs(va - vb)):.3g}"]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for k, (u, v) in enumerate(zip(a, b)) for d in compare(u, v, f"{path}[{k}]")]
+    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
+
+
+@pytest.mark.skipif("LAZYKEOPS_PYKEOPS_PYTHON" not in os.environ,
+                    reason="needs LAZYKEOPS_PYKEOPS_PYTHON: a Python with the real pykeops")
+def test_same_programs_give_the_same_results():
+    script = str(ROOT / "tests" / "api" / "pykeops_parity.py")
+    runs = {}
+    for library, python, cwd in (("pykeops", os.environ["LAZYKEOPS_PYKEOPS_PYTHON"], "/"),
+                                 ("lazykeops", sys.executable, ROOT)):
+        out = subprocess.run([python, script, library], cwd=cwd, capture_output=True,
+                             text=True, timeout=1800, check=True)
+        runs[library] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert runs["pykeops"].keys() == runs["lazykeops"].keys()
+    problems = [d for name in runs["pykeops"]
+                for d in compare(runs["pykeops"][name], runs["lazykeops"][name], name)]
+    assert problems == [], "\n".join(problems)
