@@ -114,7 +114,7 @@ def plot_density(x, grid_x, grid_y, logf, h, path):
     # Levels from 2% of the peak up: the zero level would only trace the grid's edge.
     levels = np.linspace(0.02, 0.95, 8) * density.max()
     cs = ax.contour(grid_x, grid_y, density, levels=levels, cmap="viridis")
-    fig.colorbar(cs, ax=ax, label="estimated density")
+    fig.colorbar(cs, ax=ax, label="estimated density", format="%.2f")
     ax.set_title(f"n = {x.shape[0]} ({len(shown)} shown), CV bandwidth h = {h:.3g}")
     ax.set_aspect("equal")
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -153,7 +153,9 @@ def run(quick=False, device="cpu", out_dir=None):
     best = int(cv.argmax())
     h_cv = float(bandwidths[best])
 
-    lo, hi = x.min(0).values.cpu(), x.max(0).values.cpu()
+    # The plotting window covers the bulk of the sample, not its few most extreme points.
+    q = torch.tensor([0.002, 0.998], dtype=dtype, device=device)
+    lo, hi = (torch.quantile(x, q, dim=0).cpu() + torch.tensor([[-1.0], [1.0]], dtype=dtype) * 3 * h_cv)
     gx = torch.linspace(float(lo[0]), float(hi[0]), grid_size, dtype=dtype)
     gy = torch.linspace(float(lo[1]), float(hi[1]), grid_size, dtype=dtype)
     grid_x, grid_y = torch.meshgrid(gx, gy, indexing="xy")
