@@ -28,8 +28,9 @@ The M-step maximises the expected complete-data log-likelihood Q(theta | theta_o
 Jensen's inequality gives l(theta) - l(theta_old) >= Q(theta | theta_old) - Q(theta_old |
 theta_old) >= 0: the log-likelihood never decreases. The script checks that property at
 every step (to float64 rounding). EM converges to a stationary point, usually a local
-maximum that depends on the start; here the means start at K data points drawn by k-means++ seeding, the covariances
-at the pooled covariance of the sample and the weights at 1/K. The likelihood is unbounded
+maximum that depends on the start; here the means start at K data points drawn by
+k-means++ seeding, the covariances at the pooled covariance of the sample and the weights
+at 1/K. The likelihood is unbounded
 (a component shrinking onto one point sends it to +infinity), so in practice one adds a
 small ridge to each Sigma_k (scikit-learn's reg_covar); we leave it out, which keeps the
 M-step exact and the monotonicity theorem true, and is safe with thousands of points per
@@ -50,10 +51,10 @@ change from step to step. Responsibilities are never stored either.
 Check: on the quick-size sample, scikit-learn's GaussianMixture started from the same
 weights, means and precisions, with tol=0 (so it runs all max_iter steps) and reg_covar=0,
 reaches the same parameters and log-likelihood: in float64 the final mean log-likelihoods
-agree to about 1e-15 and the parameters to 1e-14 to 1e-12 (depending on the data), and the log-likelihood traces
-agree step by step. The figure draws the 1- and 2-sigma ellipses {x : (x - mu_k)^T
+agree to about 1e-15 and the parameters to 1e-14 to 1e-12 (depending on the data), and
+the log-likelihood traces agree step by step. The figure draws the 1- and 2-sigma ellipses {x : (x - mu_k)^T
 Sigma_k^{-1} (x - mu_k) = r^2}, r = 1, 2, of the fitted components (they hold 39% and 86%
-of a 2-D Gaussian's mass, not the 68% and 95% of one dimension), with the true ones dashed.
+of a 2-D Gaussian's mass, not the 68% and 95% of one dimension), with the true ones dotted.
 """
 
 import argparse
