@@ -53,8 +53,9 @@ weights, means and precisions, with tol=0 (so it runs all max_iter steps) and re
 reaches the same parameters and log-likelihood: in float64 the final mean log-likelihoods
 agree to about 1e-15 and the parameters to 1e-14 to 1e-12 (depending on the data), and
 the log-likelihood traces agree step by step. The figure draws the 1- and 2-sigma
-ellipses {x : (x - mu_k)^T Sigma_k^{-1} (x - mu_k) = r^2}, r = 1, 2, of the fitted components (they hold 39% and 86%
-of a 2-D Gaussian's mass, not the 68% and 95% of one dimension), with the true ones dotted.
+ellipses {x : (x - mu_k)^T Sigma_k^{-1} (x - mu_k) = r^2}, r = 1, 2, of the fitted
+components (they hold 39% and 86% of a 2-D Gaussian's mass, not the 68% and 95% of one
+dimension), with the true ones dotted.
 """
 
 import argparse
