@@ -182,16 +182,20 @@ def conjugate_gradient(apply, b, eps, maxiter, what):
             return x
         ap = apply(p)
         curvature = (p * ap).sum(-2 if len(b.shape) > 1 else -1)
-        if float(curvature.min()) <= 0:
+        # A column whose residual is exactly 0 is solved (a zero right-hand side, or exact
+        # convergence): its direction is 0 too, and so is its curvature, which is no sign
+        # of an indefinite operator. Such columns take steps of 0.
+        solved = rs == 0
+        if float(((curvature <= 0) & ~solved).sum()) > 0:
             raise LazyKeOpsError(f"{what}: the operator is not positive definite "
                                  "(conjugate gradient met a direction of non-positive "
                                  "curvature)")
-        step = rs / curvature
+        step = rs / (curvature + solved)
         expand = (lambda s: s[..., None, :]) if len(b.shape) > 1 else (lambda s: s)
         x = x + expand(step) * p
         r = r - expand(step) * ap
         rs_new = (r * r).sum(-2 if len(b.shape) > 1 else -1)
-        p = r + expand(rs_new / rs) * p
+        p = r + expand(rs_new / (rs + solved)) * p
         rs = rs_new
     if float(rs.sum()) ** 0.5 <= target:
         return x

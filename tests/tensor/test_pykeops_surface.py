@@ -172,3 +172,18 @@ def test_tuple_is_a_symbolic_variable(data):
     for bad in ((1.0, 2.0), (0, 3), (0, 3, 5), (-1, 3, 0)):
         with pytest.raises(LazyKeOpsError, match="symbolic variable"):
             LazyTensor(bad)
+
+
+def test_solve_with_a_zero_column(data):
+    """A zero right-hand side column is solved by 0, not reported as indefinite."""
+    x, _, b = data
+    _, _, K, dense = gaussian(x[:M], x[:M])
+    rhs = torch.cat([b[:, :1], torch.zeros(M, 1, dtype=torch.float64)], 1)
+    want = torch.linalg.solve(0.5 * torch.eye(M, dtype=torch.float64) + dense, rhs)
+    got = K.solve(rhs, alpha=0.5)
+    assert torch.allclose(got, want, atol=1e-8) and torch.equal(got[:, 1], torch.zeros(M, dtype=torch.float64))
+    from lazykeops.numpy import LazyTensor as NumpyLazyTensor
+
+    xn = x[:M].numpy()
+    Kn = (-NumpyLazyTensor(xn[:, None]).sqdist(NumpyLazyTensor(xn[None]))).exp()
+    assert np.allclose(Kn.solve(rhs.numpy(), alpha=0.5), want.numpy(), atol=1e-8)
