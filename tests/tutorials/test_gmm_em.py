@@ -2,24 +2,14 @@
 and from the same start scikit-learn's GaussianMixture reaches the same log-likelihood and
 parameters (up to a relabelling of the components)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_tutorial():
-    spec = importlib.util.spec_from_file_location("gmm_em_tutorial", ROOT / "tutorials" / "gmm_em.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
 def test_gmm_em_quick(tmp_path):
-    r = load_tutorial().run(quick=True, out_dir=tmp_path)
+    r = load_tutorial("gmm_em").run(quick=True, out_dir=tmp_path)
 
     loglik = np.array(r["loglik"])
     assert len(loglik) == r["max_iter"] + 1
@@ -44,10 +34,4 @@ def test_gmm_em_quick(tmp_path):
     assert r["means_max_diff"] < 1e-8
     assert r["covs_max_diff"] < 1e-8
 
-    import matplotlib.image
-
-    assert len(r["figures"]) == 2
-    for png in r["figures"]:
-        assert Path(png).is_file() and Path(png).parent == tmp_path
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and len(np.unique(image)) > 1
+    check_figures(r["figures"], tmp_path, 2)

@@ -2,24 +2,11 @@
 on the lazy kernel matches a dense float64 Cholesky solve, the fitted hyperparameters
 raise the marginal likelihood, and the credible band widens in the data gap."""
 
-import importlib.util
-from pathlib import Path
-
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_tutorial():
-    spec = importlib.util.spec_from_file_location("gp_regression_tutorial",
-                                                  ROOT / "tutorials" / "gp_regression.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
 def test_gp_regression_quick(tmp_path):
-    tutorial = load_tutorial()
+    tutorial = load_tutorial("gp_regression")
     r = tutorial.run(quick=True, out_dir=tmp_path)
 
     assert r["n_check"] == r["n"]  # quick: the check is on the data of the run itself
@@ -36,10 +23,4 @@ def test_gp_regression_quick(tmp_path):
         assert (v >= 0).all()
         assert v[gap].max() > 2 * v[~gap].median(), name  # less known where no data
 
-    import matplotlib.image
-
-    assert len(r["figures"]) == 2
-    for png in r["figures"]:
-        assert Path(png).is_file() and Path(png).parent == tmp_path
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and len(np.unique(image)) > 1
+    check_figures(r["figures"], tmp_path, 2)

@@ -1,25 +1,15 @@
 """tutorials/kde.py: the KDE log-density matches scikit-learn, the leave-one-out sums
 match a dense computation, and the figures are real images."""
 
-import importlib.util
 import math
-from pathlib import Path
 
-import matplotlib.image
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
-def load_tutorial():
-    spec = importlib.util.spec_from_file_location("tutorial_kde", ROOT / "tutorials" / "kde.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-kde = load_tutorial()
+kde = load_tutorial("kde")
 
 
 def test_kde_quick(tmp_path):
@@ -31,11 +21,7 @@ def test_kde_quick(tmp_path):
     best = int(np.argmax(res["cv"]))
     assert 0 < best < len(res["cv"]) - 1
     assert res["h_cv"] == res["bandwidths"][best]
-    assert len(res["figures"]) == 2
-    for path in res["figures"]:
-        assert Path(path).is_file()
-        image = matplotlib.image.imread(path)
-        assert image.size > 0 and len(np.unique(image)) > 1
+    check_figures(res["figures"], tmp_path, 2)
 
 
 def test_leave_one_out_matches_dense():

@@ -2,25 +2,13 @@
 match a dense float64 computation, mean shift finds the three blob modes (close to
 scikit-learn's flat-kernel MeanShift), and the figures are real images."""
 
-import importlib.util
-from pathlib import Path
-
-import matplotlib.image
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
-def load_tutorial():
-    path = ROOT / "tutorials" / "kernel_smoothing.py"
-    spec = importlib.util.spec_from_file_location("tutorial_kernel_smoothing", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ks = load_tutorial()
+ks = load_tutorial("kernel_smoothing")
 
 
 def dense_nadaraya_watson(points, x, y, h, leave_one_out=False):
@@ -61,11 +49,7 @@ def test_kernel_smoothing_quick(tmp_path):
     assert np.all(res["mode_to_sklearn"] < h / 5), res["mode_to_sklearn"]
     assert np.all(ks.nearest_distances(res["sklearn_modes"], modes) < h / 5)
 
-    assert len(res["figures"]) == 2
-    for path in res["figures"]:
-        assert Path(path).is_file() and Path(path).parent == tmp_path
-        image = matplotlib.image.imread(path)
-        assert image.ndim == 3 and len(np.unique(image)) > 1
+    check_figures(res["figures"], tmp_path, 2)
 
 
 def test_leave_one_out_matches_dense_with_ties():

@@ -1,24 +1,14 @@
 """The k-means tutorial at its quick size: Lloyd's inertia never increases, and from the
 same initial centres scikit-learn's Lloyd reaches the same inertia and labels."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_tutorial():
-    spec = importlib.util.spec_from_file_location("kmeans_tutorial", ROOT / "tutorials" / "kmeans.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
 def test_kmeans_quick(tmp_path):
-    r = load_tutorial().run(quick=True, out_dir=tmp_path)
+    r = load_tutorial("kmeans").run(quick=True, out_dir=tmp_path)
 
     inertia = np.array(r["inertia"])
     assert r["inertia_non_increasing"]
@@ -32,10 +22,4 @@ def test_kmeans_quick(tmp_path):
     assert r["label_agreement"] == 1.0
     assert r["check_inertia"] == pytest.approx(inertia[-1], rel=1e-12)  # quick: same data
 
-    import matplotlib.image
-
-    assert len(r["figures"]) == 2
-    for png in r["figures"]:
-        assert Path(png).is_file() and Path(png).parent == tmp_path
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and len(np.unique(image)) > 1
+    check_figures(r["figures"], tmp_path, 2)

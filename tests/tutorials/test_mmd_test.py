@@ -1,25 +1,14 @@
 """tutorials/mmd_test.py: the MMD^2 estimate matches a dense float64 computation, null
 p-values are uniform, power grows with n, and the figures are real images."""
 
-import importlib.util
-from pathlib import Path
-
-import matplotlib.image
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
-def load_tutorial():
-    spec = importlib.util.spec_from_file_location("tutorial_mmd_test", ROOT / "tutorials" / "mmd_test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mmd = load_tutorial()
+mmd = load_tutorial("mmd_test")
 
 
 @pytest.fixture
@@ -45,11 +34,7 @@ def test_mmd_quick(tmp_path, one_thread):
     # Against the mean shift, power at the largest n beats power at the smallest.
     assert r["power"][-1] > r["power"][0], r["power"]
     assert r["power"][-1] > 0.5
-    assert len(r["figures"]) == 2
-    for path in r["figures"]:
-        assert Path(path).parent == tmp_path
-        image = matplotlib.image.imread(path)
-        assert image.size > 0 and len(np.unique(image)) > 1
+    check_figures(r["figures"], tmp_path, 2)
 
 
 def test_permutation_statistics_match_dense():

@@ -2,24 +2,13 @@
 transport cost <P, C> is POT's sinkhorn2 (sinkhorn_log), the gradient flow lowers the
 cost, and its figures are images."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_tutorial():
-    spec = importlib.util.spec_from_file_location(
-        "optimal_transport_tutorial", ROOT / "tutorials" / "optimal_transport.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tutorials.tutorial_checks import check_figures, load_tutorial
 
 
 def test_optimal_transport_quick(tmp_path):
-    r = load_tutorial().run(quick=True, out_dir=tmp_path)
+    r = load_tutorial("optimal_transport").run(quick=True, out_dir=tmp_path)
 
     # Sinkhorn converged: rows of the plan sum to a (the columns are exact by construction).
     assert r["marginal_err"] < 1e-6
@@ -36,10 +25,4 @@ def test_optimal_transport_quick(tmp_path):
     assert np.all(np.diff(costs) < 0)
     assert costs[-1] < 0.2 * costs[0]
 
-    import matplotlib.image
-
-    assert len(r["figures"]) == 2
-    for png in r["figures"]:
-        assert Path(png).is_file() and Path(png).parent == tmp_path
-        image = matplotlib.image.imread(png)
-        assert image.ndim == 3 and len(np.unique(image)) > 1
+    check_figures(r["figures"], tmp_path, 2)
