@@ -76,7 +76,10 @@ def _cuda_flags():
 
 
 def _prelude(folder):
-    """-include of the #defines every generated source starts with, where they exist."""
+    """-include of the #defines every generated source starts with, where they exist (the
+    headers of the launch struct, lk_launch.h, and runtime/abi.py which writes them)."""
+    if not (CSRC / "lk_launch.h").exists():
+        return []
     try:
         from lazykeops.runtime.abi import source_prelude
     except Exception:  # noqa: BLE001 - the engine headers before the launch struct
