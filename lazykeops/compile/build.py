@@ -53,33 +53,21 @@ stats = {"builds": 0, "loads": 0}
 _LOADED = {}  # key -> KernelLibrary, for this process
 
 
-_COMMON_ARGS = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-
-
 class KernelLibrary:
-    """A loaded kernel: `run` is its C entry point: LK_CPU_ENTRY's lk_run (..., cols,
-    nthreads) or LK_CUDA_ENTRY's lk_run_cuda (..., layout, nsplit, workspace, stream); CUDA
-    libraries also export `plan` (nbatch, nx, ny, scheme) -> nsplit and `state_bytes`,
-    see csrc/lk_cuda_engine.cuh."""
+    """A loaded kernel: `launch` is its one C entry point, lk_launch(LkLaunch*)
+    (runtime/abi.py, csrc/lk_launch.h). A library of another ABI version or struct layout
+    raises AttributeError, which the loader treats as a damaged entry: rebuilt, not called."""
 
     def __init__(self, path, key, target):
+        from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, bind_entry_points
+
         self.path = path
         self.key = key
         self._dll = ctypes.CDLL(str(path))
-        if target == "cpu":
-            self.run = self._dll.lk_run
-            self.run.argtypes = _COMMON_ARGS + [ctypes.c_void_p, ctypes.c_int]
-        else:
-            self.run = self._dll.lk_run_cuda
-            self.run.argtypes = _COMMON_ARGS + [ctypes.c_void_p, ctypes.c_int64,
-                                                ctypes.c_void_p, ctypes.c_void_p]
-            self.plan = self._dll.lk_plan_cuda
-            self.plan.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_int]
-            self.plan.restype = ctypes.c_int64
-            self.state_bytes = self._dll.lk_state_bytes
-            self.state_bytes.restype = ctypes.c_int64
-        self.run.restype = ctypes.c_int
+        self.launch, version, size = bind_entry_points(self._dll)
+        if (version, size) != (ABI_VERSION, LAUNCH_BYTES):
+            raise AttributeError(f"{path}: launch ABI {version} ({size}-byte struct), "
+                                 f"expected {ABI_VERSION} ({LAUNCH_BYTES} bytes)")
 
 
 def verbose():
@@ -161,12 +149,14 @@ def cache_key(source, target="cpu"):
     return h.hexdigest()[:32]
 
 
-def load_kernel(source, description="", target="cpu"):
-    """The loaded library for `source`, building it if no valid cache entry exists."""
+def load_kernel(source, description="", target="cpu", interface=None):
+    """The loaded library for `source`, building it if no valid cache entry exists;
+    `interface` goes into the manifest of a new build (cache.write_manifest)."""
     key = cache_key(source, target)
     lib = _LOADED.get(key)
     if lib is None:
-        lib = _load_or_build(key, key_entries(source, target), source, description, target)
+        lib = _load_or_build(key, key_entries(source, target), source, description, target,
+                             interface)
         _LOADED[key] = lib
     return lib
 
@@ -188,7 +178,7 @@ def _try_load(entry, key, entries, target):
     return lib
 
 
-def _load_or_build(key, entries, source, description, target):
+def _load_or_build(key, entries, source, description, target, interface=None):
     root = cache_dir()
     entry = root / key
     lib = _try_load(entry, key, entries, target)
@@ -204,7 +194,7 @@ def _load_or_build(key, entries, source, description, target):
         except OSError as err:
             raise unwritable(root, err) from None
         try:
-            _build(tmp, root, key, entries, source, description, target)
+            _build(tmp, root, key, entries, source, description, target, interface)
             os.rename(tmp, entry)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -216,7 +206,7 @@ def _load_or_build(key, entries, source, description, target):
     return lib
 
 
-def _build(tmp, root, key, entries, source, description, target):
+def _build(tmp, root, key, entries, source, description, target, interface=None):
     src = tmp / ("kernel.cpp" if target == "cpu" else "kernel.cu")
     src.write_text(source)
     if verbose():
@@ -231,7 +221,7 @@ def _build(tmp, root, key, entries, source, description, target):
     libs = sorted(tmp.glob("*.so"))
     if not libs:
         raise CompileError(f"compiling {description or 'a kernel'} produced no library in {tmp}")
-    write_manifest(tmp, libs[0], key, entries, description)
+    write_manifest(tmp, libs[0], key, entries, description, interface)
     if verbose():
         print(f"[lazykeops] ... done in {time.perf_counter() - start:.2f} s", file=sys.stderr,
               flush=True)

@@ -121,9 +121,12 @@ def discard(path):
         path.unlink()
 
 
-def write_manifest(folder, library, key, entries, description):
+def write_manifest(folder, library, key, entries, description, interface=None):
+    """`interface`: what the library's callers need to know about it (its launch ABI
+    version, argument table and output widths), recorded for people and tools."""
     manifest = {"library": library.name, "sha256": _sha256(library.read_bytes()),
-                "key": key, "key_entries": dict(entries), "description": description}
+                "key": key, "key_entries": dict(entries), "description": description,
+                "interface": interface}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
 
 

@@ -18,6 +18,7 @@ from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
 from ..formula.node import CAT_P, OPS, TEXT_LIMIT, make, render
 from ..formula.reductions import lookup
+from ..runtime.abi import source_prelude
 from .chunking import CHUNK, PART_POS, SCALAR_POS, plan_chunks, restricted, restricted_sums
 from .spec import SUM_SCHEMES
 
@@ -232,6 +233,7 @@ def render_source(spec):
     return "\n".join([
         f"// lazykeops kernel: {spec.reduction} over {text}",
         f"// arguments (category, dim): {list(spec.args)}",
+        source_prelude(),
         *tuning,
         f'#include "{header}"',
         "",

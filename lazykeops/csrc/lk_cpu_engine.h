@@ -345,17 +345,18 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
 
 }  // namespace lk
 
-// The one symbol each generated library exports (built with -fvisibility=hidden), called
-// through ctypes.
+// The entry point each generated library exports (built with -fvisibility=hidden), called
+// through ctypes with the struct of lk_launch.h, which the generated source includes first.
 #define LK_CPU_ENTRY(T)                                                                \
-  extern "C" __attribute__((visibility("default"))) int lk_run(                        \
-      int64_t nbatch, int64_t nx, int64_t ny, const void* const* args,                 \
-      const int64_t* batch_strides, void* vals, int64_t* idx, void* cols, int nthreads) { \
+  LK_ABI_EXPORTS                                                                       \
+  extern "C" __attribute__((visibility("default"))) int lk_launch(LkLaunch* a) {       \
+    if (!lk::launch_matches(a)) return LK_STATUS_ABI_MISMATCH;                         \
     try {                                                                              \
       return lk::cpu_run<LkFormula, LkReduction, T>(                                   \
-          nbatch, nx, ny, reinterpret_cast<const T* const*>(args), batch_strides,      \
-          static_cast<T*>(vals), idx, static_cast<T*>(cols), nthreads);                \
+          a->nbatch, a->nout, a->nred, reinterpret_cast<const T* const*>(a->args),     \
+          a->batch_strides, static_cast<T*>(a->vals), a->idx, static_cast<T*>(a->cols), \
+          a->nthreads);                                                                \
     } catch (...) {                                                                    \
-      return 1;                                                                        \
+      return LK_STATUS_FAILED;                                                         \
     }                                                                                  \
   }

@@ -163,7 +163,7 @@ __device__ LK_INLINE void load_tile(T* tile, const ArgTable<F>& args, int64_t b,
 // Where the outputs go: output row t (= batch * nx + i) writes its values at
 // vals[t * vstride + voff ...] and its indices at idx[t * istride + ioff ...]. The strides
 // exceed the policy's widths when a wide output is computed in slices of components, one
-// kernel per slice (tensor/cuda_launch.py).
+// kernel per slice (runtime/cuda.py).
 template <class S>
 struct Outputs {
   S* vals;
@@ -344,8 +344,9 @@ int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
   return n > 1 ? n : 1;
 }
 
-// Launches on `stream`; 0 on success, 2 if a tile does not fit in shared memory, 3 on a
-// CUDA error. layout: (vstride, voff, istride, ioff) of Outputs. `workspace` holds
+// Launches on `stream`; LK_STATUS_OK, or LK_STATUS_SHARED_MEMORY if a tile does not fit
+// in shared memory, LK_STATUS_CUDA_ATTRIBUTE if its size cannot be raised, LK_STATUS_FAILED
+// on a CUDA error. layout: (vstride, voff, istride, ioff) of Outputs. `workspace` holds
 // nbatch * nsplit * nx States when nsplit > 1.
 template <class F, class R, class T, class S>
 int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
@@ -362,10 +363,10 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
     int dev = 0, limit = 0;
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (C::SHARED > (size_t)limit) return 2;
+    if (C::SHARED > (size_t)limit) return LK_STATUS_SHARED_MEMORY;
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)C::SHARED) != cudaSuccess)
-      return 3;
+      return LK_STATUS_CUDA_ATTRIBUTE;
   }
   const int64_t jchunk = (ny + nsplit - 1) / nsplit;
   auto* partial = nsplit > 1 ? static_cast<typename R::State*>(workspace) : nullptr;
@@ -379,26 +380,29 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
     merge_splits<F, R, T, S><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
         nbatch, nx, (int)nsplit, partial, out);
   }
-  return cudaGetLastError() == cudaSuccess ? 0 : 3;
+  return cudaGetLastError() == cudaSuccess ? LK_STATUS_OK : LK_STATUS_FAILED;
 }
 
 }  // namespace lk
 
-// The symbols each generated CUDA library exports, called through ctypes: the launch, the
-// split planner (scheme: 0 auto, 1 1D, 2 split) and the size of one partial State.
+// The entry point each generated CUDA library exports, called through ctypes with the
+// struct of lk_launch.h (included first by the generated source): it plans the split, asks
+// for a workspace when the one given is too small (the caller allocates it from its own
+// stream-ordered allocator and calls again), and launches.
 #define LK_CUDA_ENTRY(T, S)                                                              \
-  extern "C" __attribute__((visibility("default"))) int lk_run_cuda(                    \
-      int64_t nbatch, int64_t nx, int64_t ny, const void* const* args,                  \
-      const int64_t* batch_strides, void* vals, int64_t* idx, const int64_t* layout,    \
-      int64_t nsplit, void* workspace, void* stream) {                                  \
+  LK_ABI_EXPORTS                                                                        \
+  extern "C" __attribute__((visibility("default"))) int lk_launch(LkLaunch* a) {        \
+    if (!lk::launch_matches(a)) return LK_STATUS_ABI_MISMATCH;                          \
+    const int64_t nsplit =                                                              \
+        lk::plan_splits<LkFormula, LkReduction, T, S>(a->nbatch, a->nout, a->nred, a->scheme); \
+    const int64_t need = nsplit > 1 ? a->nbatch * nsplit * a->nout *                    \
+                                          (int64_t)sizeof(LkReduction::State) : 0;       \
+    if (need > a->workspace_bytes) {                                                    \
+      a->workspace_bytes = need;                                                        \
+      return LK_STATUS_NEEDS_WORKSPACE;                                                 \
+    }                                                                                   \
+    const int64_t layout[4] = {a->vals_width, a->vals_offset, a->idx_width, a->idx_offset}; \
     return lk::cuda_launch<LkFormula, LkReduction, T, S>(                               \
-        nbatch, nx, ny, args, batch_strides, static_cast<S*>(vals), idx, layout, nsplit, \
-        workspace, static_cast<cudaStream_t>(stream));                                  \
-  }                                                                                     \
-  extern "C" __attribute__((visibility("default"))) int64_t lk_plan_cuda(               \
-      int64_t nbatch, int64_t nx, int64_t ny, int scheme) {                             \
-    return lk::plan_splits<LkFormula, LkReduction, T, S>(nbatch, nx, ny, scheme);       \
-  }                                                                                     \
-  extern "C" __attribute__((visibility("default"))) int64_t lk_state_bytes() {          \
-    return (int64_t)sizeof(LkReduction::State);                                        \
+        a->nbatch, a->nout, a->nred, a->args, a->batch_strides, static_cast<S*>(a->vals), \
+        a->idx, layout, nsplit, a->workspace, static_cast<cudaStream_t>(a->stream));    \
   }

@@ -8,7 +8,7 @@ say) the whole node is computed and sliced.
 
 The CUDA engine uses it for wide outputs: a reduction whose outputs are independent per
 component (Sum, Min, Max, ..., LogSumExp) runs as one kernel per slice of components,
-each with the registers for its slice only (tensor/cuda_launch.py).
+each with the registers for its slice only (runtime/cuda.py).
 """
 
 from .node import OPS, make

@@ -1,10 +1,10 @@
 """Genred: a reduction of a string formula, callable on torch tensors or numpy arrays.
 
 `GenredCore` is framework-agnostic: it parses the formula and aliases once, then on each
-call checks the arguments (count, shapes, dims, dtypes, devices, sizes, batch dims) before
-anything is compiled, lowers the call to a KernelSpec, fetches the compiled kernel (built
-and cached on first use) and launches it. The torch and numpy front ends bind it to their
-backend. Shapes follow pykeops: an i- or j-variable of dim D is an array (..., N, D), a
+call checks the arguments (count, dtypes, devices; then shapes, sizes and batch dims in the
+runtime's signature step) before anything is compiled, and hands them to the runtime's
+launcher, which fetches the kernel this core describes (`kernel()`: a KernelSpec, built and
+cached on first use). The torch and numpy front ends bind it to their backend. Shapes follow pykeops: an i- or j-variable of dim D is an array (..., N, D), a
 parameter an array (..., D) (or a Python number when D = 1); leading batch dims broadcast.
 """
 
@@ -19,11 +19,11 @@ from ..formula.aliases import parse_aliases
 from ..formula.node import TEXT_LIMIT, render
 from ..formula.parser import parse_formula
 from ..formula.reductions import lookup
+from ..runtime.abi import ABI_VERSION
+from ..runtime.launch import launch, output, prepare
+from ..runtime.signature import CAT_WORDS, call_signature
 from .backends import get_backend
-from .cuda_launch import launch_cuda
 from .options import DTYPES_ACC, as_index, check_device_id
-
-CAT_WORDS = {CAT_I: "i-indexed", CAT_J: "j-indexed", CAT_P: "a parameter"}
 # pykeops's names. Arrays stay on their device: the backend must agree with it.
 BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
 HALF_DTYPES = ("float16", "bfloat16")
@@ -89,7 +89,7 @@ class GenredCore:
         self.framework = framework
         self.derived = {}  # gradient and companion cores, built on first use
         self._kernels = {}
-        self.output_slices = None  # ((start, core), ...) on the GPU: see cuda_launch.py
+        self.output_slices = None  # ((start, core), ...) on the GPU: see runtime/cuda.py
         self._pointer_array = ctypes.c_void_p * len(self.aliases)
         self._stride_array = ctypes.c_int64 * len(self.aliases)
 
@@ -127,15 +127,12 @@ class GenredCore:
         if dtype in HALF_DTYPES and device == "cpu":
             # The CPU engine has no half types: it computes in float32, as the GPU does.
             widened = [self.backend.astype(x, "float32") for x in arrays]
-            return self._narrowed(self._compute(widened, "float32"), dtype, out)
-        return self._compute(arrays, dtype, out, backend)
+            return self._narrowed(self._compute(widened, "float32", device), dtype, out)
+        return self._compute(arrays, dtype, device, out, backend)
 
-    def _compute(self, arrays, dtype, out=None, backend="auto"):
-        sizes, batch = self._sizes(arrays)
-        nout = sizes[CAT_I if self.axis == 1 else CAT_J]
-        nred = sizes[CAT_J if self.axis == 1 else CAT_I]
-        prepared, strides = self._prepare(arrays, batch)
-        return self.run(dtype, batch, nout, nred, prepared, strides, out, backend)
+    def _compute(self, arrays, dtype, device, out=None, backend="auto"):
+        sig = call_signature(self, [x.shape for x in arrays], dtype, device)
+        return launch(self, sig, prepare(self, sig, arrays), out, backend)
 
     def _narrowed(self, result, dtype, out):
         """Float outputs of a widened computation back to `dtype` (into `out` if given)."""
@@ -143,7 +140,7 @@ class GenredCore:
         parts = result if isinstance(result, tuple) else (result,)
         parts = [p if B.dtype_name(p) == "int64" else B.astype(p, dtype) for p in parts]
         if out is not None:
-            B.copy_into(self._output(out, tuple(parts[0].shape), dtype, parts[0]), parts[0])
+            B.copy_into(output(self, out, tuple(parts[0].shape), dtype, parts[0]), parts[0])
             parts[0] = out
         return tuple(parts) if isinstance(result, tuple) else parts[0]
 
@@ -177,34 +174,6 @@ class GenredCore:
             raise LazyKeOpsError(f"backend {backend!r} for formula '{self.text}', but its "
                                  f"arrays are on {device}: lazykeops computes where the data "
                                  "is (move the arrays, or use backend='auto')")
-
-    def run(self, dtype, batch, nout, nred, prepared, strides, out=None, backend="auto"):
-        """Allocate the outputs and launch, on arguments already checked: `prepared` are
-        contiguous arrays laid out as (..., N, D), (..., M, D) or (..., D) in memory, with
-        `strides` their offsets from one batch to the next (0 when broadcast)."""
-        if self.k is not None and self.k > nred:
-            raise LazyKeOpsError(f"reduction {self.reduction.name} with K={self.k} needs at "
-                                 f"least K terms, but the reduced axis has {nred}, for "
-                                 f"formula '{self.text}'")
-        B = self.backend
-        like = prepared[0]
-        vals = self._output(out, (*batch, nout, self.nvals), dtype, like) if self.nvals \
-            else None
-        idx = B.empty((*batch, nout, self.nidx), "int64", like) if self.nidx else None
-        cols = B.empty((*batch, nred, self.ncols), dtype, like) if self.ncols else None
-        nbatch = 1
-        for b in batch:
-            nbatch *= b
-        if nbatch and nout:
-            self._launch(dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols,
-                         backend)
-        elif cols is not None:
-            cols[...] = 0
-        if cols is not None:
-            return vals, cols
-        if vals is not None and idx is not None:
-            return vals, idx
-        return vals if vals is not None else idx
 
     def _wdim(self):
         return self.formulas[1].dim if len(self.formulas) > 1 else 0
@@ -243,118 +212,23 @@ class GenredCore:
                 except (TypeError, ValueError) as err:
                     raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is not "
                                          f"a number or a list of numbers: {err}") from None
-            arrays.append(self._check_shape(a, x))
+            arrays.append(x)  # shapes are checked by the signature step
         return arrays, dtype, device
 
-    def _check_shape(self, a, x):
-        shape = tuple(x.shape)
-        if a.cat == CAT_P:
-            if len(shape) == 0 and a.dim == 1:
-                return x.reshape(1)
-            ok = len(shape) >= 1 and shape[-1] == a.dim
-            expected = f"(..., {a.dim})"
-        else:
-            ok = len(shape) >= 2 and shape[-1] == a.dim
-            expected = f"(..., {'N' if a.cat == CAT_I else 'M'}, {a.dim})"
-        if not ok:
-            raise LazyKeOpsError(f"argument {a.name} of formula '{self.text}' is "
-                                 f"{CAT_WORDS[a.cat]} of dim {a.dim}: expected shape "
-                                 f"{expected}, got {shape}")
-        return x
-
-    def _sizes(self, arrays):
-        """Sizes N and M, checked across variables, and the broadcast batch shape."""
-        sizes, owner, batches = {}, {}, []
-        for a, x in zip(self.aliases, arrays):
-            shape = tuple(x.shape)
-            if a.cat != CAT_P:
-                n = shape[-2]
-                if a.cat in sizes and sizes[a.cat] != n:
-                    letter = "N" if a.cat == CAT_I else "M"
-                    raise LazyKeOpsError(
-                        f"arguments {owner[a.cat]} and {a.name} of formula '{self.text}' are "
-                        f"both {CAT_WORDS[a.cat]} but have {letter} = {sizes[a.cat]} and {n}")
-                sizes[a.cat], owner[a.cat] = n, a.name
-                batches.append((a.name, shape[:-2]))
-            else:
-                batches.append((a.name, shape[:-1]))
-        if not any(b for _, b in batches):
-            return sizes, ()
-        return sizes, self._broadcast_batch(batches)
-
-    def _broadcast_batch(self, batches):
-        ndim = max(len(b) for _, b in batches)
-        result = [1] * ndim
-        for name, b in batches:
-            padded = (1,) * (ndim - len(b)) + tuple(b)
-            for k, size in enumerate(padded):
-                if size == 1:  # as torch: 1 broadcasts to any size, 0 included
-                    continue
-                if result[k] not in (1, size):
-                    shown = ", ".join(f"{n}: {tuple(s)}" for n, s in batches)
-                    raise LazyKeOpsError(f"batch dimensions of formula '{self.text}' do not "
-                                         f"broadcast ({shown})")
-                result[k] = size
-        return tuple(result)
-
-    def _prepare(self, arrays, batch):
-        """Contiguous arrays and their batch strides (0 when broadcast over the batch)."""
-        prepared, strides = [], []
-        for a, x in zip(self.aliases, arrays):
-            inner = tuple(x.shape[-1:] if a.cat == CAT_P else x.shape[-2:])
-            own = tuple(x.shape[:len(x.shape) - len(inner)])
-            per_batch = 1
-            for s in inner:
-                per_batch *= s
-            if not own:
-                prepared.append(self.backend.prepare(x, inner))
-                strides.append(0)
-            elif all(s == 1 for s in own):
-                prepared.append(self.backend.prepare(x.reshape(inner), inner))
-                strides.append(0)
-            else:
-                prepared.append(self.backend.prepare(x, (*batch, *inner)))
-                strides.append(per_batch)
-        return prepared, strides
-
-    def _output(self, out, shape, dtype, like):
-        B = self.backend
-        if out is None:
-            return B.empty(shape, dtype, like)
-        if not B.is_array(out) or tuple(out.shape) != tuple(shape) or \
-                B.dtype_name(out) != dtype or B.prepare(out, shape) is not out:
-            got = (tuple(out.shape), B.dtype_name(out)) if B.is_array(out) else type(out)
-            raise LazyKeOpsError(f"out= for formula '{self.text}' must be a contiguous "
-                                 f"{dtype} array of shape {shape}, got {got}")
-        return out
-
-    # ------------------------------------------------------------------ launch
+    # ------------------------------------------------------------------ kernel
     def kernel(self, dtype, target="cpu"):
+        """The loaded library of this reduction for `dtype` on `target` ("cpu" or
+        "cuda:sm_XY"), built and cached on first use."""
         lib = self._kernels.get((dtype, target))
         if lib is None:
             spec = KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k,
                               dtype, self.sum_scheme, target.split(":")[0])
+            interface = {"abi_version": ABI_VERSION, "dtype": dtype,
+                         "arguments": [[a.name, a.cat, a.dim] for a in self.aliases],
+                         "axis": self.axis, "outputs": {"values": self.nvals,
+                                                        "indices": self.nidx,
+                                                        "columns": self.ncols}}
             lib = load_kernel(render_source(spec), f"{self.reduction.name}({self.text})",
-                              target)
+                              target, interface)
             self._kernels[(dtype, target)] = lib
         return lib
-
-    def _launch(self, dtype, nbatch, nout, nred, prepared, strides, vals, idx, cols, backend):
-        B = self.backend
-        device = B.device(prepared[0])
-        ptrs = self._pointer_array(*[B.data_ptr(x) for x in prepared])
-        bstrides = self._stride_array(*strides)
-        vals_ptr = B.data_ptr(vals) if vals is not None else None
-        idx_ptr = B.data_ptr(idx) if idx is not None else None
-        if device == "cpu":
-            status = self.kernel(dtype).run(
-                nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr,
-                B.data_ptr(cols) if cols is not None else None, B.num_threads())
-        else:
-            status = launch_cuda(self, dtype, prepared[0], (nbatch, nout, nred), ptrs, bstrides,
-                                 vals_ptr, idx_ptr, backend)
-        if status == 2:
-            raise LazyKeOpsError(f"the j-variables of formula '{self.text}' are too large: one "
-                                 "term does not fit in the GPU's shared memory")
-        if status != 0:
-            raise RuntimeError(f"the kernel for formula '{self.text}' failed (status {status})")

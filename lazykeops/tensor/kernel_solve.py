@@ -20,6 +20,7 @@ import numbers
 
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J
+from ..runtime.signature import call_signature
 from .genred import GenredCore, parse_genred
 from .lazy_linear import conjugate_gradient
 from .options import GENRED_INIT_KEYWORDS, bind_positional, check_device_id, \
@@ -86,14 +87,14 @@ class KernelSolveCore:
             names = ", ".join(a.name for a in self.core.aliases)
             raise LazyKeOpsError(f"{self.what} takes {len(self.core.aliases)} arguments "
                                  f"({names}), got {len(args)}")
-        arrays, _, device = self.core._as_arrays(args)
+        arrays, dtype, device = self.core._as_arrays(args)
         self.core.check_backend(backend, device)
         check_device_id(device_id, device, self.what)
-        sizes, _ = self.core._sizes(arrays)
-        if sizes[CAT_I] != sizes[CAT_J]:
+        sig = call_signature(self.core, [x.shape for x in arrays], dtype, device)
+        if sig.nout != sig.nred:
+            n, m = (sig.nout, sig.nred) if self.core.axis == 1 else (sig.nred, sig.nout)
             raise LazyKeOpsError(f"{self.what} solves a square system, but the i-variables "
-                                 f"have N = {sizes[CAT_I]} rows and the j-variables "
-                                 f"M = {sizes[CAT_J]}")
+                                 f"have N = {n} rows and the j-variables M = {m}")
 
     def solve(self, args, alpha, eps, backend, run=None):
         """(alpha Id + K) a = args[pos] by conjugate gradient; `run(core, args, backend)`

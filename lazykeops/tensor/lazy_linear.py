@@ -9,9 +9,9 @@ from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
 from .backends import get_backend
-from .lazy import LazyTensor
+from .lazy import LazyTensor, _framework_of
 from .lazy_shapes import merge_into, postorder
-from .lazy_reduce import _framework_name, lower, reduce
+from .lazy_reduce import lower, reduce
 
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
@@ -23,7 +23,7 @@ def matmul(self, v, **options):
         raise LazyKeOpsError(f"K @ v needs a LazyTensor K whose last dim is 1, got K of shape "
                              f"{self.shape} and v of shape "
                              f"{tuple(getattr(v, 'shape', ())) or type(v).__name__}")
-    framework = _framework_name(v)
+    framework = _framework_of(v)
     if framework is None:
         raise LazyKeOpsError(f"K @ v needs v to be an array, got {type(v).__name__}")
     shape = v.shape

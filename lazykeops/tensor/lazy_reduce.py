@@ -13,10 +13,12 @@ from ..errors import LazyKeOpsError
 from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.aliases import Alias
+from ..runtime.launch import launch
+from ..runtime.signature import Signature
 from .genred import HALF_DTYPES, GenredCore
 from .options import as_index, call_options, check_device_id, split_reduction_options
 from .backends import get_backend
-from .lazy import LazyTensor
+from .lazy import LazyTensor, _framework_of
 from .lazy_shapes import merge_into, postorder
 
 _CORES = {}
@@ -154,14 +156,15 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     core.check_backend(backend, shape_of.device)
     if shape_of.device != "cpu":
         core.check_device(shape_of.device)
+    # The fast path: the expression's construction checked what a signature checks.
     batch = shape_of.batch
     prepared, strides = _prepare_leaves(leaves, batch, core.backend, shape_of.dtype,
                                         shape_of.device)
     nout, nred = (shape_of.ni or 1, shape_of.nj or 1)
     if axis == 0:
         nout, nred = nred, nout
-    result = core.run(shape_of.dtype, batch, nout, nred, prepared, strides, out, backend)
-    return _pykeops_shape(result, t, k)
+    sig = Signature(shape_of.dtype, shape_of.device, batch, nout, nred, strides)
+    return _pykeops_shape(launch(core, sig, prepared, out, backend), t, k)
 
 
 def _what(t, reduction_op):
@@ -221,8 +224,9 @@ def _genred_layout(leaf):
 
 
 def _prepare_leaves(leaves, batch, backend, dtype, device="cpu"):
-    """Leaf data as the Genred core's run() wants it. LazyTensor construction already
-    checked sizes, dims, dtypes and batch dims, so this only makes memory contiguous."""
+    """Leaf data as the runtime's launch() wants it, and their batch strides. LazyTensor
+    construction already checked sizes, dims, dtypes and batch dims, so this only makes
+    memory contiguous."""
     prepared, strides = [], []
     for leaf in leaves:
         x = leaf.data
@@ -282,18 +286,12 @@ class SymbolicReduction:
         self.nodes, self.table, self.options = nodes, table, options
 
     def __call__(self, *args, **kwargs):
-        framework = next((f for f in map(_framework_name, args) if f), None)
+        framework = next((f for f in map(_framework_of, args) if f), None)
         if framework is None:
             raise LazyKeOpsError("a symbolic reduction needs at least one torch tensor or "
                                  "numpy array argument")
         core = _core(self.nodes, self.table, self.options, framework)
         return core(*args, **call_options(f"formula '{core.text}'", **kwargs))
-
-
-def _framework_name(x):
-    module = type(x).__module__
-    return "torch" if module.startswith("torch") else "numpy" if module.startswith("numpy") \
-        else None
 
 
 # ------------------------------------------------------------------ reduction methods

@@ -3,6 +3,7 @@ dtype and device of an operation's arguments (with errors that name the shapes),
 iterative post-order walk that reductions, transposes and rebinding use."""
 
 from ..errors import LazyKeOpsError
+from ..runtime.signature import broadcast
 
 
 def _shape_text(t):
@@ -47,16 +48,11 @@ def merge_into(out, args):
 
 
 def broadcast_batch(batches, args, op):
-    ndim = max(len(b) for b in batches)
-    result = [1] * ndim
-    for b in batches:
-        for k, size in enumerate((1,) * (ndim - len(b)) + tuple(b)):
-            if size != 1:  # as torch: 1 broadcasts to any size, 0 included
-                if result[k] not in (1, size):
-                    raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
-                                         f"{_shapes(args)} do not broadcast")
-                result[k] = size
-    return tuple(result)
+    result = broadcast(batches)
+    if result is None:
+        raise LazyKeOpsError(f"{op}: batch dimensions of LazyTensors of shapes "
+                             f"{_shapes(args)} do not broadcast")
+    return result
 
 
 def postorder(roots):

@@ -17,19 +17,20 @@ import pytest
 
 from lazykeops import CompileError
 from lazykeops.compile import build
+from lazykeops.runtime.abi import source_prelude
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny_source(result=0, extra=""):
-    """A minimal kernel library whose lk_run returns `result`; unique, so it is built."""
-    return (f"// {uuid.uuid4()}\n{extra}\n"
-            'extern "C" __attribute__((visibility("default"))) int lk_run(long long, long long, '
-            f"long long, void*, void*, void*, void*, void*, int) {{ return {result}; }}\n")
+    """A minimal kernel library whose lk_launch returns `result`; unique, so it is built."""
+    return (f"// {uuid.uuid4()}\n{source_prelude()}\n{extra}\nLK_ABI_EXPORTS\n"
+            'extern "C" __attribute__((visibility("default"))) int lk_launch(LkLaunch*) '
+            f"{{ return {result}; }}\n")
 
 
 def run(lib):
-    return lib.run(0, 0, 0, None, None, None, None, None, 1)
+    return lib.launch(None)
 
 
 @pytest.fixture

@@ -1,6 +1,11 @@
 """Launching a GenredCore's CUDA kernels: on the arrays' device and its current stream,
-with the split scheme's workspace when the kernel's planner asks for one, and wide
-outputs computed slice by slice.
+with the split scheme's workspace when the kernel asks for one, and wide outputs computed
+slice by slice.
+
+Workspace: the library plans its split itself; when it needs scratch for partial States it
+returns NEEDS_WORKSPACE with the size in the struct, and the workspace comes from the
+framework's allocator (stream-ordered: safely freed once the launch is queued). The size
+is remembered per library and sizes, so that repeated calls launch at the first try.
 
 Wide outputs: a thread keeps its rows' accumulators in registers, so an output of 64 or 256
 components (kernel matrix times many columns) would spill. Reductions whose output
@@ -12,37 +17,44 @@ OUTPUT_SLICE components, one kernel per slice, each writing its columns of the o
 import ctypes
 
 from ..formula.slicing import components
+from . import abi
 
-# backend= -> the CUDA engine's scheme (csrc/lk_cuda_engine.cuh): 0 auto, 1 1D, 2 split.
-CUDA_SCHEMES = {"auto": 0, "GPU": 0, "GPU_1D": 1, "GPU_2D": 2}
 # The formula whose components are sliced: 0 the formula itself, 1 the weights.
 SLICED_FORMULA = {"Sum": 0, "Min": 0, "Max": 0, "ArgMin": 0, "ArgMax": 0, "Min_ArgMin": 0,
                   "Max_ArgMax": 0, "LogSumExp": 0, "SumSoftMaxWeight": 1}
 SLICE_ABOVE, OUTPUT_SLICE = 32, 16
-_LAYOUT = ctypes.c_int64 * 4
+_WORKSPACE_BYTES = {}  # (library key, nbatch, nout, nred, scheme) -> bytes it asked for
 
 
-def launch_cuda(core, dtype, like, sizes, ptrs, bstrides, vals_ptr, idx_ptr, backend):
-    """Run `core` on the GPU of `like`; the engine's status (0 on success)."""
+def launch_cuda(core, dtype, like, a, backend):
+    """Run `core` on the GPU of `like` with the filled LkLaunch `a`; the engine's status."""
     B = core.backend
-    nbatch, nout, nred = sizes
-    context, stream = B.launch_context(B.device(like))
+    context, a.stream = B.launch_context(B.device(like))
+    a.scheme = abi.SCHEMES[backend]
     target = B.target(B.device(like))
     with context:
         for start, part in output_slices(core) or ((0, core),):
             lib = part.kernel(dtype, target)
-            layout = _LAYOUT(core.nvals, start if core.nvals else 0,
-                             core.nidx, start if core.nidx else 0)
-            # Partial results of the split scheme live in a workspace from the framework's
-            # allocator (stream-ordered: safely freed once the launch is queued).
-            nsplit = lib.plan(nbatch, nout, nred, CUDA_SCHEMES[backend])
-            workspace = B.empty((nbatch * nsplit * nout * lib.state_bytes(),), "uint8",
-                                like) if nsplit > 1 else None
-            status = lib.run(nbatch, nout, nred, ptrs, bstrides, vals_ptr, idx_ptr, layout,
-                             nsplit, B.data_ptr(workspace) if nsplit > 1 else None, stream)
+            a.vals_width, a.vals_offset = core.nvals, start if core.nvals else 0
+            a.idx_width, a.idx_offset = core.nidx, start if core.nidx else 0
+            key = (lib.key, a.nbatch, a.nout, a.nred, a.scheme)
+            workspace = None
+            need = _WORKSPACE_BYTES.get(key, 0)
+            while True:
+                if need:
+                    workspace = B.empty((need,), "uint8", like)
+                    a.workspace, a.workspace_bytes = B.data_ptr(workspace), need
+                else:
+                    a.workspace, a.workspace_bytes = None, 0
+                status = lib.launch(ctypes.byref(a))
+                if status != abi.NEEDS_WORKSPACE:
+                    break
+                if len(_WORKSPACE_BYTES) > 4096:  # many distinct sizes: forget the old ones
+                    _WORKSPACE_BYTES.clear()
+                need = _WORKSPACE_BYTES[key] = a.workspace_bytes
             if status:
                 return status
-    return 0
+    return abi.OK
 
 
 def output_slices(core):

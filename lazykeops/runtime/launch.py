@@ -1,0 +1,97 @@
+"""The launcher: from checked arguments to the outputs, through the one C entry point.
+
+`launch(core, sig, prepared)` allocates the outputs of `core` (a GenredCore) for the
+Signature `sig`, fetches the kernel for the arrays' dtype and device (compiled and cached on
+first use), fills one LkLaunch struct (abi.py) and calls the library; `prepare` makes the
+arrays contiguous first, broadcast over the batch where they have batch dims of their own.
+The status codes of the engines are turned into errors here, in one place.
+"""
+
+import ctypes
+
+from ..errors import LazyKeOpsError
+from ..formula import CAT_P
+from . import abi
+from .cuda import launch_cuda
+
+
+def prepare(core, sig, arrays):
+    """Contiguous arrays laid out as (..., N, D), (..., M, D) or (..., D) in memory, each
+    either one batch (stride 0 in `sig`) or the whole broadcast batch."""
+    B = core.backend
+    prepared = []
+    for a, x, stride in zip(core.aliases, arrays, sig.strides):
+        inner = tuple(x.shape[-1:] if a.cat == CAT_P else x.shape[-2:])
+        if len(x.shape) == 0:
+            x, inner = x.reshape(1), (1,)
+        if stride == 0:
+            own = len(x.shape) - len(inner)
+            prepared.append(B.prepare(x.reshape(inner) if own else x, inner))
+        else:
+            prepared.append(B.prepare(x, (*sig.batch, *inner)))
+    return prepared
+
+
+def output(core, out, shape, dtype, like):
+    """A new output array, or `out` checked: contiguous, of this shape and dtype."""
+    B = core.backend
+    if out is None:
+        return B.empty(shape, dtype, like)
+    if not B.is_array(out) or tuple(out.shape) != tuple(shape) or \
+            B.dtype_name(out) != dtype or B.prepare(out, shape) is not out:
+        got = (tuple(out.shape), B.dtype_name(out)) if B.is_array(out) else type(out)
+        raise LazyKeOpsError(f"out= for formula '{core.text}' must be a contiguous "
+                             f"{dtype} array of shape {shape}, got {got}")
+    return out
+
+
+def launch(core, sig, prepared, out=None, backend="auto"):
+    """The outputs of `core` on `prepared` arrays (see `prepare`): values, indices,
+    (values, indices) or (values, columns), as the reduction returns."""
+    if core.k is not None and core.k > sig.nred:
+        raise LazyKeOpsError(f"reduction {core.reduction.name} with K={core.k} needs at "
+                             f"least K terms, but the reduced axis has {sig.nred}, for "
+                             f"formula '{core.text}'")
+    B = core.backend
+    like = prepared[0]
+    vals_shape, idx_shape, cols_shape = sig.output_shapes(core)
+    vals = output(core, out, vals_shape, sig.dtype, like) if vals_shape else None
+    idx = B.empty(idx_shape, "int64", like) if idx_shape else None
+    cols = B.empty(cols_shape, sig.dtype, like) if cols_shape else None
+    if sig.nbatch and sig.nout:
+        _call(core, sig, prepared, vals, idx, cols, backend)
+    elif cols is not None:
+        cols[...] = 0
+    if cols is not None:
+        return vals, cols
+    if vals is not None and idx is not None:
+        return vals, idx
+    return vals if vals is not None else idx
+
+
+def _call(core, sig, prepared, vals, idx, cols, backend):
+    B = core.backend
+    pointers = core._pointer_array(*[B.data_ptr(x) for x in prepared])
+    strides = core._stride_array(*sig.strides)
+    a = abi.LkLaunch()
+    a.abi_version, a.struct_bytes = abi.ABI_VERSION, abi.LAUNCH_BYTES
+    a.nbatch, a.nout, a.nred = sig.nbatch, sig.nout, sig.nred
+    a.args, a.batch_strides = ctypes.addressof(pointers), ctypes.addressof(strides)
+    if vals is not None:
+        a.vals = B.data_ptr(vals)
+    if idx is not None:
+        a.idx = B.data_ptr(idx)
+    if sig.device == "cpu":
+        if cols is not None:
+            a.cols = B.data_ptr(cols)
+        a.nthreads = B.num_threads()
+        status = core.kernel(sig.dtype).launch(ctypes.byref(a))
+    else:
+        status = launch_cuda(core, sig.dtype, prepared[0], a, backend)
+    if status == abi.SHARED_MEMORY:
+        raise LazyKeOpsError(f"the j-variables of formula '{core.text}' are too large: one "
+                             "term does not fit in the GPU's shared memory")
+    if status != abi.OK:
+        name = next((n for n, c in abi.STATUS.items() if c == status), "unknown")
+        raise RuntimeError(f"the kernel for formula '{core.text}' failed (status {status}: "
+                           f"{name})")
