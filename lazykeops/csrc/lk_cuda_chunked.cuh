@@ -182,13 +182,15 @@ reduce_chunked(int64_t nbatch, int64_t nx, int64_t ny, int64_t jchunk, ArgTable<
           LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj)
             if (jj < n)
               F::template chunk_full<T>(
-                  Pair{xn, nullptr, pshared, prow, xc, ywide + jj * C::WSTRIDE, c0, nullptr},
+                  Pair{xn, ynarrow + jj * C::DJNP, pshared, prow, xc, ywide + jj * C::WSTRIDE, c0,
+                       nullptr},
                   part[jj]);
         } else if constexpr (W % CL != 0) {
           LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj)
             if (jj < n)
               F::template chunk_tail<T>(
-                  Pair{xn, nullptr, pshared, prow, xc, ywide + jj * C::WSTRIDE, c0, nullptr},
+                  Pair{xn, ynarrow + jj * C::DJNP, pshared, prow, xc, ywide + jj * C::WSTRIDE, c0,
+                       nullptr},
                   part[jj]);
         }
       }

@@ -120,3 +120,20 @@ def test_tensors_on_a_second_gpu_run_there_on_its_current_stream():
         got = routine(x, y, b)
     stream.synchronize()
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("b_category", ["Vj", "Vi", "Pm"])
+def test_narrow_variables_inside_a_chunked_sum(b_category):
+    """A dim-1 variable inside a sum over wide variables: the chunk functions read it
+    (for a j-variable they once got a null pointer: an illegal address on the GPU)."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(50, 200, generator=g), torch.randn(70, 200, generator=g)
+    b = {"Vj": torch.rand(70, 1, generator=g), "Vi": torch.rand(50, 1, generator=g),
+         "Pm": torch.rand(1, generator=g)}[b_category]
+    routine = Genred("SqNorm2((x-y)*b)", ["x=Vi(200)", "y=Vj(200)", f"b={b_category}(1)"],
+                     reduction_op="Sum", axis=1)
+    bb = b[None, :, :] if b_category == "Vj" else b[:, None, :] if b_category == "Vi" else b
+    dense = (((x[:, None, :] - y[None, :, :]).double() * bb.double()) ** 2).sum(-1).sum(1)
+    on_gpu = routine(x.to(CUDA), y.to(CUDA), b.to(CUDA))
+    torch.testing.assert_close(on_gpu.cpu().double().view(-1), dense, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(routine(x, y, b).double().view(-1), dense, rtol=1e-5, atol=1e-3)
