@@ -55,11 +55,12 @@ _LOADED = {}  # key -> KernelLibrary, for this process
 
 class KernelLibrary:
     """A loaded kernel: `launch` is its one C entry point, lk_launch(LkLaunch*)
-    (runtime/abi.py, csrc/lk_launch.h). A library of another ABI version or struct layout
-    raises AttributeError, which the loader treats as a damaged entry: rebuilt, not called."""
+    (runtime/abi.py, csrc/lk_launch.h); CUDA libraries also have `plan`, their split
+    planner. A library of another ABI version or struct layout raises AttributeError,
+    which the loader treats as a damaged entry: rebuilt, not called."""
 
     def __init__(self, path, key, target):
-        from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, bind_entry_points
+        from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, bind_entry_points, bind_planner
 
         self.path = path
         self.key = key
@@ -68,6 +69,8 @@ class KernelLibrary:
         if (version, size) != (ABI_VERSION, LAUNCH_BYTES):
             raise AttributeError(f"{path}: launch ABI {version} ({size}-byte struct), "
                                  f"expected {ABI_VERSION} ({LAUNCH_BYTES} bytes)")
+        if target != "cpu":  # the split planner of the CUDA engine, for tests and tools
+            self.plan = bind_planner(self._dll)
 
 
 def verbose():

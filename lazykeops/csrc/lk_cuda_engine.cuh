@@ -385,7 +385,7 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
 
 }  // namespace lk
 
-// The entry point each generated CUDA library exports, called through ctypes with the
+// The entry points each generated CUDA library exports, called through ctypes with the
 // struct of lk_launch.h (included first by the generated source): it plans the split, asks
 // for a workspace when the one given is too small (the caller allocates it from its own
 // stream-ordered allocator and calls again), and launches.
@@ -405,4 +405,9 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
     return lk::cuda_launch<LkFormula, LkReduction, T, S>(                               \
         a->nbatch, a->nout, a->nred, a->args, a->batch_strides, static_cast<S*>(a->vals), \
         a->idx, layout, nsplit, a->workspace, static_cast<cudaStream_t>(a->stream));    \
+  }                                                                                     \
+  /* The split lk_launch would use for these sizes and scheme (for tests and tools). */ \
+  extern "C" __attribute__((visibility("default"))) int64_t lk_plan(const LkLaunch* a) { \
+    if (!lk::launch_matches(a)) return -LK_STATUS_ABI_MISMATCH;                         \
+    return lk::plan_splits<LkFormula, LkReduction, T, S>(a->nbatch, a->nout, a->nred, a->scheme); \
   }

@@ -79,3 +79,26 @@ def bind_entry_points(dll):
     version, size = dll.lk_abi_version, dll.lk_launch_bytes
     version.restype = size.restype = ctypes.c_int64
     return launch, int(version()), int(size())
+
+
+def new_launch(nbatch, nout, nred):
+    """An LkLaunch of this ABI for these sizes, every other field zero."""
+    a = LkLaunch()
+    a.abi_version, a.struct_bytes = ABI_VERSION, LAUNCH_BYTES
+    a.nbatch, a.nout, a.nred = nbatch, nout, nred
+    return a
+
+
+def bind_planner(dll):
+    """plan(nbatch, nout, nred, scheme) -> the number of j-ranges a CUDA library's
+    lk_launch splits these sizes into (lk_plan)."""
+    entry = dll.lk_plan
+    entry.argtypes = [ctypes.POINTER(LkLaunch)]
+    entry.restype = ctypes.c_int64
+
+    def plan(nbatch, nout, nred, scheme=0):
+        a = new_launch(nbatch, nout, nred)
+        a.scheme = scheme
+        return int(entry(ctypes.byref(a)))
+
+    return plan

@@ -73,9 +73,7 @@ def _call(core, sig, prepared, vals, idx, cols, backend):
     B = core.backend
     pointers = core._pointer_array(*[B.data_ptr(x) for x in prepared])
     strides = core._stride_array(*sig.strides)
-    a = abi.LkLaunch()
-    a.abi_version, a.struct_bytes = abi.ABI_VERSION, abi.LAUNCH_BYTES
-    a.nbatch, a.nout, a.nred = sig.nbatch, sig.nout, sig.nred
+    a = abi.new_launch(sig.nbatch, sig.nout, sig.nred)
     a.args, a.batch_strides = ctypes.addressof(pointers), ctypes.addressof(strides)
     if vals is not None:
         a.vals = B.data_ptr(vals)
