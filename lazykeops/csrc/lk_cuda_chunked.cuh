@@ -16,6 +16,8 @@
 // when small, else global memory (params_in_shared).
 #pragma once
 
+#include "lk_cuda_tiles.cuh"
+
 namespace lk {
 
 template <class F>
