@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..formula.autodiff import substitute
 from ..formula.elementwise import CONSTANT_VALUE
-from ..formula.node import CAT_P, OPS, make, var
+from ..formula.node import CAT_P, OPS, PART_POS, SCALAR_POS, make, var
 from ..formula.trampoline import trampoline
 
 CHUNK = 32  # components per chunk: CHUNK in csrc/lk_layout.h
@@ -41,8 +41,6 @@ WORDS = {"float64": 2}  # 32-bit words per compute scalar (halves compute in flo
 # 128, tied at 32 and lost 1.3x (argKmin) at 17 (benchmarks/bench_cpu_wide.py).
 CPU_WIDE_ABOVE = CHUNK
 SUMS = ("Sum", "SqNorm2", "SqDist", "Scalprod")
-PART_POS = 1 << 29  # position of the placeholder variable standing for chunked sum m: + m
-SCALAR_POS = 1 << 28  # position of the placeholder standing for scalar s of the outputs: + s
 
 
 @dataclass(frozen=True)

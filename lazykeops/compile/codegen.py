@@ -16,10 +16,10 @@ import re
 from ..errors import LazyKeOpsError
 from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
-from ..formula.node import CAT_P, OPS, TEXT_LIMIT, make, render
+from ..formula.node import CAT_P, OPS, PART_POS, SCALAR_POS, TEXT_LIMIT, make, render
 from ..formula.reductions import lookup
 from ..runtime.abi import source_prelude
-from .chunking import CHUNK, PART_POS, SCALAR_POS, plan_chunks, restricted, restricted_sums
+from .chunking import CHUNK, plan_chunks, restricted, restricted_sums
 from .spec import SUM_SCHEMES
 
 CPP_TYPES = {"float32": "float", "float64": "double"}

@@ -9,14 +9,14 @@ Forward mode, `diff(f, v, u)`, uses that the vjp is linear in its cotangent: the
 derivative of <grad(f, v, e), u> with respect to e is the jvp, whatever e is; e is a
 placeholder variable, replaced by zero afterwards.
 
-Also here: GradMatrix, Divergence and Laplacian, built from grad.
+Also here: GradMatrix, Divergence and Laplacian, built from grad, and DERIVATIVES, the
+table of all five by name that the front ends read.
 """
 
-from ..errors import LazyKeOpsError
-from .node import make, var
+from types import MappingProxyType
 
-# Position of the placeholder cotangent used by `diff`: far from any real argument.
-_PLACEHOLDER_POS = 1 << 30
+from ..errors import LazyKeOpsError
+from .node import PLACEHOLDER_POS, make, var
 
 
 def add(a, b):
@@ -78,7 +78,7 @@ def diff(f, v, u):
     """Forward-mode derivative of f at v in the direction u (dim u = dim v)."""
     if u.dim != v.dim:
         raise LazyKeOpsError(f"Diff in direction of dim {u.dim} for a variable of dim {v.dim}")
-    e = var(_PLACEHOLDER_POS, f.dim, 2)
+    e = var(PLACEHOLDER_POS, f.dim, 2)
     linear = make("Scalprod", grad(f, v, e), u) if v.dim > 1 else make("Mult", grad(f, v, e), u)
     jvp = grad(linear, e, make("IntCst", params=(1,)))
     return substitute(jvp, {e: make("Zero", params=(f.dim,))})
@@ -115,3 +115,10 @@ def laplacian(f, v):
     if f.dim != 1:
         raise LazyKeOpsError(f"Laplacian needs a scalar formula, got dim {f.dim}")
     return divergence(grad(f, v, make("IntCst", params=(1,))), v)
+
+
+# The symbolic derivatives by their formula-language names, for every front end (the
+# string parser, LazyTensor lowering): name -> builder over formula nodes. Read-only: a
+# front end with derivatives of its own extends a copy, not the language.
+DERIVATIVES = MappingProxyType({"Grad": grad, "Diff": diff, "GradMatrix": grad_matrix,
+                                "Divergence": divergence, "Laplacian": laplacian})

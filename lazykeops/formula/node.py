@@ -22,6 +22,13 @@ from ..errors import LazyKeOpsError
 CAT_I, CAT_J, CAT_P = 0, 1, 2
 CAT_NAMES = {CAT_I: "Vi", CAT_J: "Vj", CAT_P: "Pm"}
 
+# Positions of placeholder variables that passes put into formulas and take out again.
+# They sit far above any real argument position, and apart from each other (one range
+# each, a base plus a small index), so that a Var's position tells which kind it is.
+SCALAR_POS = 1 << 28  # compile/chunking.py: scalar s of the chunked outputs, at + s
+PART_POS = 1 << 29  # compile/chunking.py: chunked sum m, at + m
+PLACEHOLDER_POS = 1 << 30  # formula/autodiff.py: the cotangent that `diff` drops
+
 
 @dataclass(frozen=True)
 class OpSpec:

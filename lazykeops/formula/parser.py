@@ -1,11 +1,12 @@
 """The string formula language: formula strings to interned nodes.
 
-This module owns the formula text front end: a tokenizer and a recursive-descent parser
-("Exp(-G*SqDist(X,Y)) * B"); alias strings ("X = Vi(3)") are parsed in aliases.py. The
-grammar rules are generators run by formula/trampoline.py, so that formulas nested
-thousands deep parse without Python recursion. It knows no op by name except the sugar
-(`+ - * / ** | [k]`, literals, variable constructors): every `Name(...)` call is looked up
-in the `OPS` registry, so ops added by other modules parse without touching this file.
+This module owns the formula text front end: a recursive-descent parser over the tokens
+of tokens.py ("Exp(-G*SqDist(X,Y)) * B"); alias strings ("X = Vi(3)") are parsed in
+aliases.py. The grammar rules are generators run by formula/trampoline.py, so that
+formulas nested thousands deep parse without Python recursion. It knows no op by name
+except the sugar (`+ - * / ** | [k]`, literals, variable constructors) and the symbolic
+derivatives (autodiff.DERIVATIVES): every other `Name(...)` call is looked up in the `OPS`
+registry, so ops added by other modules parse without touching this file.
 User text is never handed to Python's eval/exec/ast.
 
 Grammar (lowest precedence first):
@@ -22,56 +23,24 @@ pykeops's 7-argument TensorDot(..., permute) is read into TensorDotPermuted.
 """
 
 import difflib
+import inspect
 import math
-import re
-from collections import namedtuple
 from collections.abc import Mapping
 
 from ..errors import LazyKeOpsError, formula_error
 from . import autodiff
 from .aliases import VAR_CATS, alias_vars
 from .node import OPS, make
+from .tokens import caret, tokenize
 from .trampoline import trampoline
 
-# Symbolic derivatives of the formula language: name -> (builder, number of arguments).
-DERIVATIVES = {"Grad": (autodiff.grad, 3), "Diff": (autodiff.diff, 3),
-               "GradMatrix": (autodiff.grad_matrix, 2), "Divergence": (autodiff.divergence, 2),
-               "Laplacian": (autodiff.laplacian, 2)}
-
+# The symbolic derivatives (autodiff.DERIVATIVES) take formula arguments only: their
+# number is the builder's.
+_DERIVATIVE_ARITY = {name: len(inspect.signature(build).parameters)
+                     for name, build in autodiff.DERIVATIVES.items()}
 
 # Ops whose parameter is a real number rather than an integer (so str(node) reads back).
 FLOAT_PARAM_OPS = {"FloatCst"}
-
-_TOKEN = re.compile(r"""
-    (?P<ws>\s+)
-  | (?P<float>(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
-  | (?P<int>\d+)
-  | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
-  | (?P<op>\*\*|[-+*/|,()\[\]])
-""", re.VERBOSE)
-
-Token = namedtuple("Token", "kind text pos")
-
-
-def _caret(text, pos):
-    """Two lines pointing at the offending character, so long formulas stay readable."""
-    return f"\n    {text}\n    {' ' * pos}^ (position {pos})"
-
-
-def tokenize(text):
-    """Split a formula into tokens, ending with an 'end' token."""
-    tokens, pos = [], 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise formula_error(text, f"unexpected character {text[pos]!r}",
-                                f"not part of the formula language{_caret(text, pos)}")
-        if m.lastgroup != "ws":
-            tokens.append(Token(m.lastgroup, m.group(), pos))
-        pos = m.end()
-    tokens.append(Token("end", "", len(text)))
-    return tokens
-
 
 # ---------------------------------------------------------------------------- formulas
 
@@ -102,7 +71,7 @@ class _FormulaParser:
 
     def fail(self, culprit, detail, tok=None):
         tok = tok or self.peek()
-        return formula_error(self.text, culprit, f"{detail}{_caret(self.text, tok.pos)}")
+        return formula_error(self.text, culprit, f"{detail}{caret(self.text, tok.pos)}")
 
     def expect(self, text, what):
         if self.accept(text) is None:
@@ -250,7 +219,7 @@ class _FormulaParser:
             return self.build("Var", params=(ints[0], ints[1], VAR_CATS[name]), tok=tok)
         if name == "Ind":
             raise self.fail("'Ind(...)'", "is an index tuple, expected a formula", tok)
-        if name in DERIVATIVES:
+        if name in autodiff.DERIVATIVES:
             return (yield self.derivative(name, tok))
         spec = OPS.get(name)
         if spec is None:
@@ -262,7 +231,7 @@ class _FormulaParser:
     def derivative(self, name, tok):
         """Grad(f, x, e), Diff(f, x, u), GradMatrix(f, x), Divergence(f, x), Laplacian(f, x):
         symbolic derivatives, expanded here into plain formulas (x must be a variable)."""
-        build, arity = DERIVATIVES[name]
+        build, arity = autodiff.DERIVATIVES[name], _DERIVATIVE_ARITY[name]
         args = yield self.arguments()
         if len(args) != arity:
             raise self.fail(f"wrong number of arguments for '{name}'",
