@@ -23,10 +23,9 @@ The torch references go through torch's complex arithmetic (complex128 for float
 inputs), independent of the pair formulas of the emission rules.
 """
 
-import torch
-
 from .algebra import cst, mul, neg, op
 from .emit import block, loop
+from .lazy_torch import torch
 from .node import OpSpec, dim_error, register
 
 
@@ -276,13 +275,14 @@ def _spec(name, arity, dim, emit, reference, vjp, example_dims, domain=None, par
 
 
 for _name, _body, _fn, _vjp, _dom in (
-        ("ComplexMult", _mult_body, torch.mul, _mult_vjp, None),
-        ("ComplexDivide", _divide_body, torch.div, _divide_vjp, ("any", "nonzero"))):
+        ("ComplexMult", _mult_body, lambda a, b: a * b, _mult_vjp, None),
+        ("ComplexDivide", _divide_body, lambda a, b: a / b, _divide_vjp, ("any", "nonzero"))):
     register(_spec(_name, 2, _complex_broadcast(_name), _pairwise(_body), _complex_ref(_fn),
                    _vjp, (6, 6), _dom))
 
-for _name, _cpp, _fn, _vjp in (("ComplexAdd", "({0} + {1})", torch.add, _add_vjp),
-                               ("ComplexSubtract", "({0} - {1})", torch.sub, _subtract_vjp)):
+for _name, _cpp, _fn, _vjp in (
+        ("ComplexAdd", "({0} + {1})", lambda a, b: a + b, _add_vjp),
+        ("ComplexSubtract", "({0} - {1})", lambda a, b: a - b, _subtract_vjp)):
     # Adding pairs is adding reals; only the broadcasting of complex scalars differs.
     register(_spec(_name, 2, _complex_broadcast(_name), _pairwise(
         lambda out, args, k, cpp=_cpp: _write(
@@ -293,24 +293,24 @@ for _name, _cpp, _fn, _vjp in (("ComplexAdd", "({0} + {1})", torch.add, _add_vjp
 register(_spec("Conj", 1, _complex_broadcast("Conj"),
                _pairwise(lambda out, args, k: _write(out, k, _re(args[0], k),
                                                      f"-{_im(args[0], k)}")),
-               _complex_ref(torch.conj), lambda n, g: (op("Conj", g),), (6,)))
+               _complex_ref(lambda z: z.conj()), lambda n, g: (op("Conj", g),), (6,)))
 register(_spec("ComplexExp", 1, _complex_broadcast("ComplexExp"), _pairwise(_exp_body),
-               _complex_ref(torch.exp),
+               _complex_ref(lambda z: z.exp()),
                lambda n, g: (op("ComplexMult", op("Conj", n), g),), (6,)))
 
 register(_spec("ComplexReal", 1, _halving("ComplexReal"), _per_real(lambda re, im: re),
-               _complex_to_real(torch.real), lambda n, g: (op("Real2Complex", g),), (6,)))
+               _complex_to_real(lambda z: z.real), lambda n, g: (op("Real2Complex", g),), (6,)))
 register(_spec("ComplexImag", 1, _halving("ComplexImag"), _per_real(lambda re, im: im),
-               _complex_to_real(torch.imag), lambda n, g: (op("Imag2Complex", g),), (6,)))
+               _complex_to_real(lambda z: z.imag), lambda n, g: (op("Imag2Complex", g),), (6,)))
 register(_spec("ComplexSquareAbs", 1, _halving("ComplexSquareAbs"),
                _per_real(lambda re, im: f"({re} * {re} + {im} * {im})"),
                _complex_to_real(lambda z: z.abs() ** 2), _squareabs_vjp, (6,)))
 register(_spec("ComplexAbs", 1, _halving("ComplexAbs"),
                _per_real(lambda re, im: f"lk::sqrt({re} * {re} + {im} * {im})"),
-               _complex_to_real(torch.abs), _abs_vjp, (6,), ("nonzero",)))
+               _complex_to_real(lambda z: z.abs()), _abs_vjp, (6,), ("nonzero",)))
 register(_spec("ComplexAngle", 1, _halving("ComplexAngle"),
                _per_real(lambda re, im: f"lk::atan2({im}, {re})"),
-               _complex_to_real(torch.angle), _angle_vjp, (6,), ("nonzero",)))
+               _complex_to_real(lambda z: z.angle()), _angle_vjp, (6,), ("nonzero",)))
 
 register(_spec("Real2Complex", 1, _doubling, _from_real(lambda x: x, lambda x: "T(0)"),
                _real_to_complex(lambda z: z), lambda n, g: (op("ComplexReal", g),), (3,)))
@@ -318,7 +318,7 @@ register(_spec("Imag2Complex", 1, _doubling, _from_real(lambda x: "T(0)", lambda
                _real_to_complex(lambda z: 1j * z), lambda n, g: (op("ComplexImag", g),), (3,)))
 register(_spec("ComplexExp1j", 1, _doubling,
                _from_real(lambda x: f"lk::cos({x})", lambda x: f"lk::sin({x})"),
-               _real_to_complex(lambda z: torch.exp(1j * z)),
+               _real_to_complex(lambda z: (1j * z).exp()),
                lambda n, g: (op("ComplexImag", op("ComplexMult", op("Conj", n), g)),), (3,)))
 
 register(_spec("ComplexRealScal", 2, _realscal_dim, _emit_realscal, _realscal_ref,

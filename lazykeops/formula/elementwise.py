@@ -7,11 +7,10 @@ the tables below is one op: its C++ expression (see formula.emit) and its torch 
 
 import math
 
-import torch
-
 from ..errors import LazyKeOpsError
 from .algebra import add, cst, div, flt, mul, neg, op, sub
 from .emit import elementwise
+from .lazy_torch import torch
 from .node import OpSpec, dim_error, param_error, register
 
 
@@ -40,34 +39,34 @@ def _bcast(*tensors):
 UNARY = {
     "Minus": ("(-{0})", lambda x: -x, "any"),
     "Inv": ("(T(1) / {0})", lambda x: 1 / x, "nonzero"),
-    "Exp": ("lk::exp({0})", torch.exp, "any"),
-    "Log": ("lk::log({0})", torch.log, "positive"),
+    "Exp": ("lk::exp({0})", lambda x: x.exp(), "any"),
+    "Log": ("lk::log({0})", lambda x: x.log(), "positive"),
     "XLogX": ("lk::xlogx({0})", lambda x: torch.where(x == 0, 0 * x, x * torch.log(x)),
               "positive"),
-    "Sin": ("lk::sin({0})", torch.sin, "any"),
-    "Cos": ("lk::cos({0})", torch.cos, "any"),
+    "Sin": ("lk::sin({0})", lambda x: x.sin(), "any"),
+    "Cos": ("lk::cos({0})", lambda x: x.cos(), "any"),
     "SinXDivX": ("lk::sinxdivx({0})",
                  lambda x: torch.where(x == 0, 1 + 0 * x, torch.sin(x) / x), "any"),
-    "Asin": ("lk::asin({0})", torch.asin, "unit"),
-    "Acos": ("lk::acos({0})", torch.acos, "unit"),
-    "Atan": ("lk::atan({0})", torch.atan, "any"),
-    "Square": ("({0} * {0})", torch.square, "any"),
-    "Sqrt": ("lk::sqrt({0})", torch.sqrt, "positive"),
+    "Asin": ("lk::asin({0})", lambda x: x.asin(), "unit"),
+    "Acos": ("lk::acos({0})", lambda x: x.acos(), "unit"),
+    "Atan": ("lk::atan({0})", lambda x: x.atan(), "any"),
+    "Square": ("({0} * {0})", lambda x: x.square(), "any"),
+    "Sqrt": ("lk::sqrt({0})", lambda x: x.sqrt(), "positive"),
     "Rsqrt": ("lk::rsqrt({0})", lambda x: torch.where(x == 0, 0 * x, torch.rsqrt(x)),
               "positive"),
-    "Abs": ("lk::abs({0})", torch.abs, "nonzero"),
-    "Sign": ("lk::sign({0})", torch.sign, "nonzero"),
+    "Abs": ("lk::abs({0})", lambda x: x.abs(), "nonzero"),
+    "Sign": ("lk::sign({0})", lambda x: x.sign(), "nonzero"),
     "Step": ("lk::step({0})", lambda x: (x >= 0).to(x.dtype), "nonzero"),
-    "ReLU": ("lk::relu({0})", torch.relu, "nonzero"),
-    "Floor": ("lk::floor({0})", torch.floor, "nonzero"),
+    "ReLU": ("lk::relu({0})", lambda x: x.relu(), "nonzero"),
+    "Floor": ("lk::floor({0})", lambda x: x.floor(), "nonzero"),
 }
 
 # Binary ops: name -> (C++ expression, torch reference, domains of the two arguments).
 BINARY = {
-    "Add": ("({0} + {1})", torch.add, ("any", "any")),
-    "Subtract": ("({0} - {1})", torch.sub, ("any", "any")),
-    "Mult": ("({0} * {1})", torch.mul, ("any", "any")),
-    "Divide": ("({0} / {1})", torch.div, ("any", "nonzero")),
+    "Add": ("({0} + {1})", lambda a, b: a + b, ("any", "any")),
+    "Subtract": ("({0} - {1})", lambda a, b: a - b, ("any", "any")),
+    "Mult": ("({0} * {1})", lambda a, b: a * b, ("any", "any")),
+    "Divide": ("({0} / {1})", lambda a, b: a / b, ("any", "nonzero")),
     "Equal": ("({0} == {1} ? T(1) : T(0))", lambda a, b: (a == b).to(a.dtype),
               ("small_int", "small_int")),
     "NotEqual": ("({0} != {1} ? T(1) : T(0))", lambda a, b: (a != b).to(a.dtype),
@@ -76,8 +75,8 @@ BINARY = {
                  ("any", "any")),
     "LessOrEqual": ("({0} <= {1} ? T(1) : T(0))", lambda a, b: (a <= b).to(a.dtype),
                     ("any", "any")),
-    "Atan2": ("lk::atan2({0}, {1})", torch.atan2, ("any", "nonzero")),
-    "Powf": ("lk::pow({0}, {1})", torch.pow, ("positive", "any")),
+    "Atan2": ("lk::atan2({0}, {1})", lambda a, b: a.atan2(b), ("any", "nonzero")),
+    "Powf": ("lk::pow({0}, {1})", lambda a, b: a.pow(b), ("positive", "any")),
 }
 
 # Ternary ops, same layout.

@@ -20,10 +20,9 @@ piecewise constant degree 0 (see `_bspline_vjp`). Both are written with BSpline 
 lower degree, so they are again differentiable.
 """
 
-import torch
-
 from .algebra import add, cst, div, mul, neg, op, sub
 from .emit import block, loop
+from .lazy_torch import torch
 from .node import OpSpec, dim_error, register
 
 

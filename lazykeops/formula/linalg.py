@@ -31,9 +31,8 @@ arithmetic at run time beyond multiply-adds, and no temporary arrays.
 
 import string
 
-import torch
-
 from .emit import block
+from .lazy_torch import torch
 from .node import OpSpec, dim_error, make, register
 
 

@@ -10,9 +10,8 @@ that the tests compare against.
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
 from ..errors import LazyKeOpsError
+from .lazy_torch import torch
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ for _name, _vals, _idx in (("KMin", 1, 0), ("ArgKMin", 0, 1), ("KMin_ArgKMin", 1
         _name, f"lk::KMinRed<{{D}}, {{K}}, {_vals}, {_idx}>", "none", True,
         lambda D, E, K, _vals=_vals, _idx=_idx: (D * K * _vals, D * K * _idx), _ref))
 
-# Internal, for gradients (tensor/autograd.py): formula summed over j, formula2 over i.
+# Internal, for gradients (torch/reduction_rules.py): formula summed over j, formula2 over i.
 _register(ReductionSpec("DualSum", "lk::DualSumRed<{D}, {E}>", "required", False,
                         lambda D, E, K: (D, 0),
                         lambda F, W, K: (F.sum(dim=1), W.sum(dim=0)), columns=True))

@@ -33,11 +33,10 @@ than compile.codegen.check_stack_size.
 
 import math
 
-import torch
-
 from ..errors import LazyKeOpsError
 from .algebra import mul
 from .emit import block
+from .lazy_torch import torch
 from .node import OpSpec, dim_error, make, register
 
 # Scalars of the per-pair buffers that the recursions may hold (the engine's budget for a

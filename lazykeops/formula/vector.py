@@ -7,10 +7,9 @@ Derivatives at kinks follow torch and stay finite: |x|' and Normalize' are 0 at 
 component, the one the forward pass picks.
 """
 
-import torch
-
 from .algebra import add, cst, mul, neg, op, sub
 from .emit import block
+from .lazy_torch import torch
 from .node import OpSpec, dim_error, register
 
 
@@ -280,13 +279,11 @@ def _extremal(name, cmp, want_index):
                      "}",
                      f"{out(0)} = {'T(idx)' if want_index else 'm'};")
 
-    if want_index:
-        fn = torch.argmax if cmp == ">" else torch.argmin
-    else:
-        fn = torch.amax if cmp == ">" else torch.amin
+    method = ("argmax" if cmp == ">" else "argmin") if want_index else \
+        ("amax" if cmp == ">" else "amin")
 
     def reference(args, p):
-        return fn(args[0], dim=-1, keepdim=True).to(args[0].dtype)
+        return getattr(args[0], method)(dim=-1, keepdim=True).to(args[0].dtype)
 
     def vjp(node, g):
         (a,) = node.args

@@ -1,19 +1,11 @@
-"""lazykeops for numpy arrays: pykeops.numpy's names, as lazykeops.torch has them for torch."""
+"""lazykeops for numpy arrays: pykeops.numpy's names, as lazykeops.torch has them for torch.
+
+Nothing here imports torch (nor lazykeops.torch): see numpy/genred.py.
+"""
 
 from ..tensor.generic import make_generic
 from ..tensor.lazy_api import complex_class, make_lazy_api
-from ..torch.genred import Genred as _TorchGenred
-
-
-class Genred(_TorchGenred):
-    __doc__ = _TorchGenred.__doc__.replace("torch tensors", "numpy arrays")
-    framework = "numpy"
-
-    def __call__(self, *args, **options):
-        if not options:
-            return self.core(*args)
-        return self.core(*args, **self._call_options(options))
-
+from .genred import Genred
 
 generic_sum = make_generic(Genred, "Sum")
 generic_logsumexp = make_generic(Genred, "LogSumExp")
