@@ -13,6 +13,7 @@ the reference evaluator and the registry-wide test all read this one table.
 """
 
 import numbers
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -76,7 +77,7 @@ def register(spec: OpSpec) -> OpSpec:
 class Node:
     """One interned formula node. Build with `make`, never directly."""
 
-    __slots__ = ("op", "args", "params", "dim", "_str")
+    __slots__ = ("op", "args", "params", "dim", "_str", "__weakref__")
 
     def __init__(self, op, args, params, dim):
         self.op = op
@@ -117,7 +118,10 @@ class Node:
         return [found[k] for k in sorted(found)]
 
 
-_INTERNED: dict = {}
+# The interned nodes, held weakly: a formula built and dropped is freed, with the nodes
+# only it used. An entry's key holds the node's children (its args), so a live node keeps
+# its whole subgraph interned, and a dead one releases it.
+_INTERNED = weakref.WeakValueDictionary()
 
 
 def make(op, *args, params=()):
