@@ -7,7 +7,7 @@ They depend on the output cotangent G, the forward output OUT and, for SumSoftMa
 the log-sum-exp L of f; all three enter the gradient formula as output-indexed variables.
 
 Selection reductions (Min, Max, KMin and their Arg variants) pass G to the selected terms
-only: that is done by gathering the selected pairs (tensor/autograd.py), not here.
+only: that is done by gathering the selected pairs (torch/reduction_rules.py), not here.
 """
 
 from ..errors import LazyKeOpsError

@@ -4,8 +4,10 @@
 call checks the arguments (count, dtypes, devices; then shapes, sizes and batch dims in the
 runtime's signature step) before anything is compiled, and hands them to the runtime's
 launcher, which fetches the kernel this core describes (`kernel()`: a KernelSpec, built and
-cached on first use). The torch and numpy front ends bind it to their backend. Shapes follow pykeops: an i- or j-variable of dim D is an array (..., N, D), a
-parameter an array (..., D) (or a Python number when D = 1); leading batch dims broadcast.
+cached on first use). `GenredFront` is what the torch and numpy Genred classes share: the
+constructor's pykeops arguments. Shapes follow pykeops: an i- or j-variable of dim D is an
+array (..., N, D), a parameter an array (..., D) (or a Python number when D = 1); leading
+batch dims broadcast.
 """
 
 import ctypes
@@ -23,7 +25,8 @@ from ..runtime.abi import ABI_VERSION
 from ..runtime.launch import launch, output, prepare
 from ..runtime.signature import CAT_WORDS, call_signature
 from .backends import get_backend
-from .options import DTYPES_ACC, as_index, check_device_id
+from .options import (DTYPES_ACC, GENRED_CALL_KEYWORDS, GENRED_INIT_KEYWORDS, as_index,
+                      bind_positional, check_device_id, split_reduction_options)
 # pykeops's names. Arrays stay on their device: the backend must agree with it.
 BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
 HALF_DTYPES = ("float16", "bfloat16")
@@ -40,6 +43,34 @@ def parse_genred(formula, aliases, formula2=None):
     if formula2 is not None:
         formulas.append(parse_formula(formula2, nodes))
     return tuple(formulas), aliases, text
+
+
+# pykeops's Genred.__init__ positional arguments after cuda_type.
+_MORE_POSITIONAL = ("dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks",
+                    "rec_multVar_highdim", "use_fast_math")
+
+
+class GenredFront:
+    """What the torch and numpy Genred classes share: pykeops's constructor arguments
+    (positional past cuda_type too) read into a GenredCore, and the call keywords."""
+
+    framework = None  # set by each binding
+
+    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None,
+                 opt_arg=None, formula2=None, cuda_type=None, *more, **options):
+        formulas, aliases, text = parse_genred(formula, aliases, formula2)
+        what = f"Genred of formula '{text}'"
+        options = bind_positional(_MORE_POSITIONAL, more, options, what)
+        init, _ = split_reduction_options({**options, "dtype": dtype, "cuda_type": cuda_type},
+                                          what, accepted=GENRED_INIT_KEYWORDS)
+        self.core = GenredCore(formulas, aliases, reduction_op, axis, opt_arg,
+                               framework=self.framework, text=text, **init)
+
+    def _call_options(self, options):
+        """{backend, device_id, out} of a call."""
+        _, opts = split_reduction_options(options, f"Genred of formula '{self.core.text}'",
+                                          accepted=GENRED_CALL_KEYWORDS)
+        return opts
 
 
 class GenredCore:

@@ -346,35 +346,6 @@ class LazyTensor:
         x, as pykeops's bspline(x, k=0)."""
         return self._apply("BSpline", x, params=(k,))
 
-    # ------------------------------------------------------------------ derivatives
-    def grad(self, other, gradin):
-        """The LazyTensor Grad(self, other, gradin): the gradient of <self, gradin> with
-        respect to the variable `other` (a LazyTensor built from an array, or a symbolic
-        Vi/Vj/Pm)."""
-        return self._derivative("Grad", other, gradin,
-                                other.inner_dim if isinstance(other, LazyTensor) else 0)
-
-    def diff(self, other, diffin):
-        """The LazyTensor Diff(self, other, diffin): the derivative of self at the variable
-        `other` in the direction diffin (forward mode)."""
-        return self._derivative("Diff", other, diffin, self.inner_dim)
-
-    def _derivative(self, kind, v, direction, dim):
-        if not isinstance(v, LazyTensor) or v.op is not None or v.category is None:
-            raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} is taken with "
-                                 "respect to a variable LazyTensor (made from an array or "
-                                 f"by Vi/Vj/Pm), got {v!r}")
-        args = (self, v, LazyTensor._wrap(direction))
-        expected = self.inner_dim if kind == "Grad" else v.inner_dim
-        if args[2].inner_dim != expected:
-            raise LazyKeOpsError(f"{kind} of a LazyTensor of shape {self.shape} with respect "
-                                 f"to one of shape {v.shape} needs a direction of dim "
-                                 f"{expected}, got shape {args[2].shape}")
-        out = type(self).__new__(type(self))
-        out.op, out.args, out.inner_dim = kind, args, dim
-        merge_into(out, args)
-        return out
-
     @staticmethod
     def cat(tuple_of_lt, dim=-1):
         tensors = list(tuple_of_lt)

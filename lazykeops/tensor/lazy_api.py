@@ -2,7 +2,7 @@
 and its ComplexLazyTensor (`complex_class(LazyTensor)`, made with it)."""
 
 from ..formula.node import CAT_I, CAT_J, CAT_P
-from . import lazy_linear, lazy_pykeops, lazy_reduce  # noqa: F401  (attach methods to LazyTensor)
+from . import lazy_derivatives, lazy_linear, lazy_pykeops, lazy_reduce  # noqa: F401  (attach methods)
 from .lazy import LazyTensor
 from . import lazy_softdtw  # noqa: F401,E402  (attaches softdtw_sqdist)
 from . import lazy_complex_reduce  # noqa: F401,E402  (attaches the complex reductions)

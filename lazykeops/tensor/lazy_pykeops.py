@@ -8,8 +8,6 @@ pykeops builds its formulas as strings; the methods that only serve that constru
 raise an error that says so, rather than an AttributeError that reads like a bug.
 """
 
-import numbers
-
 from ..errors import LazyKeOpsError
 from ..formula import autodiff
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, make, render
@@ -239,8 +237,7 @@ def _call(self, *args, **kwargs):
                          "a reduction (.sum(dim=...), ..., or one built with call=False)")
 
 
-DERIVATIVES.update({"GradMatrix": autodiff.grad_matrix, "Divergence": autodiff.divergence,
-                    "Laplacian": autodiff.laplacian, "TraceOperator": _trace_of_linear})
+DERIVATIVES["TraceOperator"] = _trace_of_linear  # the others are formula.autodiff's
 LazyTensor._shape = property(_shape)
 LazyTensor._dtype = property(lambda self: self.dtype)
 LazyTensor.batchdims = property(lambda self: self.batch or None)

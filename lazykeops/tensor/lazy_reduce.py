@@ -24,7 +24,8 @@ from .lazy_shapes import merge_into, postorder
 _CORES = {}
 _RECURSION_DEPTH = 200  # well inside Python's default limit of 1,000 frames
 _FLOATS = ("float32", "float64", *HALF_DTYPES)
-DERIVATIVES = {"Grad": autodiff.grad, "Diff": autodiff.diff}
+# formula.autodiff's derivatives (read-only there), plus what lazy_pykeops.py adds.
+DERIVATIVES = dict(autodiff.DERIVATIVES)
 
 
 def lower(roots):
@@ -146,7 +147,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
         check_device_id(device_id, shape_of.device, _what(t, reduction_op))
     core = _core(nodes, table, spec, shape_of.framework)
     if shape_of.framework == "torch" and _needs_autograd(leaves):
-        from .autograd import call  # torch only; recorded for backward
+        from ..torch.autograd import call  # torch only; recorded for backward
 
         args = [_genred_layout(leaf) for leaf in leaves]
         return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
@@ -199,12 +200,12 @@ def _unit_axis(category, like):
     return leaf
 
 
-_IS_RECORDED = []  # tensor.autograd.is_recorded, imported on first use (it imports torch)
+_IS_RECORDED = []  # torch.autograd.is_recorded, imported on first use (it imports torch)
 
 
 def _needs_autograd(leaves):
     if not _IS_RECORDED:
-        from .autograd import is_recorded
+        from ..torch.autograd import is_recorded
 
         _IS_RECORDED.append(is_recorded)
     is_recorded = _IS_RECORDED[0]

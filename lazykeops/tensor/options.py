@@ -11,7 +11,7 @@ GenredCore's own keyword names:
     core = GenredCore(..., **init)           # {"dtype_acc": ..., "sum_scheme": ...}
     core(*args, **call)                      # {"backend": ..., "device_id": ..., "out": ...}
 
-Callers that launch through `runtime.launch` or `tensor.autograd.call` (which take no
+Callers that launch through `runtime.launch` or `torch.autograd.call` (which take no
 device_id) check it first with `check_device_id(call.pop("device_id"), device, what)`.
 
 Per keyword:

@@ -1,16 +1,10 @@
 """The torch binding of the Genred core."""
 
-from ..tensor.autograd import call
-from ..tensor.genred import GenredCore, parse_genred
-from ..tensor.options import GENRED_CALL_KEYWORDS, GENRED_INIT_KEYWORDS, \
-    bind_positional, split_reduction_options
-
-# pykeops's Genred.__init__ positional arguments after cuda_type.
-_MORE = ("dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks", "rec_multVar_highdim",
-         "use_fast_math")
+from .autograd import call
+from ..tensor.genred import GenredFront
 
 
-class Genred:
+class Genred(GenredFront):
     """A reduction of a string formula, callable on torch tensors.
 
     Genred(formula, aliases, reduction_op="Sum", axis=0, dtype=None, opt_arg=None,
@@ -30,22 +24,6 @@ class Genred:
     """
 
     framework = "torch"
-
-    def __init__(self, formula, aliases, reduction_op="Sum", axis=0, dtype=None,
-                 opt_arg=None, formula2=None, cuda_type=None, *more, **options):
-        formulas, aliases, text = parse_genred(formula, aliases, formula2)
-        what = f"Genred of formula '{text}'"
-        options = bind_positional(_MORE, more, options, what)
-        init, _ = split_reduction_options({**options, "dtype": dtype, "cuda_type": cuda_type},
-                                          what, accepted=GENRED_INIT_KEYWORDS)
-        self.core = GenredCore(formulas, aliases, reduction_op, axis, opt_arg,
-                               framework=self.framework, text=text, **init)
-
-    def _call_options(self, options):
-        """(backend, out) of a call, device_id checked against `args` by the caller."""
-        _, opts = split_reduction_options(options, f"Genred of formula '{self.core.text}'",
-                                          accepted=GENRED_CALL_KEYWORDS)
-        return opts
 
     def __call__(self, *args, **options):
         if not options:  # the usual call: no keyword to read

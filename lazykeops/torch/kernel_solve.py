@@ -10,7 +10,7 @@ position, so that a tensor passed twice (K(x, x)) gets each position's share onc
 
 import torch
 
-from ..tensor.autograd import call
+from .autograd import call
 from ..tensor.kernel_solve import KernelSolveCore
 from ..tensor.options import bind_positional
 
