@@ -49,6 +49,8 @@ def launch_cuda(core, dtype, like, a, backend):
                 status = lib.launch(ctypes.byref(a))
                 if status != abi.NEEDS_WORKSPACE:
                     break
+                if a.workspace_bytes <= need:  # asked again for no more: never loop
+                    return abi.FAILED
                 if len(_WORKSPACE_BYTES) > 4096:  # many distinct sizes: forget the old ones
                     _WORKSPACE_BYTES.clear()
                 need = _WORKSPACE_BYTES[key] = a.workspace_bytes
