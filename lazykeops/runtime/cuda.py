@@ -38,7 +38,7 @@ def launch_cuda(core, dtype, like, a, backend):
             a.vals_width, a.vals_offset = core.nvals, start if core.nvals else 0
             a.idx_width, a.idx_offset = core.nidx, start if core.nidx else 0
             key = (lib.key, a.nbatch, a.nout, a.nred, a.scheme)
-            workspace = None
+            workspace = None  # held until the launch is queued (stream-ordered free)
             need = _WORKSPACE_BYTES.get(key, 0)
             while True:
                 if need:
