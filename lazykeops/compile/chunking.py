@@ -29,10 +29,13 @@ from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.node import CAT_P, OPS, PART_POS, SCALAR_POS, make, var
 from ..formula.trampoline import trampoline
 
-CHUNK = 32  # components per chunk: CHUNK in csrc/lk_layout.h
-# i- and j-variables with more 32-bit words than this are wide: LK_CUDA_X_REGISTERS in
-# csrc/lk_cuda_engine.cuh (on the H100: D = 160 ran 2.7x faster in registers than in
-# chunks, D = 256 spilled registers and ran 7x slower).
+# Components per chunk; every generated source defines it as LK_CHUNK for the engines
+# (compile/codegen.py: engine_defines; CHUNK in csrc/lk_layout.h).
+CHUNK = 32
+# i- and j-variables with more 32-bit words than this are wide; the generated source
+# defines it as LK_CUDA_X_REGISTERS, the CUDA engine's register limit for a row's
+# i-variables (csrc/lk_cuda_tiles.cuh) (on the H100: D = 160 ran 2.7x faster in registers
+# than in chunks, D = 256 spilled registers and ran 7x slower).
 WIDE_ABOVE_WORDS = 160
 WORDS = {"float64": 2}  # 32-bit words per compute scalar (halves compute in float)
 # The CPU engine: variables of more components than this are wide. Past the unrolling

@@ -19,7 +19,7 @@ from ..formula.emit import Ref
 from ..formula.node import CAT_P, OPS, PART_POS, SCALAR_POS, TEXT_LIMIT, make, render
 from ..formula.reductions import lookup
 from ..runtime.abi import source_prelude
-from .chunking import CHUNK, plan_chunks, restricted, restricted_sums
+from .chunking import CHUNK, WIDE_ABOVE_WORDS, plan_chunks, restricted, restricted_sums
 from .spec import SUM_SCHEMES
 
 CPP_TYPES = {"float32": "float", "float64": "double"}
@@ -207,16 +207,25 @@ def emitted_formulas(spec):
 
 def reduction_policy(spec):
     red = lookup(spec.reduction)
+    red.check_target(spec.target, " ; ".join(render(f, TEXT_LIMIT) for f in spec.formulas))
     dim = spec.formulas[0].dim
     wdim = spec.formulas[1].dim if len(spec.formulas) > 1 else 0
-    policy = red.policy.format(D=dim, E=wdim, K=spec.k, scheme=SUM_SCHEMES[spec.sum_scheme])
-    if _negated_columns(spec):
-        policy = policy[:-1] + ", 0, -1>"
-    return policy
+    return red.cpp_policy(dim, wdim, spec.k, SUM_SCHEMES[spec.sum_scheme],
+                          negated=_negated_columns(spec))
 
 
 ENGINES = {"cpu": ("lk_cpu_engine.h", "LK_CPU_ENTRY"),
            "cuda": ("lk_cuda_engine.cuh", "LK_CUDA_ENTRY")}
+
+
+def engine_defines():
+    """The #defines of the constants that Python and the engine headers share, emitted at
+    the top of every generated source so that the two cannot disagree: the chunk length
+    (csrc/lk_layout.h), the register limit for i-variables (csrc/lk_cuda_tiles.cuh) and
+    the unrolling limit (csrc/lk_math.h). The headers refuse to compile without them."""
+    constants = {"LK_CHUNK": CHUNK, "LK_CUDA_X_REGISTERS": WIDE_ABOVE_WORDS,
+                 "LK_MAX_UNROLL": MAX_UNROLL}
+    return [f"#define {name} {value}" for name, value in constants.items()]
 
 
 def render_source(spec):
@@ -234,6 +243,7 @@ def render_source(spec):
         f"// lazykeops kernel: {spec.reduction} over {text}",
         f"// arguments (category, dim): {list(spec.args)}",
         source_prelude(),
+        *engine_defines(),
         *tuning,
         f'#include "{header}"',
         "",

@@ -11,6 +11,10 @@
 
 #include "lk_math.h"  // LK_HD
 
+#ifndef LK_CHUNK
+#error "LK_CHUNK undefined: the generated source defines it (compile/codegen.py)"
+#endif
+
 namespace lk {
 
 enum { CAT_I = 0, CAT_J = 1, CAT_P = 2 };
@@ -27,8 +31,9 @@ LK_HD constexpr int packed_offset(int cat, int pos) {
 template <class F>
 LK_HD constexpr int packed_size(int cat) { return packed_offset<F>(cat, F::NARGS); }
 
-// Components per chunk: compile/chunking.py's CHUNK, the length chunk_full covers.
-constexpr int CHUNK = 32;
+// Components per chunk, the length chunk_full covers: compile/chunking.py's CHUNK, which
+// the generated source defines as LK_CHUNK (compile/codegen.py: engine_defines).
+constexpr int CHUNK = LK_CHUNK;
 
 // Formulas rendered with a chunk plan (compile/chunking.py) define WIDE: both engines
 // then accumulate their sums over wide variables chunk by chunk before `eval`.

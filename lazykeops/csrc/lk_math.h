@@ -12,6 +12,13 @@
 
 // LK_UNROLL precedes every loop of a generated formula: fully unrolled loops let the
 // CPU engine vectorise its loop over j (gcc gives up on a loop nest holding inner loops).
+// The generated source defines LK_MAX_UNROLL (compile/codegen.py's MAX_UNROLL, the
+// longest loop it marks): gcc unrolls up to that many iterations.
+#ifndef LK_MAX_UNROLL
+#error "LK_MAX_UNROLL undefined: the generated source defines it (compile/codegen.py)"
+#endif
+#define LK_PRAGMA(text) _Pragma(#text)
+#define LK_GCC_UNROLL(n) LK_PRAGMA(GCC unroll n)
 #ifdef __CUDACC__
 #define LK_HD __host__ __device__
 #define LK_INLINE __forceinline__
@@ -19,7 +26,7 @@
 #else
 #define LK_HD
 #define LK_INLINE inline __attribute__((always_inline))
-#define LK_UNROLL _Pragma("GCC unroll 128")
+#define LK_UNROLL LK_GCC_UNROLL(LK_MAX_UNROLL)
 #endif
 
 // <cmath>'s float overloads live in std:: on the host; CUDA's device overloads are global.

@@ -16,7 +16,7 @@ engine below its entry macro, and check it against naive loops of their own.
 Each program prints "PASS <case> ..." or "FAIL <case> ..." per case and exits nonzero on
 any mismatch. They are compiled once per module, concurrently, with the project's flags
 (compile/build.py), after the #defines a generated source opens with (runtime/abi.py), if
-that module exists.
+that module exists, and its engine constants (compile/codegen.py: engine_defines).
 """
 
 import os
@@ -89,6 +89,13 @@ def _prelude(folder):
     return ["-include", str(path)]
 
 
+def _engine_defines():
+    """-D of the constants every generated source defines (compile/codegen.py), which the
+    headers refuse to compile without."""
+    from lazykeops.compile.codegen import engine_defines
+    return ["-D{}={}".format(*line.split()[1:]) for line in engine_defines()]
+
+
 def _cxx():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
 
@@ -109,7 +116,7 @@ def builds(tmp_path_factory):
     if cxx is None:
         pytest.skip("no C++ compiler (g++)")
     folder = tmp_path_factory.mktemp("engine_headers")
-    prelude = _prelude(folder)
+    prelude = _prelude(folder) + _engine_defines()
     jobs = {}
     for name in CASES:
         cmd = [cxx, "-std=c++17", *_cpu_flags(), *OPTIMISE.get(name, []), *prelude,
