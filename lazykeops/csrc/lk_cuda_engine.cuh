@@ -26,26 +26,26 @@
 // variables enter only through sums over their components run chunk by chunk instead
 // (lk_cuda_chunked.cuh).
 //
-// This header is the host side: which kernel serves a formula, the split planner, the
-// launch, and the entry macro; the kernels are in lk_cuda_tiles.cuh and lk_cuda_chunked.cuh.
+// This header is the host side: which scheme serves a formula, the split planner, the
+// launch, and the entry macro. The device side is one kernel skeleton (lk_cuda_kernel.cuh)
+// and its two schemes, tiled (lk_cuda_tiles.cuh) and chunked (lk_cuda_chunked.cuh).
 #pragma once
 
-#include "lk_cuda_tiles.cuh"
+#include <type_traits>
+
 #include "lk_cuda_chunked.cuh"
+#include "lk_cuda_tiles.cuh"
 
 namespace lk {
 
 // ---------------------------------------------------------------- host side
-// The kernel and configuration for a formula: chunked when it was rendered with WIDE.
-template <class F, class R, class T, class S, bool CHUNKED = IsChunked<F>::value>
-struct Engine {
-  using C = CudaConfig<F, R, T>;
-  static auto kernel() { return reduce_tiles<F, R, T, S>; }
-};
+// The scheme of a formula (its kernel's row source, range and term evaluator, and the
+// sizes it launches with): chunked when it was rendered with WIDE, else tiled.
 template <class F, class R, class T, class S>
-struct Engine<F, R, T, S, true> {
-  using C = ChunkConfig<F, R, T>;
-  static auto kernel() { return reduce_chunked<F, R, T, S>; }
+struct Engine {
+  using C = std::conditional_t<IsChunked<F>::value, ChunkedScheme<F, R, T, S>,
+                               TiledScheme<F, R, T, S>>;
+  static auto kernel() { return reduce<F, R, T, S, C>; }
 };
 
 enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
@@ -124,7 +124,8 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
   dim3 grid((unsigned)row_blocks<F, R, T, S>(nx), (unsigned)nsplit,
             (unsigned)(nbatch < 65535 ? nbatch : 65535));
   const Outputs<S> out{vals, idx, layout[0], layout[1], layout[2], layout[3]};
-  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nx, ny, jchunk, args, out, partial);
+  const typename C::Range range{ny, jchunk};
+  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nx, ny, range, args, out, partial);
   if (nsplit > 1) {
     const int64_t total = nbatch * nx;
     const int64_t blocks = (total + 255) / 256;

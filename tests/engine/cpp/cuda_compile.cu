@@ -1,6 +1,7 @@
 // cuda_compile.cu: the CUDA engine headers compile with nvcc (-c, no GPU needed) for
-// hand-written formulas in the shape codegen.py renders: the 1D/split kernels
-// (reduce_tiles, merge_splits) and the chunked kernel (reduce_chunked), over Sum,
+// hand-written formulas in the shape codegen.py renders: the kernel skeleton (reduce) in
+// its tiled scheme (registers and global-memory rows) and its chunked scheme, and
+// merge_splits, over Sum,
 // LogSumExp (weighted: what SoftMaxRed is made of), ArgExtremum and KMin policies, in the compute/storage type pairs the code generator uses (float/float,
 // double/double, float/__half, float/__nv_bfloat16). No entry macro: the kernels are
 // instantiated by taking their addresses, below (the one place naming them).
@@ -32,7 +33,7 @@ struct Gaussian {
 
 // Wide i-variables read from global memory (Vi(200) in double: past LK_CUDA_X_REGISTERS)
 // and a parameter too large for shared memory (Pm(4096) in double: past LK_CUDA_P_SHARED),
-// both through CudaPair's global-memory branches: <x_i, y_j> + p_0.
+// both through the global-memory sources (GlobalRows, Params' Pointers): <x_i, y_j> + p_0.
 struct WideGlobal {
   static constexpr int NARGS = 3;
   static constexpr int CAT[3] = {0, 1, 2};
@@ -79,14 +80,26 @@ struct Chunked {
 
 static_assert(lk::IsChunked<Chunked>::value && !lk::IsChunked<Gaussian>::value, "WIDE detection");
 
-// Both kernels of the 1D / split scheme for (F, R, T, S).
-template <class F, class R, class T, class S>
-const void* const tiles[] = {(const void*)&lk::reduce_tiles<F, R, T, S>,
-                             (const void*)&lk::merge_splits<F, R, T, S>};
+// The kernels of a scheme for (F, R, T, S): the skeleton and the split scheme's merge.
+template <class F, class R, class T, class S, class K>
+const void* const kernels[] = {(const void*)&lk::reduce<F, R, T, S, K>,
+                               (const void*)&lk::merge_splits<F, R, T, S>};
 
 template <class F, class R, class T, class S>
-const void* const chunked[] = {(const void*)&lk::reduce_chunked<F, R, T, S>,
-                               (const void*)&lk::merge_splits<F, R, T, S>};
+const void* const* const tiles = kernels<F, R, T, S, lk::TiledScheme<F, R, T, S>>;
+template <class F, class R, class T, class S>
+const void* const* const chunked = kernels<F, R, T, S, lk::ChunkedScheme<F, R, T, S>>;
+
+// The schemes the engine picks, with the row source each formula needs.
+static_assert(std::is_same_v<lk::Engine<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>::C,
+                             lk::ChunkedScheme<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>>,
+              "a chunked formula runs the chunked scheme");
+static_assert(lk::TiledScheme<Gaussian, lk::SumRed<2, lk::BlockSum>, float, float>::X_IN_REGISTERS,
+              "Gaussian's rows in registers");
+static_assert(std::is_same_v<lk::TiledScheme<WideGlobal, lk::SumRed<1, lk::KahanSum>, double,
+                                             double>::Rows,
+                             lk::GlobalRows<WideGlobal, double, double, 1, LK_CUDA_BLOCK>>,
+              "WideGlobal's rows in global memory");
 
 }  // namespace
 

@@ -1,0 +1,220 @@
+// lk_cuda_kernel.cuh: the one CUDA kernel skeleton, `reduce`, and what every scheme shares:
+// the argument and output tables, parameter staging, the two row sources, the contiguous
+// range of reduced indices, the epilogue and the merge of split ranges.
+//
+// reduce<F, R, T, S, K> owns the loops: batches over gridDim.z, the block's rows (RPT per
+// thread), the policy's State and Acc per row, the walk over the block's range of j in
+// tiles, folding, and writing the outputs (or the split scheme's partial States). The
+// scheme K (lk_cuda_tiles.cuh: TiledScheme, lk_cuda_chunked.cuh: ChunkedScheme) fills in:
+//   K::Rows    the row source: where a thread's rows keep their i-variables for the batch
+//              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, nx)`, `in(r)`.
+//   K::Range   the reduced-range source: host-built, passed by value; `begin(rb, split)`
+//              and `end(rb, split)`, the j-range of row block rb's split (ContiguousRange:
+//              the only one so far; block-sparse ranges and shard offsets come here).
+//   K::Terms   the term evaluator: `TILE`, `SHARED_SCALARS` (shared memory it uses before
+//              the parameters) and `tile(...)`, which loads terms j0 .. j0+n-1 and calls
+//              push(r, f, j) with each term's value f for each row r of the thread.
+//   and the sizes BLOCK, RPT, SHARED, P_IN_SHARED that the host side launches with.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "lk_cuda_in.cuh"
+#include "lk_layout.h"
+#include "lk_math.h"
+#include "lk_reductions.h"
+
+// Tuning knob (benchmarks/tune_cuda.py): threads per block.
+#ifndef LK_CUDA_BLOCK
+#define LK_CUDA_BLOCK 256
+#endif
+// Parameters of up to this many bytes (in the compute type) are copied to shared memory,
+// where every thread reads the same address (a broadcast); past it they are read from
+// global memory (cached): they would take the tile's shared memory, and past the
+// device's limit per block (227 KB on the H100) they could not be copied at all.
+#ifndef LK_CUDA_P_SHARED
+#define LK_CUDA_P_SHARED 8192
+#endif
+
+namespace lk {
+
+// Argument pointers and batch strides, passed by value to the kernel.
+template <class F>
+struct ArgTable {
+  const void* ptr[F::NARGS > 0 ? F::NARGS : 1];
+  int64_t batch_stride[F::NARGS > 0 ? F::NARGS : 1];
+};
+
+template <class F, class S>
+__device__ LK_INLINE const S* arg(const ArgTable<F>& a, int v, int64_t b) {
+  return static_cast<const S*>(a.ptr[v]) + b * a.batch_stride[v];
+}
+
+// Where the outputs go: output row t (= batch * nx + i) writes its values at
+// vals[t * vstride + voff ...] and its indices at idx[t * istride + ioff ...]. The strides
+// exceed the policy's widths when a wide output is computed in slices of components, one
+// kernel per slice (runtime/cuda.py).
+template <class S>
+struct Outputs {
+  S* vals;
+  int64_t* idx;
+  int64_t vstride, voff, istride, ioff;
+};
+
+template <class F, class R, class T, class S>
+__device__ LK_INLINE void write_outputs(const typename R::State& st, const Outputs<S>& out,
+                                        int64_t t) {
+  T v[R::VALS > 0 ? R::VALS : 1];
+  R::finalize(st, v, out.idx + t * out.istride + out.ioff);
+  S* vals = out.vals + t * out.vstride + out.voff;
+  for (int k = 0; k < R::VALS; ++k) vals[k] = to_storage<S>(v[k]);
+}
+
+// ---------------------------------------------------------------- parameters
+// Whether the parameters are staged in shared memory (LK_CUDA_P_SHARED), for every scheme.
+template <class F, class T>
+LK_HD constexpr bool params_in_shared() {
+  return (int64_t)packed_size<F>(CAT_P) * (int64_t)sizeof(T) <= LK_CUDA_P_SHARED;
+}
+
+template <class F, class T, class S, bool SHARED, int BLOCK>
+struct Params {
+  T* shared;                                // packed copy, if SHARED
+  const S* row[F::NARGS > 0 ? F::NARGS : 1];  // else where each parameter starts
+
+  template <int V>
+  __device__ LK_INLINE void stage(const S* src) {
+    if constexpr (SHARED) {
+      constexpr int dim = F::DIM[V], off = packed_offset<F>(CAT_P, V);
+      for (int k = threadIdx.x; k < dim; k += BLOCK) shared[off + k] = to_compute(src[k]);
+    } else {
+      row[V] = src;
+    }
+  }
+  __device__ LK_INLINE auto in() const {
+    if constexpr (SHARED) return Packed<T, AllArgs>{shared};
+    else return Pointers<T, S>{row};
+  }
+};
+
+// ---------------------------------------------------------------- row sources
+// A thread's rows are first_row + r * BLOCK, r < RPT. Rows past the end compute on the
+// last row and are never written.
+LK_HD LK_INLINE int64_t clamp_row(int64_t i, int64_t nx) { return i < nx ? i : nx - 1; }
+
+// The i-variables that layout L selects, packed in registers, RPT rows.
+template <class F, class T, class S, int RPT, int BLOCK, class L>
+struct RegisterRows {
+  static constexpr int D = L::template offset<F>(CAT_I, F::NARGS);
+  T x[RPT][D > 0 ? D : 1];
+
+  template <int V>
+  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nx) {
+    if constexpr (L::template holds<F>(V)) {
+      constexpr int dim = F::DIM[V], off = L::template offset<F>(CAT_I, V);
+      for (int r = 0; r < RPT; ++r) {
+        const int64_t i = clamp_row(first_row + r * BLOCK, nx);
+        for (int k = 0; k < dim; ++k) x[r][off + k] = to_compute(src[i * dim + k]);
+      }
+    }
+  }
+  __device__ LK_INLINE Packed<T, L> in(int r) const { return {x[r]}; }
+};
+
+// The i-variables read from global memory (cached) at each use: for rows too wide for
+// registers, whose copy in a thread's local memory would reserve the row's scalars for
+// every thread the GPU can hold.
+template <class F, class T, class S, int RPT, int BLOCK>
+struct GlobalRows {
+  const S* row[RPT][F::NARGS > 0 ? F::NARGS : 1];
+
+  template <int V>
+  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nx) {
+    for (int r = 0; r < RPT; ++r) row[r][V] = src + clamp_row(first_row + r * BLOCK, nx) * F::DIM[V];
+  }
+  __device__ LK_INLINE Pointers<T, S> in(int r) const { return {row[r]}; }
+};
+
+// ---------------------------------------------------------------- reduced ranges
+// Split `split` of every row block covers [split * per_split, (split + 1) * per_split) of
+// 0 .. ny: all of j when the grid has one split (1D scheme).
+struct ContiguousRange {
+  int64_t ny, per_split;
+  __device__ LK_INLINE int64_t begin(unsigned, unsigned split) const { return split * per_split; }
+  __device__ LK_INLINE int64_t end(unsigned rb, unsigned split) const {
+    const int64_t e = begin(rb, split) + per_split;
+    return e < ny ? e : ny;
+  }
+};
+
+// ---------------------------------------------------------------- the kernel
+template <class F, class R, class T, class S, class K>
+__global__ void __launch_bounds__(LK_CUDA_BLOCK)
+reduce(int64_t nbatch, int64_t nx, int64_t ny, typename K::Range range, ArgTable<F> args,
+       Outputs<S> out, typename R::State* partial) {
+  using Terms = typename K::Terms;
+  using Acc = typename R::template Acc<T>;
+  constexpr int RPT = K::RPT;
+  extern __shared__ __align__(16) unsigned char shared_raw[];
+  T* shared = reinterpret_cast<T*>(shared_raw);
+  const int64_t first_row = (int64_t)blockIdx.x * K::BLOCK * RPT + threadIdx.x;
+  const int64_t jbeg = range.begin(blockIdx.x, blockIdx.y);
+  const int64_t jend = range.end(blockIdx.x, blockIdx.y);
+
+  for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
+    __syncthreads();  // the previous batch is done with the shared memory
+    typename K::Rows rows;
+    Params<F, T, S, K::P_IN_SHARED, K::BLOCK> params;
+    params.shared = shared + Terms::SHARED_SCALARS;
+    static_for<F::NARGS>([&](auto v) {
+      constexpr int V = decltype(v)::value;
+      const S* src = arg<F, S>(args, V, b);
+      if constexpr (F::CAT[V] == CAT_P) params.template stage<V>(src);
+      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, first_row, nx);
+    });
+    typename R::State st[RPT];
+    Acc acc[RPT];
+    for (int r = 0; r < RPT; ++r) {
+      R::init(st[r]);
+      R::acc_init(acc[r]);
+    }
+    for (int64_t j0 = jbeg; j0 < jend; j0 += Terms::TILE) {
+      const int n = (int)(jend - j0 < Terms::TILE ? jend - j0 : Terms::TILE);
+      Terms::tile(shared, args, b, nx, ny, j0, n, rows, params.in(),
+                  [&](int r, const T* f, int64_t j) { R::acc_push(acc[r], f, j); });
+      if constexpr (R::ACC_PER_TILE) {
+        for (int r = 0; r < RPT; ++r) {
+          R::acc_fold(st[r], acc[r]);
+          R::acc_init(acc[r]);
+        }
+      }
+    }
+    for (int r = 0; r < RPT; ++r) {
+      const int64_t i = first_row + r * K::BLOCK;
+      if (i >= nx) continue;
+      if constexpr (!R::ACC_PER_TILE) R::acc_fold(st[r], acc[r]);
+      if (partial)
+        partial[(b * gridDim.y + blockIdx.y) * nx + i] = st[r];
+      else
+        write_outputs<F, R, T, S>(st[r], out, b * nx + i);
+    }
+  }
+}
+
+// The split scheme's second step: one thread per (batch, row) merges its nsplit States in
+// order of j (ties keep the smaller index) and writes the outputs.
+template <class F, class R, class T, class S>
+__global__ void merge_splits(int64_t nbatch, int64_t nx, int nsplit,
+                             const typename R::State* partial, Outputs<S> out) {
+  const int64_t total = nbatch * nx;
+  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
+       t += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t b = t / nx, i = t - b * nx;
+    typename R::State st = partial[b * nsplit * nx + i];
+    for (int s = 1; s < nsplit; ++s) R::merge(st, partial[(b * nsplit + s) * nx + i]);
+    write_outputs<F, R, T, S>(st, out, t);
+  }
+}
+
+}  // namespace lk
