@@ -6,6 +6,10 @@ The key hashes named entries (`key_entries`): the source, the engine headers, th
 lazykeops version, the compiler, the flags, torch's version and the CPU (kernels are built
 with -march=native) or the GPU architecture.
 
+Without torch (a numpy user's process where `import torch` fails), CPU kernels are built
+by one direct call of the same compiler with the same flags (`_direct_build`), and the
+key's torch entry reads "no torch"; CUDA kernels need torch (its cpp_extension drives nvcc).
+
 Guarantees:
 - Concurrency: a build happens in a private folder inside the cache and is published by
   one atomic rename, under an exclusive file lock per key, so that several processes asking
@@ -123,18 +127,35 @@ def nvcc_available():
     return _nvcc_version() is not None
 
 
+NO_TORCH = "no torch"  # the key's torch entry in a process without torch
+
+
+@lru_cache(maxsize=None)
+def _torch():
+    """The torch module, or None where it cannot be imported (asked once: where torch is
+    not installed, each import would search the path again)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 def key_entries(source, target="cpu"):
     """The named entries of the cache key, loggable one by one. `target` is "cpu" or
     "cuda:sm_XY" (the GPU architecture)."""
-    import torch
-
     from .. import __version__
+
+    torch = _torch()
+    if torch is None and target != "cpu":
+        raise CompileError(f"building a kernel for {target} needs torch, which cannot be "
+                           "imported (its cpp_extension drives nvcc)")
 
     entries = [("source", hashlib.sha256(source.encode()).hexdigest()),
                ("headers", _headers_digest()),
                ("lazykeops", __version__),
                ("compiler", _compiler_version()),
-               ("torch", torch.__version__),
+               ("torch", NO_TORCH if torch is None else torch.__version__),
                ("python", sys.version.split()[0]),
                ("target", target)]
     if target == "cpu":
@@ -216,7 +237,10 @@ def _build(tmp, root, key, entries, source, description, target, interface=None)
         print(f"[lazykeops] compiling {description or key} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
-        _ninja_build(f"lk_{key[:16]}", src, tmp, **_build_options(target))
+        if dict(entries).get("torch") == NO_TORCH:
+            _direct_build(f"lk_{key[:16]}", src, tmp)
+        else:
+            _ninja_build(f"lk_{key[:16]}", src, tmp, **_build_options(target))
     except Exception as err:  # the compiler's message is in the exception text
         kept = keep_failed_source(root, key, src)
         raise CompileError(f"compiling {description or 'a kernel'} failed; source kept at "
@@ -268,6 +292,27 @@ def _ninja_build(name, src, folder, **options):
         builder(**kwargs, **sycl)
     else:
         cpp_extension.load(is_python_module=False, **kwargs)
+
+
+# The C++ standard of a build without torch: the one the engine headers are written to (torch
+# picks its own, c++17 or c++20 by version, for the builds it drives).
+DIRECT_STD = "-std=c++17"
+
+
+def _direct_build(name, src, folder):
+    """Build `<folder>/<name>.so` from the CPU source `src` without torch: one call of the
+    compiler cpp_extension would use (CXX, else c++) with the flags it would be given,
+    compiled and linked at once, not linked against torch's libraries (the kernel's entry
+    point is plain C)."""
+    cxx = os.environ.get("CXX", "c++")
+    cmd = [cxx, "-fPIC", DIRECT_STD, f"-I{CSRC}", *CPU_CFLAGS, str(src), "-shared",
+           *CPU_LDFLAGS, "-o", str(folder / f"{name}.so")]
+    try:
+        done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+    except OSError as err:
+        raise RuntimeError(f"{cxx}: error: cannot run the compiler: {err}") from None
+    if done.returncode != 0:
+        raise RuntimeError(done.stdout + done.stderr)
 
 
 def _first_error(text):

@@ -1,10 +1,9 @@
 """lazykeops.formula and lazykeops.numpy import and run without torch.
 
-Each check runs in a fresh interpreter where `import torch` fails. The one place that still
-needs torch on the numpy path is the build layer (compile/build.py): the cache key names
-torch's version and Ninja is driven through torch.utils.cpp_extension. So a numpy reduction
-is checked with a stand-in torch holding nothing but its version string, on kernels built
-just before with torch: anything else reading torch would fail there.
+Each check runs in a fresh interpreter where `import torch` fails. The numpy reductions
+(a Gaussian Sum, an ArgKMin, a LazyTensor sum) are built there from scratch, in a cache of
+their own: compile/build.py then calls the compiler directly, and keys the kernels with
+"no torch" in place of torch's version; checked against numpy float64 references.
 """
 
 import json
@@ -18,30 +17,31 @@ import torch
 
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None  # any import of torch fails\n"
 
-VERSION_ONLY_TORCH = f"""
-import sys, types
-stand_in = types.ModuleType("torch")
-stand_in.__version__ = {torch.__version__!r}
-stand_in.version = types.SimpleNamespace(cuda=None)
-sys.modules["torch"] = stand_in
-"""
-
 REDUCTIONS = """
+import json
 import numpy as np
 import lazykeops.numpy as lknp
-x = np.linspace(0, 1, 30).reshape(10, 3)
-y = np.linspace(0, 2, 36).reshape(12, 3)
-g = lknp.Genred("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(1)"], axis=1)
-b = np.ones((12, 1))
+from lazykeops.compile import build
+rng = np.random.default_rng(0)
+x, y = rng.standard_normal((40, 3)), rng.standard_normal((50, 3))
+b = rng.standard_normal((50, 2))
+gauss = lknp.Genred("Exp(-SqDist(X, Y)) * B", ["X = Vi(3)", "Y = Vj(3)", "B = Vj(2)"], axis=1)
+knn = lknp.Genred("SqDist(X, Y)", ["X = Vi(3)", "Y = Vj(3)"], reduction_op="ArgKMin",
+                  opt_arg=4, axis=1)
 X, Y = lknp.LazyTensor(x[:, None, :]), lknp.LazyTensor(y[None, :, :])
 lazy = (-((X - Y) ** 2).sum(-1)).exp().sum(dim=1)
-print(g(x, y, b).ravel().tolist())
-print(lazy.ravel().tolist())
+try:
+    build.load_kernel("#error rejected-by-design", "a broken source")
+except build.CompileError as err:
+    rejected = str(err)
+print(json.dumps({"gauss": gauss(x, y, b).tolist(), "knn": knn(x, y).tolist(),
+                  "lazy": lazy.tolist(), "builds": build.stats["builds"],
+                  "torch": sys.modules.get("torch") is not None, "rejected": rejected}))
 """
 
 
-def _run(code):
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+def _run(code, **env_vars):
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), **env_vars}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -63,11 +63,28 @@ def test_imports_need_no_torch():
     assert _run(code).split() == ["3", "None"]
 
 
-def test_numpy_reductions_read_no_torch_but_its_version():
-    built = _run(REDUCTIONS)  # with torch: builds the two kernels into the shared cache
-    assert _run(VERSION_ONLY_TORCH + REDUCTIONS) == built
-    x = np.linspace(0, 1, 30).reshape(10, 3)
-    y = np.linspace(0, 2, 36).reshape(12, 3)
-    expected = np.exp(-((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)).sum(1)
-    for line in built.splitlines():
-        np.testing.assert_allclose(json.loads(line), expected, rtol=1e-12)
+def test_numpy_reductions_build_and_run_without_torch(tmp_path):
+    got = json.loads(_run(BLOCK_TORCH + REDUCTIONS, LAZYKEOPS_CACHE_DIR=str(tmp_path)))
+    assert got["builds"] == 3 and not got["torch"]
+    # the compiler's own first error, and the source kept, as for torch's builds
+    assert "a broken source failed" in got["rejected"]
+    assert "#error rejected-by-design" in got["rejected"] and "failed/" in got["rejected"]
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 3)), rng.standard_normal((50, 3))
+    b = rng.standard_normal((50, 2))
+    d2 = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(got["gauss"], np.exp(-d2) @ b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(got["lazy"], np.exp(-d2).sum(1)[:, None], rtol=1e-12)
+    np.testing.assert_array_equal(np.array(got["knn"]).astype(int), np.argsort(d2, 1)[:, :4])
+    # Keyed "no torch": the kernels torch builds from the same sources have keys of their own.
+    from lazykeops.compile.build import NO_TORCH, cache_key, key_entries
+    manifests = sorted(tmp_path.glob("*/manifest.json"))
+    assert len(manifests) == 3
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        assert manifest["key_entries"]["torch"] == NO_TORCH
+        source = (path.parent / "kernel.cpp").read_text()
+        assert cache_key(source) != manifest["key"]
+        with_torch = dict(key_entries(source))
+        assert with_torch.pop("torch") == torch.__version__
+        assert with_torch == {k: v for k, v in manifest["key_entries"].items() if k != "torch"}
