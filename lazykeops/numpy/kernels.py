@@ -1,8 +1,8 @@
 """`Kernel` and `kernel_product` for numpy arrays: the torch version's API on
 lazykeops.numpy.Genred (no autograd). See docs/kernels.md."""
 
-from ..tensor.kernel_modes import kernel_product_with
-from ..tensor.kernels import Kernel
+from ..kernels.modes import kernel_product_with
+from ..kernels.language import Kernel
 from . import Genred
 
 __all__ = ["Kernel", "kernel_product"]

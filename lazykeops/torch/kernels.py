@@ -4,8 +4,8 @@ kernel_product runs through lazykeops.torch.Genred, so the result is differentia
 (to any order) w.r.t. x, y, the extra arrays b and gamma. See docs/kernels.md.
 """
 
-from ..tensor.kernel_modes import kernel_product_with
-from ..tensor.kernels import Kernel
+from ..kernels.modes import kernel_product_with
+from ..kernels.language import Kernel
 from .genred import Genred
 
 __all__ = ["Kernel", "kernel_product"]

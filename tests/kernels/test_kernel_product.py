@@ -12,7 +12,7 @@ import lazykeops.numpy as lknp
 import lazykeops.torch as lkt
 from lazykeops import LazyKeOpsError
 from lazykeops.compile import build
-from lazykeops.tensor import kernel_modes
+from lazykeops.kernels import modes as kernel_modes
 from lazykeops.torch.kernels import Kernel, kernel_product
 
 F64 = torch.float64

@@ -8,7 +8,7 @@ gamma slot, numbered in order of appearance.
 
 `render(kernel, spaces, slots)` turns the tree into two strings of the formula language:
 the kernel k(x_i, y_j) and its logarithm c = log k (closed forms where the kernel has one,
-`Log(k)` otherwise), used by the log-domain modes of `kernel_modes.py`. The squared
+`Log(k)` otherwise), used by the log-domain modes of `modes.py`. The squared
 distance of a radial kernel is `WeightedSqDist(G, X, Y)`, which reads G of dim 1, D or D*D
 as an isotropic, diagonal or full (row-major) metric.
 

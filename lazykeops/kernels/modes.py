@@ -2,7 +2,7 @@
 
 `kernel_product_with(Genred, params, x, y, bs, mode, backend)` checks the call against
 the Kernel (feature spaces, dims, gammas, the mode's extra arrays) before anything is
-compiled, renders the kernel and the mode into ONE formula (kernels.py), and runs it
+compiled, renders the kernel and the mode into ONE formula (language.py), and runs it
 with the front end's Genred: so torch autograd differentiates it w.r.t. x, y, b and gamma
 like any Genred. The Genred is cached per (Genred class, kernel, mode, dims, gamma kinds),
 so a repeated call re-parses nothing.
@@ -22,8 +22,8 @@ import difflib
 from collections import namedtuple
 
 from ..errors import LazyKeOpsError
-from .genred import BACKENDS
-from .kernels import Kernel, kernel_error, render
+from ..tensor.genred import BACKENDS
+from .language import Kernel, kernel_error, render
 
 # One extra array of a mode: its name (in messages and docs), its formula alias, whether
 # it is indexed by i or j, and its dim ("E" = any, but the same for every "E" of the mode).
