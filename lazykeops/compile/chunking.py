@@ -6,8 +6,9 @@ components fit in neither. The CPU engine vectorises its loop over terms only wh
 formula's own loops are unrolled, which stops at some hundred components. In the formulas
 that have such variables (distances and scalar products between embeddings, kernels of
 them), the wide variables mostly enter through sums over their components of
-componentwise expressions: Sum, SqNorm2, SqDist, Scalprod. Such sums are additive over
-any split of the components, so the engines compute them CHUNK components at a time for
+componentwise expressions: Sum, SqNorm2, SqDist, Scalprod, the ops marked `additive` in
+the registry (formula/node.py: OpSpec). Such sums are additive over any split of the
+components, so the engines compute them CHUNK components at a time for
 a tile of terms, keeping one partial sum per (term, sum) (in registers on the GPU, in a
 per-thread buffer on the CPU), and then evaluate the rest of the formula, to which each
 sum is a scalar (csrc/lk_cuda_chunked.cuh, csrc/lk_cpu_engine.h).
@@ -25,7 +26,6 @@ whole formula: correct, but slower).
 from dataclasses import dataclass
 
 from ..formula.autodiff import substitute
-from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.node import CAT_P, OPS, PART_POS, SCALAR_POS, make, var
 from ..formula.trampoline import trampoline
 
@@ -43,7 +43,6 @@ WORDS = {"float64": 2}  # 32-bit words per compute scalar (halves compute in flo
 # loops lose: 16-20x faster at D = 200 to 1024; below it they won 1.3-1.5x from D = 64 to
 # 128, tied at 32 and lost 1.3x (argKmin) at 17 (benchmarks/bench_cpu_wide.py).
 CPU_WIDE_ABOVE = CHUNK
-SUMS = ("Sum", "SqNorm2", "SqDist", "Scalprod")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def plan_chunks(formulas, args, dtype="float32", target="cuda"):
     sums = []
     for f in formulas:
         for node in f.walk():
-            if node.op in SUMS and node not in sums and _chunkable(node, wide, width):
+            if OPS[node.op].additive and node not in sums and _chunkable(node, wide, width):
                 sums.append(node)
     mapping = {node: var(PART_POS + m, 1, CAT_P) for m, node in enumerate(sums)}
     rest = [substitute(f, mapping) for f in formulas]
@@ -119,18 +118,15 @@ def _output_rule(node, wide, width, scalars, memo):
     if node.op == "Var" and node.params[0] < SCALAR_POS:  # an argument
         pos, dim, cat = node.params
         return node if pos in wide or dim == 1 or (cat == CAT_P and dim == width) else None
-    if node.dim == 1 and node.op not in CONSTANT_VALUE:  # chunked sums' placeholders too
+    spec = OPS[node.op]
+    if node.dim == 1 and spec.constant is None:  # chunked sums' placeholders too
         s = scalars.setdefault(node, len(scalars))
         return var(SCALAR_POS + s, 1, CAT_P)
-    if node.op in CONSTANT_VALUE:
+    if spec.constant is not None:
         return node if node.dim in (1, width) else None
-    if node.dim != width:
+    if node.dim != width or not (spec.componentwise or spec.uniform):
         return None
-    if node.op == "SumT":  # a scalar repeated `width` times
-        inner = yield _output_rewrite(node.args[0], wide, width, scalars, memo)
-        return None if inner is None else make("SumT", inner, params=node.params)
-    if not OPS[node.op].componentwise:
-        return None
+    # Componentwise, or uniform (SumT: a scalar repeated): rebuilt over rewritten arguments.
     args = []
     for a in node.args:
         args.append((yield _output_rewrite(a, wide, width, scalars, memo)))
@@ -148,7 +144,7 @@ def _chunkable(node, wide, width):
                 pos, dim, cat = n.params
                 if not (pos in wide or dim == 1 or (cat == CAT_P and dim == width)):
                     return False
-            elif n.op in CONSTANT_VALUE:
+            elif OPS[n.op].constant is not None:
                 if n.dim not in (1, width):
                     return False
             elif not OPS[n.op].componentwise:
@@ -158,15 +154,16 @@ def _chunkable(node, wide, width):
 
 def restricted(nodes, width, length):
     """`nodes` rewritten over `length` components: every leaf of `width` components (wide
-    variables, wide parameters, zeros, broadcast scalars) shrunk to `length`."""
+    variables, wide parameters, and uniform ops: zeros, broadcast scalars) shrunk to
+    `length`."""
     mapping = {}
     for node in nodes:
         for n in node.walk():
             if n.op == "Var" and n.dim == width:
                 pos, _, cat = n.params
                 mapping[n] = var(pos, length, cat)
-            elif n.op in ("Zero", "SumT") and n.dim == width:
-                mapping[n] = make(n.op, *n.args, params=(length,))
+            elif OPS[n.op].uniform and n.dim == width:
+                mapping[n] = OPS[n.op].resized(n, length)
     return tuple(substitute(node, mapping) for node in nodes)
 
 

@@ -14,7 +14,6 @@ and constants are read in place, never copied.
 import re
 
 from ..errors import LazyKeOpsError
-from ..formula.elementwise import CONSTANT_VALUE
 from ..formula.emit import Ref
 from ..formula.node import CAT_P, OPS, PART_POS, SCALAR_POS, TEXT_LIMIT, make, render
 from ..formula.reductions import lookup
@@ -50,7 +49,7 @@ def check_stack_size(formulas, outputs, text):
     chunked kernel). A parameter of millions of components thus passes; its elementwise
     square, an intermediate as large, does not."""
     inner = {id(n): n.dim for f in formulas for n in f.walk()
-             if n.op != "Var" and n.op not in CONSTANT_VALUE}
+             if n.op != "Var" and OPS[n.op].constant is None}
     scalars = sum(inner.values()) + 2 * (sum(f.dim for f in formulas) + sum(outputs))
     if scalars > MAX_SCALARS_PER_PAIR:
         raise LazyKeOpsError(f"formula '{text}' is too large: its intermediate values and "
@@ -160,8 +159,8 @@ def _render_nodes(roots, leaf=None):
         if node.op == "Var":
             ref = leaf(node) if leaf else None
             refs[node] = ref or Ref(node.dim, f"in.template var<{node.params[0]}>({{k}})")
-        elif node.op in CONSTANT_VALUE:
-            refs[node] = Ref(node.dim, CONSTANT_VALUE[node.op](node.params))
+        elif OPS[node.op].constant is not None:  # inlined: no array
+            refs[node] = Ref(node.dim, OPS[node.op].constant(node.params))
         else:
             name = f"v{counter}"
             counter += 1

@@ -2,7 +2,9 @@
 
 Every op here applies componentwise; a dimension-1 argument broadcasts against the others
 (as in pykeops: `Exp(-G*SqDist(X,Y)) * B` multiplies a scalar by the vector B). Each row of
-the tables below is one op: its C++ expression (see formula.emit) and its torch reference.
+the tables below is one op: its C++ expression (see formula.emit), its torch reference,
+the domain its test samples arguments from and its derivative. The constants' rows give
+their values as C++ expressions (`constant`), which the code generator inlines.
 """
 
 import math
@@ -11,7 +13,7 @@ from ..errors import LazyKeOpsError
 from .algebra import add, cst, div, flt, mul, neg, op, sub
 from .emit import elementwise
 from .lazy_torch import torch
-from .node import OpSpec, dim_error, param_error, register
+from .node import OpSpec, dim_error, make, param_error, register
 
 
 def broadcast_dim(op):
@@ -35,65 +37,9 @@ def _bcast(*tensors):
     return torch.broadcast_tensors(*tensors)
 
 
-# Unary ops: name -> (C++ expression, torch reference, domain of the argument).
-UNARY = {
-    "Minus": ("(-{0})", lambda x: -x, "any"),
-    "Inv": ("(T(1) / {0})", lambda x: 1 / x, "nonzero"),
-    "Exp": ("lk::exp({0})", lambda x: x.exp(), "any"),
-    "Log": ("lk::log({0})", lambda x: x.log(), "positive"),
-    "XLogX": ("lk::xlogx({0})", lambda x: torch.where(x == 0, 0 * x, x * torch.log(x)),
-              "positive"),
-    "Sin": ("lk::sin({0})", lambda x: x.sin(), "any"),
-    "Cos": ("lk::cos({0})", lambda x: x.cos(), "any"),
-    "SinXDivX": ("lk::sinxdivx({0})",
-                 lambda x: torch.where(x == 0, 1 + 0 * x, torch.sin(x) / x), "any"),
-    "Asin": ("lk::asin({0})", lambda x: x.asin(), "unit"),
-    "Acos": ("lk::acos({0})", lambda x: x.acos(), "unit"),
-    "Atan": ("lk::atan({0})", lambda x: x.atan(), "any"),
-    "Square": ("({0} * {0})", lambda x: x.square(), "any"),
-    "Sqrt": ("lk::sqrt({0})", lambda x: x.sqrt(), "positive"),
-    "Rsqrt": ("lk::rsqrt({0})", lambda x: torch.where(x == 0, 0 * x, torch.rsqrt(x)),
-              "positive"),
-    "Abs": ("lk::abs({0})", lambda x: x.abs(), "nonzero"),
-    "Sign": ("lk::sign({0})", lambda x: x.sign(), "nonzero"),
-    "Step": ("lk::step({0})", lambda x: (x >= 0).to(x.dtype), "nonzero"),
-    "ReLU": ("lk::relu({0})", lambda x: x.relu(), "nonzero"),
-    "Floor": ("lk::floor({0})", lambda x: x.floor(), "nonzero"),
-}
-
-# Binary ops: name -> (C++ expression, torch reference, domains of the two arguments).
-BINARY = {
-    "Add": ("({0} + {1})", lambda a, b: a + b, ("any", "any")),
-    "Subtract": ("({0} - {1})", lambda a, b: a - b, ("any", "any")),
-    "Mult": ("({0} * {1})", lambda a, b: a * b, ("any", "any")),
-    "Divide": ("({0} / {1})", lambda a, b: a / b, ("any", "nonzero")),
-    "Equal": ("({0} == {1} ? T(1) : T(0))", lambda a, b: (a == b).to(a.dtype),
-              ("small_int", "small_int")),
-    "NotEqual": ("({0} != {1} ? T(1) : T(0))", lambda a, b: (a != b).to(a.dtype),
-                 ("small_int", "small_int")),
-    "LessThan": ("({0} < {1} ? T(1) : T(0))", lambda a, b: (a < b).to(a.dtype),
-                 ("any", "any")),
-    "LessOrEqual": ("({0} <= {1} ? T(1) : T(0))", lambda a, b: (a <= b).to(a.dtype),
-                    ("any", "any")),
-    "Atan2": ("lk::atan2({0}, {1})", lambda a, b: a.atan2(b), ("any", "nonzero")),
-    "Powf": ("lk::pow({0}, {1})", lambda a, b: a.pow(b), ("positive", "any")),
-}
-
-# Ternary ops, same layout.
-TERNARY = {
-    "Clamp": ("lk::clamp({0}, {1}, {2})",
-              lambda x, a, b: torch.minimum(torch.maximum(x, a), b),
-              ("any", "negative", "positive")),
-    "IfElse": ("lk::ifelse({0}, {1}, {2})",
-               lambda c, a, b: torch.where(c >= 0, a, b), ("nonzero", "any", "any")),
-    "Mod": ("lk::mod({0}, {1}, {2})",
-            lambda x, n, d: x - n * torch.floor((x - d) / n), ("any", "positive", "any")),
-}
-
-
-# Derivative rules: name -> vjp(node, g) giving one cotangent per argument (None: zero).
-# Conventions at kinks follow torch: |x|' = 0 and relu'(0) = 0; sqrt and rsqrt use
-# lk::rsqrt(0) = 0, so that their gradient at 0 is 0 rather than inf or NaN.
+# Derivative rules of the tables' rows that take more than a line. Conventions at kinks
+# follow torch: |x|' = 0 and relu'(0) = 0; sqrt and rsqrt use lk::rsqrt(0) = 0, so that
+# their gradient at 0 is 0 rather than inf or NaN.
 def _sinxdivx_vjp(node, g):
     (x,) = node.args
     at_zero = op("Equal", x, cst(0))  # (cos x - sin x / x) / x, continued by 0 at x = 0
@@ -134,39 +80,76 @@ def _one_minus_square(x):
     return sub(cst(1), op("Square", x))
 
 
-VJP = {
-    "Minus": lambda n, g: (neg(g),),
-    "Inv": lambda n, g: (neg(mul(g, op("Square", n))),),
-    "Exp": lambda n, g: (mul(g, n),),
-    "Log": lambda n, g: (div(g, n.args[0]),),
-    "XLogX": lambda n, g: (mul(g, add(op("Log", n.args[0]), cst(1))),),
-    "Sin": lambda n, g: (mul(g, op("Cos", n.args[0])),),
-    "Cos": lambda n, g: (neg(mul(g, op("Sin", n.args[0]))),),
-    "SinXDivX": _sinxdivx_vjp,
-    "Asin": lambda n, g: (mul(g, op("Rsqrt", _one_minus_square(n.args[0]))),),
-    "Acos": lambda n, g: (neg(mul(g, op("Rsqrt", _one_minus_square(n.args[0])))),),
-    "Atan": lambda n, g: (div(g, add(cst(1), op("Square", n.args[0]))),),
-    "Square": lambda n, g: (mul(cst(2), mul(g, n.args[0])),),
-    "Sqrt": lambda n, g: (mul(flt(0.5), mul(g, op("Rsqrt", n.args[0]))),),
-    "Rsqrt": lambda n, g: (mul(flt(-0.5), mul(g, op("Pow", n, params=(3,)))),),
-    "Abs": lambda n, g: (mul(g, op("Sign", n.args[0])),),
-    "Sign": lambda n, g: (None,),
-    "Step": lambda n, g: (None,),
-    "ReLU": lambda n, g: (mul(g, op("LessThan", cst(0), n.args[0])),),
-    "Floor": lambda n, g: (None,),
-    "Add": lambda n, g: (g, g),
-    "Subtract": lambda n, g: (g, neg(g)),
-    "Mult": lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0])),
-    "Divide": lambda n, g: (div(g, n.args[1]), neg(mul(g, div(n, n.args[1])))),
-    "Equal": lambda n, g: (None, None),
-    "NotEqual": lambda n, g: (None, None),
-    "LessThan": lambda n, g: (None, None),
-    "LessOrEqual": lambda n, g: (None, None),
-    "Atan2": _atan2_vjp,
-    "Powf": _powf_vjp,
-    "Clamp": _clamp_vjp,
-    "IfElse": _ifelse_vjp,
-    "Mod": _mod_vjp,
+# Unary ops: name -> (C++ expression, torch reference, domain of the argument, derivative:
+# vjp(node, g) giving one cotangent per argument, None for a zero one).
+UNARY = {
+    "Minus": ("(-{0})", lambda x: -x, "any", lambda n, g: (neg(g),)),
+    "Inv": ("(T(1) / {0})", lambda x: 1 / x, "nonzero",
+            lambda n, g: (neg(mul(g, op("Square", n))),)),
+    "Exp": ("lk::exp({0})", lambda x: x.exp(), "any", lambda n, g: (mul(g, n),)),
+    "Log": ("lk::log({0})", lambda x: x.log(), "positive", lambda n, g: (div(g, n.args[0]),)),
+    "XLogX": ("lk::xlogx({0})", lambda x: torch.where(x == 0, 0 * x, x * torch.log(x)),
+              "positive", lambda n, g: (mul(g, add(op("Log", n.args[0]), cst(1))),)),
+    "Sin": ("lk::sin({0})", lambda x: x.sin(), "any",
+            lambda n, g: (mul(g, op("Cos", n.args[0])),)),
+    "Cos": ("lk::cos({0})", lambda x: x.cos(), "any",
+            lambda n, g: (neg(mul(g, op("Sin", n.args[0]))),)),
+    "SinXDivX": ("lk::sinxdivx({0})",
+                 lambda x: torch.where(x == 0, 1 + 0 * x, torch.sin(x) / x), "any",
+                 _sinxdivx_vjp),
+    "Asin": ("lk::asin({0})", lambda x: x.asin(), "unit",
+             lambda n, g: (mul(g, op("Rsqrt", _one_minus_square(n.args[0]))),)),
+    "Acos": ("lk::acos({0})", lambda x: x.acos(), "unit",
+             lambda n, g: (neg(mul(g, op("Rsqrt", _one_minus_square(n.args[0])))),)),
+    "Atan": ("lk::atan({0})", lambda x: x.atan(), "any",
+             lambda n, g: (div(g, add(cst(1), op("Square", n.args[0]))),)),
+    "Square": ("({0} * {0})", lambda x: x.square(), "any",
+               lambda n, g: (mul(cst(2), mul(g, n.args[0])),)),
+    "Sqrt": ("lk::sqrt({0})", lambda x: x.sqrt(), "positive",
+             lambda n, g: (mul(flt(0.5), mul(g, op("Rsqrt", n.args[0]))),)),
+    "Rsqrt": ("lk::rsqrt({0})", lambda x: torch.where(x == 0, 0 * x, torch.rsqrt(x)),
+              "positive", lambda n, g: (mul(flt(-0.5), mul(g, op("Pow", n, params=(3,)))),)),
+    "Abs": ("lk::abs({0})", lambda x: x.abs(), "nonzero",
+            lambda n, g: (mul(g, op("Sign", n.args[0])),)),
+    "Sign": ("lk::sign({0})", lambda x: x.sign(), "nonzero", lambda n, g: (None,)),
+    "Step": ("lk::step({0})", lambda x: (x >= 0).to(x.dtype), "nonzero", lambda n, g: (None,)),
+    "ReLU": ("lk::relu({0})", lambda x: x.relu(), "nonzero",
+             lambda n, g: (mul(g, op("LessThan", cst(0), n.args[0])),)),
+    "Floor": ("lk::floor({0})", lambda x: x.floor(), "nonzero", lambda n, g: (None,)),
+}
+
+# Binary ops: name -> (C++ expression, torch reference, domains of the two arguments,
+# derivative).
+BINARY = {
+    "Add": ("({0} + {1})", lambda a, b: a + b, ("any", "any"), lambda n, g: (g, g)),
+    "Subtract": ("({0} - {1})", lambda a, b: a - b, ("any", "any"), lambda n, g: (g, neg(g))),
+    "Mult": ("({0} * {1})", lambda a, b: a * b, ("any", "any"),
+             lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0]))),
+    "Divide": ("({0} / {1})", lambda a, b: a / b, ("any", "nonzero"),
+               lambda n, g: (div(g, n.args[1]), neg(mul(g, div(n, n.args[1]))))),
+    "Equal": ("({0} == {1} ? T(1) : T(0))", lambda a, b: (a == b).to(a.dtype),
+              ("small_int", "small_int"), lambda n, g: (None, None)),
+    "NotEqual": ("({0} != {1} ? T(1) : T(0))", lambda a, b: (a != b).to(a.dtype),
+                 ("small_int", "small_int"), lambda n, g: (None, None)),
+    "LessThan": ("({0} < {1} ? T(1) : T(0))", lambda a, b: (a < b).to(a.dtype),
+                 ("any", "any"), lambda n, g: (None, None)),
+    "LessOrEqual": ("({0} <= {1} ? T(1) : T(0))", lambda a, b: (a <= b).to(a.dtype),
+                    ("any", "any"), lambda n, g: (None, None)),
+    "Atan2": ("lk::atan2({0}, {1})", lambda a, b: a.atan2(b), ("any", "nonzero"), _atan2_vjp),
+    "Powf": ("lk::pow({0}, {1})", lambda a, b: a.pow(b), ("positive", "any"), _powf_vjp),
+}
+
+# Ternary ops, same layout.
+TERNARY = {
+    "Clamp": ("lk::clamp({0}, {1}, {2})",
+              lambda x, a, b: torch.minimum(torch.maximum(x, a), b),
+              ("any", "negative", "positive"), _clamp_vjp),
+    "IfElse": ("lk::ifelse({0}, {1}, {2})",
+               lambda c, a, b: torch.where(c >= 0, a, b), ("nonzero", "any", "any"),
+               _ifelse_vjp),
+    "Mod": ("lk::mod({0}, {1}, {2})",
+            lambda x, n, d: x - n * torch.floor((x - d) / n), ("any", "positive", "any"),
+            _mod_vjp),
 }
 
 
@@ -185,16 +168,14 @@ def _ref_elementwise(fn):
     return lambda args, params: fn(*_bcast(*args))
 
 
-for _name, (_cpp, _ref, _dom) in UNARY.items():
+for _name, (_cpp, _ref, _dom, _vjp) in UNARY.items():
     register(OpSpec(_name, 1, (), broadcast_dim(_name), elementwise(_cpp),
-                    _ref_elementwise(_ref), domain=(_dom,), vjp=VJP[_name],
-                    componentwise=True))
+                    _ref_elementwise(_ref), domain=(_dom,), vjp=_vjp, componentwise=True))
 
 for _table, _arity in ((BINARY, 2), (TERNARY, 3)):
-    for _name, (_cpp, _ref, _dom) in _table.items():
+    for _name, (_cpp, _ref, _dom, _vjp) in _table.items():
         register(OpSpec(_name, _arity, (), broadcast_dim(_name), elementwise(_cpp),
-                        _ref_elementwise(_ref), domain=_dom, vjp=VJP[_name],
-                        componentwise=True))
+                        _ref_elementwise(_ref), domain=_dom, vjp=_vjp, componentwise=True))
 
 
 # Ops with integer parameters.
@@ -255,6 +236,13 @@ register(OpSpec("Round", 1, ("d",), _round_dim, _emit_round,
                 componentwise=True))
 
 
+def real_literal(value):
+    """A C++ literal of the number `value` in T: always a floating literal, so that an
+    integer constant such as 2**64 is never a C++ integer literal (which wraps modulo
+    2**64). The constants' rules below keep `value` a finite float64."""
+    return f"T({float(value)!r})"
+
+
 def _clampint_dim(dims, params):
     if params[0] > params[1]:
         raise dim_error("ClampInt", f"lower bound {params[0]} exceeds upper bound {params[1]}")
@@ -294,7 +282,7 @@ def _short(value):
 
 register(OpSpec("IntCst", 0, ("n",), _finite_constant("IntCst"), None,
                 lambda args, p: torch.tensor([float(p[0])], dtype=torch.float64),
-                example_params=(3,)))
+                example_params=(3,), constant=lambda p: real_literal(p[0])))
 def _intinv_dim(dims, params):
     _finite_constant("IntInv")(dims, params)
     return _check_nonzero_int("IntInv", "n")(dims, params)
@@ -302,7 +290,7 @@ def _intinv_dim(dims, params):
 
 register(OpSpec("IntInv", 0, ("n",), _intinv_dim, None,
                 lambda args, p: torch.tensor([1.0 / p[0]], dtype=torch.float64),
-                example_params=(3,)))
+                example_params=(3,), constant=lambda p: f"(T(1) / {real_literal(p[0])})"))
 
 
 def _ratcst_dim(dims, params):
@@ -314,12 +302,13 @@ def _ratcst_dim(dims, params):
 
 register(OpSpec("RatCst", 0, ("p", "q"), _ratcst_dim, None,
                 lambda args, p: torch.tensor([p[0] / p[1]], dtype=torch.float64),
-                example_params=(2, 3)))
+                example_params=(2, 3),
+                constant=lambda p: f"({real_literal(p[0])} / {real_literal(p[1])})"))
 
 
 register(OpSpec("FloatCst", 0, ("value",), _finite_constant("FloatCst"), None,
                 lambda args, p: torch.tensor([float(p[0])], dtype=torch.float64),
-                example_params=(0.25,),
+                example_params=(0.25,), constant=lambda p: real_literal(p[0]),
                 doc="A float literal of the string language (pykeops accepts integers only)."))
 
 
@@ -329,8 +318,12 @@ def _zero_dim(dims, params):
     return params[0]
 
 
+# Zeros of any dimension: a slice of them is zeros (formula/slicing.py), and so is a chunk
+# (compile/chunking.py).
 register(OpSpec("Zero", 0, ("dim",), _zero_dim, None,
-                lambda args, p: torch.zeros(p[0], dtype=torch.float64), example_params=(2,)))
+                lambda args, p: torch.zeros(p[0], dtype=torch.float64), example_params=(2,),
+                constant=lambda p: "T(0)", uniform=True,
+                slice=lambda node, start, length, part: make("Zero", params=(length,))))
 
 
 def _var_dim(dims, params):
@@ -345,19 +338,3 @@ def _var_dim(dims, params):
 
 
 register(OpSpec("Var", 0, ("pos", "dim", "cat"), _var_dim, None, None))
-
-def real_literal(value):
-    """A C++ literal of the number `value` in T: always a floating literal, so that an
-    integer constant such as 2**64 is never a C++ integer literal (which wraps modulo
-    2**64). The constants' rules below keep `value` a finite float64."""
-    return f"T({float(value)!r})"
-
-
-# Constant values known to Python, so the code generator can inline them.
-CONSTANT_VALUE = {
-    "IntCst": lambda p: real_literal(p[0]),
-    "IntInv": lambda p: f"(T(1) / {real_literal(p[0])})",
-    "RatCst": lambda p: f"({real_literal(p[0])} / {real_literal(p[1])})",
-    "Zero": lambda p: "T(0)",
-    "FloatCst": lambda p: real_literal(p[0]),
-}

@@ -6,7 +6,6 @@ leading axes broadcast: i-variables as (..., N, 1, D), j-variables as (..., 1, M
 parameters as (..., 1, 1, D).
 """
 
-from .elementwise import CONSTANT_VALUE
 from .node import OPS
 
 
@@ -19,6 +18,7 @@ def evaluate(node, values, dtype, device="cpu"):
             cache[n] = values[n.params[0]]
         else:
             args = [cache[a] for a in n.args]
-            result = OPS[n.op].reference(args, n.params)
-            cache[n] = result.to(device, dtype) if n.op in CONSTANT_VALUE else result
+            spec = OPS[n.op]
+            result = spec.reference(args, n.params)
+            cache[n] = result.to(device, dtype) if spec.constant is not None else result
     return cache[node]

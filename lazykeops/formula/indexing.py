@@ -23,7 +23,7 @@ lower degree, so they are again differentiable.
 from .algebra import add, cst, div, mul, neg, op, sub
 from .emit import block, loop
 from .lazy_torch import torch
-from .node import OpSpec, dim_error, register
+from .node import OpSpec, dim_error, make, register
 
 
 def _require_scalar(op, dim, what="the argument"):
@@ -132,13 +132,31 @@ def _extractt(x, start, dim):
     return x if start == 0 and dim == x.dim else op("ExtractT", x, params=(start, dim))
 
 
+# Slicing rules (formula/slicing.py): generators yielding part(arg, start, length), the
+# slice of an argument, so that a slice reaches the variables without the other components.
+def _slice_extract(node, start, length, part):
+    return (yield part(node.args[0], node.params[0] + start, length))
+
+
+def _slice_extractt(node, start, length, part):
+    (x,), (offset, _) = node.args, node.params
+    lo, hi = max(start, offset), min(start + length, offset + x.dim)
+    if lo >= hi:
+        return make("Zero", params=(length,))
+    inner = yield part(x, lo - offset, hi - lo)
+    return inner if (lo, hi) == (start, start + length) else \
+        make("ExtractT", inner, params=(lo - start, length))
+
+
 register(OpSpec("Extract", 1, ("start", "length"), _extract_dim, _emit_extract,
                 lambda args, p: args[0][..., p[0]:p[0] + p[1]],
                 domain=("any",), example_params=(1, 3), example_dims=(5,),
+                slice=_slice_extract,
                 vjp=lambda n, g: (_extractt(g, n.params[0], n.args[0].dim),),
                 doc="Components start..start+length-1 of a vector."))
 register(OpSpec("ExtractT", 1, ("start", "dim"), _extractt_dim, _emit_extractt, _extractt_ref,
                 domain=("any",), example_params=(1, 6), example_dims=(3,),
+                slice=_slice_extractt,
                 vjp=lambda n, g: (_extract(g, n.params[0], n.args[0].dim),),
                 doc="A vector of dimension dim, zero except x at start..start+dim(x)-1."))
 
@@ -159,8 +177,19 @@ def _concat_vjp(node, g):
     return _extract(g, 0, a.dim), _extract(g, a.dim, b.dim)
 
 
+def _slice_concat(node, start, length, part):
+    a, b = node.args
+    if start + length <= a.dim:
+        return (yield part(a, start, length))
+    if start >= a.dim:
+        return (yield part(b, start - a.dim, length))
+    head = yield part(a, start, a.dim - start)
+    return make("Concat", head, (yield part(b, 0, length - head.dim)))
+
+
 register(OpSpec("Concat", 2, (), lambda dims, p: dims[0] + dims[1], _emit_concat, _concat_ref,
-                domain=("any", "any"), example_dims=(2, 3), vjp=_concat_vjp))
+                domain=("any", "any"), example_dims=(2, 3), vjp=_concat_vjp,
+                slice=_slice_concat))
 
 
 # ------------------------------------------------------------------------------ OneHot

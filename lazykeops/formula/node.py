@@ -8,8 +8,9 @@ node is built, so an ill-formed formula never exists.
 
 Each operation is described once by an `OpSpec` in the registry `OPS`, filled by the family
 modules (`elementwise`, `vector`, `linalg`, `indexing`) at import time: its arity, its
-dimension rule, its C++ emission and its torch reference. The parser, the code generator,
-the reference evaluator and the registry-wide test all read this one table.
+dimension rule, its C++ emission, its torch reference, its derivative and the facts the
+passes (slicing, chunk planning, rendering) rely on. The parser, the code generator, the
+reference evaluator and the registry-wide test all read this one table.
 """
 
 import numbers
@@ -45,9 +46,26 @@ class OpSpec:
     domain:      for the registry test, one sampler name per argument ("any", "positive",
                  "unit", "nonzero") and a dict of example parameters.
     vjp:         vjp(node, grad_node) -> tuple of nodes (None for a zero gradient).
+
+    What the passes read instead of lists of op names:
     componentwise: component k of the output depends only on component k of each argument
                  (dimension-1 arguments broadcast): both engines may evaluate such ops
-                 on a chunk of components (compile/chunking.py).
+                 on a chunk of components (compile/chunking.py), and a slice of the
+                 output is the op of the same slice of the arguments (formula/slicing.py).
+    additive:    the output is one scalar, the sum over the components of the arguments
+                 (all of one dimension) of a componentwise expression of them, so it is
+                 additive over any split of the components: the chunk planner computes
+                 it chunk by chunk (compile/chunking.py).
+    uniform:     every component of the output holds the same value, and the op's last
+                 parameter is the output dimension: `resized` rebuilds it over another
+                 number of components (the chunk functions, compile/chunking.py).
+    constant:    constant(params) -> C++ expression of the value (of every component), for
+                 the ops Python knows the value of (no argument): the code generator
+                 inlines it instead of filling an array, the passes take it as a leaf.
+    slice:       slice(node, start, length, part) -> components start .. start + length - 1
+                 of `node` computed without the others, for ops neither componentwise nor
+                 of dimension 1 (formula/slicing.py): a node, or a generator yielding
+                 `part(arg, start, length)` (a slice of an argument) and receiving it.
     """
 
     name: str
@@ -62,6 +80,14 @@ class OpSpec:
     vjp: Optional[Callable] = None
     doc: str = ""
     componentwise: bool = False
+    additive: bool = False
+    uniform: bool = False
+    constant: Optional[Callable] = None
+    slice: Optional[Callable] = None
+
+    def resized(self, node, dim):
+        """`node`, of a uniform op, rebuilt over `dim` components."""
+        return make(self.name, *node.args, params=node.params[:-1] + (dim,))
 
 
 OPS: dict = {}

@@ -63,18 +63,18 @@ def _sum_vjp(node, g):
 
 register(OpSpec("Scalprod", 2, (), _same_dims("Scalprod"), _emit_scalprod,
                 lambda args, p: (args[0] * args[1]).sum(-1, keepdim=True),
-                domain=("any", "any"), example_dims=(3, 3),
+                domain=("any", "any"), example_dims=(3, 3), additive=True,
                 vjp=lambda n, g: (mul(g, n.args[1]), mul(g, n.args[0]))))
 register(OpSpec("SqNorm2", 1, (), lambda dims, p: 1, _emit_sqnorm2,
                 lambda args, p: (args[0] ** 2).sum(-1, keepdim=True),
-                domain=("any",), example_dims=(3,),
+                domain=("any",), example_dims=(3,), additive=True,
                 vjp=lambda n, g: (mul(cst(2), mul(g, n.args[0])),)))
 register(OpSpec("SqDist", 2, (), _same_dims("SqDist"), _emit_sqdist,
                 lambda args, p: ((args[0] - args[1]) ** 2).sum(-1, keepdim=True),
-                domain=("any", "any"), example_dims=(3, 3), vjp=_sqdist_vjp))
+                domain=("any", "any"), example_dims=(3, 3), additive=True, vjp=_sqdist_vjp))
 register(OpSpec("Sum", 1, (), lambda dims, p: 1, _emit_sum,
                 lambda args, p: args[0].sum(-1, keepdim=True),
-                domain=("any",), example_dims=(3,), vjp=_sum_vjp))
+                domain=("any",), example_dims=(3,), additive=True, vjp=_sum_vjp))
 
 
 # --------------------------------------------------------------------- norms and weights
@@ -259,7 +259,7 @@ def _emit_sumt(out, args, p):
 
 register(OpSpec("SumT", 1, ("d",), _sumt_dim, _emit_sumt,
                 lambda args, p: args[0].expand(*args[0].shape[:-1], p[0]),
-                domain=("any",), example_params=(4,), example_dims=(1,),
+                domain=("any",), example_params=(4,), example_dims=(1,), uniform=True,
                 doc="Adjoint of Sum: a scalar repeated d times.",
                 vjp=lambda n, g: (op("Sum", g),)))
 
