@@ -206,12 +206,11 @@ def emitted_formulas(spec):
 
 def reduction_policy(spec):
     red = lookup(spec.reduction)
+    red.check_target(spec.target, " ; ".join(render(f, TEXT_LIMIT) for f in spec.formulas))
     dim = spec.formulas[0].dim
     wdim = spec.formulas[1].dim if len(spec.formulas) > 1 else 0
-    policy = red.policy.format(D=dim, E=wdim, K=spec.k, scheme=SUM_SCHEMES[spec.sum_scheme])
-    if _negated_columns(spec):
-        policy = policy[:-1] + ", 0, -1>"
-    return policy
+    return red.cpp_policy(dim, wdim, spec.k, SUM_SCHEMES[spec.sum_scheme],
+                          negated=_negated_columns(spec))
 
 
 ENGINES = {"cpu": ("lk_cpu_engine.h", "LK_CPU_ENTRY"),

@@ -116,6 +116,20 @@ struct TileColumn {
   LK_INLINE T& operator[](int k) const { return p[(int64_t)k * TILE]; }
 };
 
+// Terms j0 .. j0+n-1 of the tile buffer into a row's State (lk_reductions.h): sums
+// through a tile accumulator, selections term by term (a term's component k: r[k]).
+template <class R, int TILE, class T>
+LK_INLINE void fold_tile(typename R::State& st, const T* buf, int n, int64_t j0) {
+  if constexpr (R::ACC_PER_TILE) {
+    typename R::template Acc<T> acc;
+    R::acc_init(acc);
+    R::tile_acc(acc, buf, TILE, n);
+    R::acc_fold(st, acc);
+  } else {
+    for (int j = 0; j < n; ++j) R::acc_push(st, TileColumn<const T, TILE>{buf + j}, j0 + j);
+  }
+}
+
 // Rows handled together: each tile of j is reused by IB rows while it is in L1, and the
 // column sums of DualSum are first gathered over the IB rows in T, then carried in double
 // (one double update per IB pairs instead of one per pair). Fewer rows for big states.
@@ -306,7 +320,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
                   F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
                 }
               }
-              R::tile(st[r], buf, TILE, n, j0);
+              fold_tile<R, TILE>(st[r], buf, n, j0);
               if constexpr (COLS > 0)
                 add_columns<R::COL_FIRST, COLS, TILE, R::COL_SIGN>(col_tile.data(), buf, n);
             }

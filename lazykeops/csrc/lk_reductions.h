@@ -1,20 +1,29 @@
 // lk_reductions.h: reduction policies shared by the engines.
 //
-// A policy reduces the formula values of one output row over the reduced index.
+// A policy reduces the formula values of one output row over the reduced index, with one
+// accumulation algorithm for both engines:
 //   VALS, IDXS          widths of the value output (type T) and index output (int64)
-//   State               the running partial result of one row
-//   init(State&)
-//   tile(State&, buf, ld, n, j0)
-//                       fold n consecutive terms j0 .. j0+n-1; component k of term j
-//                       is buf[k * ld + j]; inner loops are written so that they vectorise
+//   Acc<T>              a partial result in the compute type T (GPU registers, CPU tiles)
+//   acc_init(Acc&), acc_push(Acc&, r, j)
+//                       start empty; add term j, whose component k is r[k] (r: a pointer,
+//                       or a column of the CPU engine's tile buffer)
+//   State               the running result of one row, in double (Acc<double> for every
+//                       policy but Sum, whose State also carries a Kahan compensation)
+//   init(State&), acc_fold(State&, const Acc<S>&)
+//                       fold a partial result (Acc<T>, or another State) into the State
 //   merge(State&, const State&)
-//                       combine two partial results over disjoint ranges (split schemes)
+//                       combine two results over disjoint ranges (split schemes): acc_fold
 //   finalize(const State&, T* vals, int64_t* idx)
-// and, for the CUDA engine, an accumulator in the compute type T, kept in registers:
-//   Acc<T>, acc_init(Acc&), acc_push(Acc&, r, j), acc_fold(State&, const Acc&)
-//   ACC_PER_TILE        true: the engine folds the accumulator into the State after each
-//                       tile and starts a new one (sums: T within a tile, double across);
-//                       false: one accumulator spans the whole range (exact selections)
+//   ACC_PER_TILE        true (sums): a tile's terms go to a fresh Acc<T> folded into the
+//                       State at the tile's end (partials in T within a tile, double
+//                       across); false (exact selections): terms go straight to the State
+//                       on the CPU, to one Acc<T> spanning the thread's range on the GPU
+//   tile_acc(Acc&, buf, ld, n)
+//                       sums only: acc_push of n terms at once for the CPU engine, whose
+//                       tile holds component k of term j at buf[k * ld + j]: the same
+//                       accumulator, computed with loops that vectorise (a block maximum
+//                       then one exp per term for LogSumExp, where acc_push rescales online)
+// lk_cpu_engine.h's `fold_tile` is the CPU engine's use of them.
 // Partial sums of a tile are kept in T (SIMD lanes, GPU registers) and carried across
 // tiles in double: a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
 //
@@ -52,7 +61,27 @@ struct DirectSum {};  // tile partials in T, carried in T
 template <int D, class Scheme>
 struct SumRed {
   static constexpr int VALS = D, IDXS = 0;
+  static constexpr bool ACC_PER_TILE = true;
+  template <class T> struct Acc { T s[D]; };
   struct State { double s[D]; double c[D]; };
+  template <class T>
+  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
+    for (int k = 0; k < D; ++k) a.s[k] = T(0);
+  }
+  template <class T, class Row>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t) {
+    for (int k = 0; k < D; ++k) a.s[k] += r[k];
+  }
+  template <class T>
+  static LK_INLINE void tile_acc(Acc<T>& a, const T* buf, int ld, int n) {
+    for (int k = 0; k < D; ++k) {
+      const T* row = buf + (int64_t)k * ld;
+      T part = 0;
+#pragma omp simd reduction(+ : part)
+      for (int j = 0; j < n; ++j) part += row[j];
+      a.s[k] = part;
+    }
+  }
   LK_HD static void init(State& st) {
     for (int k = 0; k < D; ++k) { st.s[k] = 0; st.c[k] = 0; }
   }
@@ -70,30 +99,10 @@ struct SumRed {
     }
   }
   template <class T>
-  static void tile(State& st, const T* buf, int ld, int n, int64_t) {
-    for (int k = 0; k < D; ++k) {
-      const T* row = buf + (int64_t)k * ld;
-      T part = 0;
-#pragma omp simd reduction(+ : part)
-      for (int j = 0; j < n; ++j) part += row[j];
-      add(st, k, part);
-    }
-  }
-  static constexpr bool ACC_PER_TILE = true;
-  template <class T> struct Acc { T s[D]; };
-  template <class T>
-  LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
-    for (int k = 0; k < D; ++k) a.s[k] = T(0);
-  }
-  template <class T>
-  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t) {
-    for (int k = 0; k < D; ++k) a.s[k] += r[k];
-  }
-  template <class T>
   LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
     for (int k = 0; k < D; ++k) add(st, k, a.s[k]);
   }
-  LK_HD static void merge(State& st, const State& o) {
+  LK_HD static void merge(State& st, const State& o) {  // the partner's compensated sum
     for (int k = 0; k < D; ++k) st.s[k] += o.s[k] - o.c[k];
   }
   template <class T>
@@ -124,109 +133,79 @@ struct ColumnCount<R, std::void_t<decltype(R::COLS)>> { static constexpr int val
 // ---------------------------------------------------------------- LogSumExp
 // Online and stable: the running maximum m and s = sum exp(f - m) * w. E = 0 means no
 // weights (then each of the D components is reduced on its own); with weights, f is
-// component 0 of the buffer and the E weights follow it.
+// component 0 of a term and the E weights follow it. An accumulator starts from the
+// lowest finite value rather than -inf: s = 0 keeps it neutral, and -inf terms then give
+// exp(-inf - m) = 0 with no special case. m = +inf marks a +inf term (the result,
+// whatever else comes: two +inf terms make s NaN); a NaN term, or a NaN weight, makes the
+// sums it enters NaN by plain arithmetic, and they stay NaN.
 template <int D, int E>
 struct LogSumExpRed {
   static constexpr int W = E == 0 ? D : E;  // number of (m, s) accumulators per max
   static constexpr int NM = E == 0 ? D : 1; // number of maxima
   static constexpr int VALS = W, IDXS = 0;
-  struct State { double m[NM]; double s[W]; };
-  LK_HD static void init(State& st) {
-    for (int k = 0; k < NM; ++k) st.m[k] = -inf<double>();
-    for (int k = 0; k < W; ++k) st.s[k] = 0;
-  }
-  // Fold (tm, ts[]) into (m, s[]) for the accumulators [k0, k0 + cnt) that share max slot a.
-  // m = +inf marks a row with a +inf term (the result, whatever else comes: two +inf terms
-  // in one accumulator make its sum NaN); m = NaN a row whose terms were all NaN or -inf
-  // in some tile. Otherwise a NaN term, or a NaN weight, makes the sums it enters NaN by
-  // plain arithmetic, and they stay NaN.
-  LK_HD static void fold(State& st, int a, double tm, const double* ts, int k0, int cnt) {
-    if (st.m[a] == inf<double>()) return;
-    if (tm == inf<double>()) { st.m[a] = inf<double>(); return; }
-    if (is_nan(st.m[a]) || is_nan(tm)) { st.m[a] = nan<double>(); return; }
-    if (tm == -inf<double>()) return;
-    if (tm > st.m[a]) {
-      double scale = lk::exp(st.m[a] - tm);
-      for (int k = 0; k < cnt; ++k) st.s[k0 + k] = st.s[k0 + k] * scale + ts[k];
-      st.m[a] = tm;
-    } else {
-      double scale = lk::exp(tm - st.m[a]);
-      for (int k = 0; k < cnt; ++k) st.s[k0 + k] += ts[k] * scale;
-    }
-  }
-  template <class T>
-  static void tile(State& st, const T* buf, int ld, int n, int64_t) {
-    for (int a = 0; a < NM; ++a) {
-      const T* f = buf + (int64_t)a * ld;
-      T tm = -inf<T>();
-#pragma omp simd reduction(max : tm)
-      for (int j = 0; j < n; ++j) tm = f[j] > tm ? f[j] : tm;
-      if (tm == inf<T>()) { st.m[a] = inf<double>(); continue; }
-      if (tm == -inf<T>()) {
-        // The maximum skips NaN terms (a finite one lets them through exp, below).
-        bool met_nan = false;
-        for (int j = 0; j < n; ++j) met_nan = met_nan || is_nan(f[j]);
-        if (met_nan && st.m[a] != inf<double>()) st.m[a] = nan<double>();
-        continue;
-      }
-      if constexpr (E == 0) {
-        T part = 0;
-#pragma omp simd reduction(+ : part)
-        for (int j = 0; j < n; ++j) part += lk::exp(f[j] - tm);
-        double ts = part;
-        fold(st, a, tm, &ts, a, 1);
-      } else {
-        double ts[E];
-        for (int e = 0; e < E; ++e) {
-          const T* w = buf + (int64_t)(1 + e) * ld;
-          T part = 0;
-#pragma omp simd reduction(+ : part)
-          for (int j = 0; j < n; ++j) part += lk::exp(f[j] - tm) * w[j];
-          ts[e] = part;
-        }
-        fold(st, 0, tm, ts, 0, E);
-      }
-    }
-  }
-  // The accumulator starts from the lowest finite value rather than -inf: s = 0 keeps it
-  // neutral, and -inf terms then give exp(-inf - m) = 0 with no special case. One exp per
-  // term: the smaller of (f, m) is rescaled to the larger.
   static constexpr bool ACC_PER_TILE = true;
   template <class T> struct Acc { T m[NM]; T s[W]; };
+  using State = Acc<double>;
+  LK_HD static LK_INLINE int first(int g) { return E == 0 ? g : 0; }  // of max g's sums
+  LK_HD static LK_INLINE int count() { return E == 0 ? 1 : W; }
   template <class T>
   LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
-    for (int k = 0; k < NM; ++k) a.m[k] = -std::numeric_limits<T>::max();
+    for (int k = 0; k < NM; ++k) a.m[k] = -largest<T>();
     for (int k = 0; k < W; ++k) a.s[k] = T(0);
   }
-  template <class T>
-  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t) {
+  // One exp per term: the smaller of (f, m) is rescaled to the larger.
+  template <class T, class Row>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t) {
     for (int g = 0; g < NM; ++g) {
       const T f = r[g];
       const bool up = f > a.m[g];  // false for NaN f: then the scale below is NaN
       const T scale = lk::exp(up ? a.m[g] - f : f - a.m[g]);
-      for (int k = E == 0 ? g : 0; k < (E == 0 ? g + 1 : W); ++k) {
+      for (int k = first(g); k < first(g) + count(); ++k) {
         const T w = E == 0 ? T(1) : r[1 + k];
         a.s[k] = up ? a.s[k] * scale + w : a.s[k] + scale * w;
       }
       a.m[g] = up ? f : a.m[g];
     }
   }
+  // The tile's maximum first (NaN skipped; the lowest finite value when there is none),
+  // then one exp per term against it.
   template <class T>
-  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+  static LK_INLINE void tile_acc(Acc<T>& a, const T* buf, int ld, int n) {
     for (int g = 0; g < NM; ++g) {
-      if (a.m[g] == inf<T>()) { st.m[g] = inf<double>(); continue; }  // s may be NaN
-      double ts[W];
-      const int k0 = E == 0 ? g : 0, cnt = E == 0 ? 1 : W;
-      for (int k = 0; k < cnt; ++k) ts[k] = a.s[k0 + k];
-      fold(st, g, double(a.m[g]), ts, k0, cnt);
+      const T* f = buf + (int64_t)g * ld;
+      T tm = a.m[g];
+#pragma omp simd reduction(max : tm)
+      for (int j = 0; j < n; ++j) tm = f[j] > tm ? f[j] : tm;
+      a.m[g] = tm;
+      if (tm == inf<T>()) continue;
+      for (int k = first(g); k < first(g) + count(); ++k) {
+        const T* w = buf + (int64_t)(1 + k) * ld;
+        T part = 0;
+#pragma omp simd reduction(+ : part)
+        for (int j = 0; j < n; ++j) part += lk::exp(f[j] - tm) * (E == 0 ? T(1) : w[j]);
+        a.s[k] = part;
+      }
     }
   }
-  LK_HD static void merge(State& st, const State& o) {
-    for (int a = 0; a < NM; ++a) {
-      if (E == 0) fold(st, a, o.m[a], o.s + a, a, 1);
-      else fold(st, 0, o.m[0], o.s, 0, W);
+  LK_HD static void init(State& st) {
+    for (int k = 0; k < NM; ++k) st.m[k] = -inf<double>();
+    for (int k = 0; k < W; ++k) st.s[k] = 0;
+  }
+  // A maximum is never NaN (comparisons skip NaN terms); -inf only in an empty State.
+  template <class S>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<S>& a) {
+    for (int g = 0; g < NM; ++g) {
+      const double tm = a.m[g];
+      if (st.m[g] == inf<double>() || tm == -inf<double>()) continue;
+      if (tm == inf<double>()) { st.m[g] = inf<double>(); continue; }  // a.s may be NaN
+      const bool up = tm > st.m[g];
+      const double scale = lk::exp(up ? st.m[g] - tm : tm - st.m[g]);
+      for (int k = first(g); k < first(g) + count(); ++k)
+        st.s[k] = up ? st.s[k] * scale + double(a.s[k]) : st.s[k] + double(a.s[k]) * scale;
+      if (up) st.m[g] = tm;
     }
   }
+  LK_HD static void merge(State& st, const State& o) { acc_fold(st, o); }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t*) {
     for (int k = 0; k < W; ++k) {
@@ -240,59 +219,59 @@ struct LogSumExpRed {
 // sum_j exp(f_j) w_j / sum_j exp(f_j): a weighted LogSumExp with one more weight, 1.
 template <int E>
 struct SoftMaxRed {
-  using Inner = LogSumExpRed<1, E>;
+  using Wsum = LogSumExpRed<1, E>;
+  using Zsum = LogSumExpRed<1, 0>;
   static constexpr int VALS = E, IDXS = 0;
-  struct State { typename Inner::State w; typename LogSumExpRed<1, 0>::State z; };
-  LK_HD static void init(State& st) { Inner::init(st.w); LogSumExpRed<1, 0>::init(st.z); }
-  template <class T>
-  static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
-    Inner::tile(st.w, buf, ld, n, j0);
-    LogSumExpRed<1, 0>::tile(st.z, buf, ld, n, j0);
-  }
   static constexpr bool ACC_PER_TILE = true;
   template <class T>
-  struct Acc { typename Inner::template Acc<T> w; typename LogSumExpRed<1, 0>::template Acc<T> z; };
+  struct Acc { typename Wsum::template Acc<T> w; typename Zsum::template Acc<T> z; };
+  using State = Acc<double>;
   template <class T>
   LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
-    Inner::acc_init(a.w);
-    LogSumExpRed<1, 0>::acc_init(a.z);
+    Wsum::acc_init(a.w);
+    Zsum::acc_init(a.z);
+  }
+  template <class T, class Row>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t j) {
+    Wsum::acc_push(a.w, r, j);
+    Zsum::acc_push(a.z, r, j);
   }
   template <class T>
-  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
-    Inner::acc_push(a.w, r, j);
-    LogSumExpRed<1, 0>::acc_push(a.z, r, j);
+  static LK_INLINE void tile_acc(Acc<T>& a, const T* buf, int ld, int n) {
+    Wsum::tile_acc(a.w, buf, ld, n);
+    Zsum::tile_acc(a.z, buf, ld, n);
   }
-  template <class T>
-  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
-    Inner::acc_fold(st.w, a.w);
-    LogSumExpRed<1, 0>::acc_fold(st.z, a.z);
+  LK_HD static void init(State& st) { Wsum::init(st.w); Zsum::init(st.z); }
+  template <class S>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<S>& a) {
+    Wsum::acc_fold(st.w, a.w);
+    Zsum::acc_fold(st.z, a.z);
   }
-  LK_HD static void merge(State& st, const State& o) {
-    Inner::merge(st.w, o.w);
-    LogSumExpRed<1, 0>::merge(st.z, o.z);
-  }
+  LK_HD static void merge(State& st, const State& o) { acc_fold(st, o); }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t*) {
     // Both sums share the same running maximum, so their ratio needs no rescaling. A NaN
-    // or +inf term gives NaN, as torch.softmax (inf - inf).
-    const bool undefined = is_nan(st.z.m[0]) || is_nan(st.w.m[0]) || st.z.m[0] == inf<double>();
+    // term gives NaN sums, a +inf term NaN as in torch.softmax (inf - inf).
+    const bool undefined = st.z.m[0] == inf<double>();
     for (int e = 0; e < E; ++e) vals[e] = undefined ? nan<T>() : T(st.w.s[e] / st.z.s[0]);
   }
 };
 
 // ---------------------------------------------------------------- Min, Max, ArgMin, ...
 // Componentwise extremum and its first index; ties keep the smallest j; the first NaN
-// beats every number.
+// beats every number. Comparisons are exact in T: no per-tile accumulator.
 template <int D, int IS_MAX, int WANT_VALS, int WANT_IDX>
 struct ArgExtremumRed {
   static constexpr int VALS = D * WANT_VALS, IDXS = D * WANT_IDX;
-  struct State { double v[D]; int64_t i[D]; };
+  static constexpr bool ACC_PER_TILE = false;
+  template <class T> struct Acc { T v[D]; int64_t i[D]; };
+  using State = Acc<double>;
   LK_HD static LK_INLINE bool better(double a, double b) { return IS_MAX ? a > b : a < b; }
   // A new term r replaces the current best v (an earlier term): the unordered comparison
   // (true for r better, or either one NaN) is the one the loop made before NaN handling;
   // v == v then keeps the first NaN.
-  template <class T>
-  LK_HD static LK_INLINE bool replaces(T r, T v) {
+  template <class A, class B>
+  LK_HD static LK_INLINE bool replaces(A r, B v) {
     return !(IS_MAX ? r <= v : r >= v) && v == v;
   }
   // Partial result (va, ia) beats (vb, ib) from another range.
@@ -300,41 +279,22 @@ struct ArgExtremumRed {
     if (is_nan(va) || is_nan(vb)) return is_nan(va) && (!is_nan(vb) || ia < ib);
     return better(va, vb) || (va == vb && ia < ib);
   }
-  LK_HD static void init(State& st) {
-    for (int k = 0; k < D; ++k) { st.v[k] = IS_MAX ? -inf<double>() : inf<double>(); st.i[k] = 0; }
-  }
-  template <class T>
-  static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
-    for (int k = 0; k < D; ++k) {
-      const T* row = buf + (int64_t)k * ld;
-      T best = T(st.v[k]);
-      int where = -1;
-      for (int j = 0; j < n; ++j)
-        if (replaces(row[j], best)) { best = row[j]; where = j; }
-      if (where >= 0) { st.v[k] = best; st.i[k] = j0 + where; }
-    }
-  }
-  // Comparisons are exact in T: the accumulator spans the whole range.
-  static constexpr bool ACC_PER_TILE = false;
-  template <class T> struct Acc { T v[D]; int64_t i[D]; };
   template <class T>
   LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
     for (int k = 0; k < D; ++k) { a.v[k] = IS_MAX ? -inf<T>() : inf<T>(); a.i[k] = 0; }
   }
-  template <class T>
-  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
+  template <class T, class Row>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t j) {
     for (int k = 0; k < D; ++k)
       if (replaces(r[k], a.v[k])) { a.v[k] = r[k]; a.i[k] = j; }
   }
-  template <class T>
-  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
+  LK_HD static void init(State& st) { acc_init(st); }
+  template <class S>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<S>& a) {
     for (int k = 0; k < D; ++k)
       if (wins(a.v[k], a.i[k], st.v[k], st.i[k])) { st.v[k] = a.v[k]; st.i[k] = a.i[k]; }
   }
-  LK_HD static void merge(State& st, const State& o) {
-    for (int k = 0; k < D; ++k)
-      if (wins(o.v[k], o.i[k], st.v[k], st.i[k])) { st.v[k] = o.v[k]; st.i[k] = o.i[k]; }
-  }
+  LK_HD static void merge(State& st, const State& o) { acc_fold(st, o); }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
     for (int k = 0; k < D; ++k) {
@@ -348,89 +308,59 @@ struct ArgExtremumRed {
 // The K smallest values of each component, sorted ascending, with their indices; output
 // component d of the k-th smallest at k * D + d. Slots hold numbers first, then NaN terms
 // (as torch.topk orders them), then empty slots (+inf, -1): a NaN term j is kept with the
-// index -2 - j (and, in the accumulator, the largest finite value), so that the per-term
-// test stays one comparison with the last slot, and the insertion one `<` per slot.
-// (A +inf term never enters: a row of fewer than K terms below +inf ends in (+inf, -1).)
+// index -2 - j and the largest finite value, so that the per-term test stays one
+// comparison with the last slot, and the insertion one `<` per slot. (A +inf term never
+// enters: a row of fewer than K terms below +inf ends in (+inf, -1).) No per-tile
+// accumulator: the lists stay in the State (CPU) or in registers (GPU: every index into
+// them is a constant of an unrolled loop).
 template <int D, int K, int WANT_VALS, int WANT_IDX>
 struct KMinRed {
   static constexpr int VALS = D * K * WANT_VALS, IDXS = D * K * WANT_IDX;
+  static constexpr bool ACC_PER_TILE = false;
   static constexpr int64_t EMPTY = -1;
   LK_HD static LK_INLINE int64_t nan_code(int64_t j) { return -2 - j; }  // and back
-  struct State { double v[D][K]; int64_t i[D][K]; };
-  LK_HD static void init(State& st) {
-    for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K; ++k) { st.v[d][k] = inf<double>(); st.i[d][k] = EMPTY; }
-  }
-  // NaN term j: after the numbers and the NaN terms of smaller index, before the empty
-  // slots; dropped when none is left.
-  LK_HD static LK_INLINE void place_nan(State& st, int d, int64_t j) {
-    int64_t* i = st.i[d];
-    int p = 0;
-    while (p < K && (i[p] >= 0 || (i[p] < EMPTY && nan_code(i[p]) < j))) ++p;
-    if (p == K) return;
-    for (int q = K - 1; q > p; --q) { st.v[d][q] = st.v[d][q - 1]; i[q] = i[q - 1]; }
-    st.v[d][p] = inf<double>(); i[p] = nan_code(j);
-  }
-  // Insert after any equal value, so that ties keep the smaller index first.
-  LK_HD static LK_INLINE void insert(State& st, int d, double v, int64_t j) {
-    if (v >= st.v[d][K - 1]) return;
-    if (is_nan(v)) { place_nan(st, d, j); return; }
-    int p = K - 1;
-    while (p > 0 && v < st.v[d][p - 1]) {
-      st.v[d][p] = st.v[d][p - 1]; st.i[d][p] = st.i[d][p - 1]; --p;
-    }
-    st.v[d][p] = v; st.i[d][p] = j;
-  }
-  // A slot of another state, inserted into st (NaN terms as NaN again).
-  template <class V>
-  LK_HD static LK_INLINE void insert_slot(State& st, int d, V v, int64_t i) {
-    if (i < EMPTY) insert(st, d, nan<double>(), nan_code(i));
-    else insert(st, d, v, i);
-  }
-  template <class T>
-  static void tile(State& st, const T* buf, int ld, int n, int64_t j0) {
-    for (int d = 0; d < D; ++d) {
-      const T* row = buf + (int64_t)d * ld;
-      for (int j = 0; j < n; ++j) insert(st, d, row[j], j0 + j);
-    }
-  }
-  // The accumulator's lists stay in registers: every index into them is a constant of an
-  // unrolled loop. A new value enters after the values equal to it and shifts the rest.
-  static constexpr bool ACC_PER_TILE = false;
   template <class T> struct Acc { T v[D][K]; int64_t i[D][K]; };
+  using State = Acc<double>;
   template <class T>
   LK_HD static LK_INLINE void acc_init(Acc<T>& a) {
     for (int d = 0; d < D; ++d)
       for (int k = 0; k < K; ++k) { a.v[d][k] = inf<T>(); a.i[d][k] = EMPTY; }
   }
+  // Slot (v, i) enters component d's list after the slots that come before it (equal
+  // values of smaller index, NaN terms of smaller index) and shifts the rest.
   template <class T>
-  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const T* r, int64_t j) {
-    LK_UNROLL for (int d = 0; d < D; ++d) {
-      if (r[d] >= a.v[d][K - 1]) continue;  // false for NaN: it enters as the largest
-      // number there is, after the numbers and the earlier NaN, before the empty slots
-      // (+inf): the insertion below needs no test of its own.
-      const bool number = r[d] == r[d];
-      T cv = number ? r[d] : largest<T>();
-      int64_t ci = number ? j : nan_code(j);
-      bool shifting = false;
-      LK_UNROLL for (int k = 0; k < K; ++k) {
-        shifting = shifting || cv < a.v[d][k];
-        if (shifting) {
-          T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
-          int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
-        }
+  LK_HD static LK_INLINE void enter(Acc<T>& a, int d, T cv, int64_t ci) {
+    bool shifting = false;
+    LK_UNROLL for (int k = 0; k < K; ++k) {
+      shifting = shifting || cv < a.v[d][k];
+      if (shifting) {
+        T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
+        int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
       }
     }
   }
-  template <class T>
-  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<T>& a) {
-    for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K && a.i[d][k] != EMPTY; ++k) insert_slot(st, d, a.v[d][k], a.i[d][k]);
+  template <class T, class Row>
+  LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t j) {
+    LK_UNROLL for (int d = 0; d < D; ++d) {
+      const T v = r[d];
+      if (v >= a.v[d][K - 1]) continue;  // false for NaN: it enters as the largest
+      // number there is, after the numbers and the earlier NaN, before the empty slots.
+      const bool number = v == v;
+      enter(a, d, number ? v : largest<T>(), number ? j : nan_code(j));
+    }
   }
-  LK_HD static void merge(State& st, const State& o) {
+  LK_HD static void init(State& st) { acc_init(st); }
+  // Another list's slots in order; NaN terms of a later range go after this one's.
+  // Ranges are folded in order of j, so equal values keep the smaller index first.
+  template <class S>
+  LK_HD static LK_INLINE void acc_fold(State& st, const Acc<S>& a) {
     for (int d = 0; d < D; ++d)
-      for (int k = 0; k < K && o.i[d][k] != EMPTY; ++k) insert_slot(st, d, o.v[d][k], o.i[d][k]);
+      for (int k = 0; k < K && a.i[d][k] != EMPTY; ++k) {
+        const double v = a.i[d][k] >= 0 ? double(a.v[d][k]) : largest<double>();
+        if (v < st.v[d][K - 1]) enter(st, d, v, a.i[d][k]);
+      }
   }
+  LK_HD static void merge(State& st, const State& o) { acc_fold(st, o); }
   template <class T>
   LK_HD static void finalize(const State& st, T* vals, int64_t* idx) {
     for (int k = 0; k < K; ++k)

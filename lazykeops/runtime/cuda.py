@@ -9,9 +9,9 @@ is remembered per library and sizes, so that repeated calls launch at the first 
 
 Wide outputs: a thread keeps its rows' accumulators in registers, so an output of 64 or 256
 components (kernel matrix times many columns) would spill. Reductions whose output
-components are independent compute outputs wider than SLICE_ABOVE in slices of
-OUTPUT_SLICE components, one kernel per slice, each writing its columns of the output
-(formula/slicing.py keeps each kernel from computing the other components).
+components are independent (`ReductionSpec.slices`) compute outputs wider than
+SLICE_ABOVE in slices of OUTPUT_SLICE components, one kernel per slice, each writing its
+columns of the output (formula/slicing.py keeps each kernel from computing the others).
 """
 
 import ctypes
@@ -19,9 +19,6 @@ import ctypes
 from ..formula.slicing import components
 from . import abi
 
-# The formula whose components are sliced: 0 the formula itself, 1 the weights.
-SLICED_FORMULA = {"Sum": 0, "Min": 0, "Max": 0, "ArgMin": 0, "ArgMax": 0, "Min_ArgMin": 0,
-                  "Max_ArgMax": 0, "LogSumExp": 0, "SumSoftMaxWeight": 1}
 SLICE_ABOVE, OUTPUT_SLICE = 32, 16
 _WORKSPACE_BYTES = {}  # (library key, nbatch, nout, nred, scheme) -> bytes it asked for
 
@@ -62,9 +59,7 @@ def launch_cuda(core, dtype, like, a, backend):
 def output_slices(core):
     """((start, core of that slice), ...) for a wide output, else (); built once."""
     if core.output_slices is None:
-        which = SLICED_FORMULA.get(core.reduction.name)
-        if core.reduction.name == "LogSumExp" and len(core.formulas) > 1:
-            which = 1  # the weights
+        which = core.reduction.sliced_formula(len(core.formulas))
         width = core.formulas[which].dim if which is not None else 0
         slices = []
         for start in range(0, width if width > SLICE_ABOVE else 0, OUTPUT_SLICE):

@@ -8,9 +8,11 @@ from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, make, var
 from ..formula import autodiff
 from ..formula.aliases import Alias
-from ..formula.reduction_grads import INDICES_ONLY, SELECTIONS, gradient_formula
+from ..formula.reductions import REDUCTIONS
 from ..tensor.genred import GenredCore
 from .autograd import call
+
+DUAL_SUM = REDUCTIONS["DualSum"]
 
 
 # ------------------------------------------------------------------ helpers
@@ -62,23 +64,41 @@ def _split(result, dims):
     return parts
 
 
+def _lse_of(core, args):
+    """[the log-sum-exp of the formula] for reductions whose derivatives need it, else []."""
+    if not core.reduction.uses_lse:
+        return []
+    lse = _derived(core, "lse", lambda: _core_like(
+        core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
+    return [call(lse, args)]
+
+
+def _lse_alias(core, aliases):
+    """The output-indexed alias that carries _lse_of's value, appended to `aliases`."""
+    if not core.reduction.uses_lse:
+        return None
+    L = _extra(aliases, 1, _out_cat(core))
+    aliases.append(L)
+    return L
+
+
 def _is_float(a):
     return isinstance(a, torch.Tensor) and a.is_floating_point()
 
 
 # ------------------------------------------------------------------ backward
 def reduction_backward(core, args, outs, grad_outputs, needs):
-    name = core.reduction.name
-    if name == "DualSum":
+    kind = core.reduction.kind
+    if kind == "dual":
         return _dualsum_backward(core, args, outs, grad_outputs, needs)
     wanted = [p for p, (a, need) in enumerate(zip(args, needs)) if need and _is_float(a)]
     grads = [None] * len(args)
-    if not wanted or name in INDICES_ONLY:
+    if not wanted or kind == "indices":
         return grads
     G = grad_outputs[0]
     if G is None:
         return grads
-    if name in SELECTIONS:
+    if kind == "selection":
         contributions = _selection_backward(core, args, G, wanted)
     else:
         contributions = _sumlike_backward(core, args, outs[0], G, wanted)
@@ -91,14 +111,10 @@ def _sumlike_backward(core, args, out, G, wanted):
     """Gradients of Sum, LogSumExp, SumSoftMaxWeight: when both sides need one, a single
     DualSum pass computes the output-side sums over j and the reduced-side sums over i."""
     out_cat = _out_cat(core)
-    extras_data = [G, out]
-    if core.reduction.name == "SumSoftMaxWeight":
-        lse = _derived(core, "lse", lambda: _core_like(
-            core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
-        extras_data.append(call(lse, args))
+    extras_data = [G, out, *_lse_of(core, args)]
     row_side = tuple(p for p in wanted if core.aliases[p].cat in (out_cat, CAT_P))
     col_side = tuple(p for p in wanted if p not in row_side)
-    if G.is_cuda:  # DualSum is a CPU engine feature: two Sum passes on the GPU
+    if core.backend.target(core.backend.device(G)) not in DUAL_SUM.devices:  # two Sums
         rows = _one_side(core, args, extras_data, row_side, ()) if row_side else None
         cols = _one_side(core, args, extras_data, (), col_side) if col_side else None
     else:
@@ -128,16 +144,13 @@ def _sumlike_grad_core(core, row_side, col_side):
     aliases.append(G)
     OUT = _extra(aliases, nvals, out_cat)
     aliases.append(OUT)
-    L = None
-    if core.reduction.name == "SumSoftMaxWeight":
-        L = _extra(aliases, 1, out_cat)
-        aliases.append(L)
+    L = _lse_alias(core, aliases)
     f, w = core.formulas[0], (core.formulas[1] if len(core.formulas) > 1 else None)
 
     def gradients(group):
-        return _concat([gradient_formula(core.reduction.name, f, w, _var(core.aliases[p]),
-                                         _var(G), _var(OUT), _var(L) if L else None)
-                        for p in group])
+        return _concat([core.reduction.gradient_formula(
+            f, w, _var(core.aliases[p]), _var(G), _var(OUT), _var(L) if L else None)
+            for p in group])
 
     if row_side and col_side:
         return _core_like(core, [gradients(row_side), gradients(col_side)], aliases,
@@ -169,10 +182,9 @@ def _var(alias):
 
 def _selection_backward(core, args, G, wanted):
     """Gradient through the selected pairs of Min/Max/KMin (see the module docstring)."""
-    name, f = core.reduction.name, core.formulas[0]
-    arg_name = {"Min": "Min_ArgMin", "Max": "Max_ArgMax", "KMin": "KMin_ArgKMin"}.get(name, name)
+    f = core.formulas[0]
     companion = _derived(core, "indices", lambda: _core_like(
-        core, core.formulas, core.aliases, arg_name, core.axis, core.k))
+        core, core.formulas, core.aliases, core.reduction.companion, core.axis, core.k))
     with torch.no_grad():
         _, idx = companion(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
     k, dim = core.k or 1, f.dim
@@ -235,21 +247,18 @@ def _selection_grad_core(core, wanted, d):
 # ------------------------------------------------------------------ forward mode
 def reduction_jvp(core, args, outs, tangents):
     """Tangent of the output for input tangents (sum-like reductions)."""
-    name = core.reduction.name
-    if name in INDICES_ONLY:
+    kind = core.reduction.kind
+    if kind == "indices":
         return None
-    if name in SELECTIONS:
-        raise LazyKeOpsError(f"forward-mode derivatives (jvp, jacfwd, hessian) of {name} "
-                             "reductions are not supported yet; use reverse mode")
+    if kind != "sum":
+        raise LazyKeOpsError(f"forward-mode derivatives (jvp, jacfwd, hessian) of "
+                             f"{core.reduction.name} reductions are not supported yet; "
+                             "use reverse mode")
     used = [p for p, t in enumerate(tangents) if t is not None and _is_float(args[p])]
     if not used:
         return torch.zeros_like(outs[0])
     jvp_core = _derived(core, ("jvp", tuple(used)), lambda: _jvp_core(core, used))
-    extra = [outs[0]]
-    if name == "SumSoftMaxWeight":
-        lse = _derived(core, "lse", lambda: _core_like(
-            core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
-        extra.append(call(lse, args))
+    extra = [outs[0], *_lse_of(core, args)]
     tangent_data = [tangents[p].expand_as(args[p]) if isinstance(args[p], torch.Tensor)
                     else tangents[p] for p in used]
     # Tangents may lack batch dims of size 1 that some primal input has: match the output.
@@ -266,10 +275,7 @@ def _jvp_core(core, used):
     out_cat = _out_cat(core)
     OUT = _extra(aliases, core.nvals, out_cat)
     aliases.append(OUT)
-    L = None
-    if core.reduction.name == "SumSoftMaxWeight":
-        L = _extra(aliases, 1, out_cat)
-        aliases.append(L)
+    L = _lse_alias(core, aliases)
 
     def directional(formula):
         total = None
@@ -279,19 +285,6 @@ def _jvp_core(core, used):
 
     f = core.formulas[0]
     w = core.formulas[1] if len(core.formulas) > 1 else None
-    name = core.reduction.name
-    if name == "Sum":
-        return _core_like(core, [directional(f)], aliases, "Sum", core.axis)
-    if name == "LogSumExp":
-        share = make("Exp", make("Subtract", f, _var(OUT)))
-        if w is None:  # d out = sum_j softmax_j df_j
-            node = make("Mult", share, directional(f))
-        else:          # d out_k = sum_j exp(f_j - out_k) (w_jk df_j + dw_jk)
-            node = make("Mult", share, make("Add", make("Mult", w, directional(f)),
-                                            directional(w)))
-        return _core_like(core, [node], aliases, "Sum", core.axis)
-    # SumSoftMaxWeight: d out = sum_j p_j (dw_j + (w_j - out) df_j)
-    p_j = make("Exp", make("Subtract", f, _var(L)))
-    node = make("Mult", p_j, make("Add", directional(w),
-                                  make("Mult", make("Subtract", w, _var(OUT)), directional(f))))
+    node = core.reduction.tangent(f, w, directional(f), directional(w) if w is not None else None,
+                                  _var(OUT), _var(L) if L else None)
     return _core_like(core, [node], aliases, "Sum", core.axis)

@@ -1,7 +1,8 @@
 // policies.cpp: the reduction policies of lk_reductions.h on the host, every accumulation
 // path against naive loops:
-//   tile        the CPU engine's path: init, tile (terms column-wise in a buffer), finalize
-//   acc         the CUDA kernels' path (reduce_tiles): acc_init / acc_push per term,
+//   tile        the CPU engine's path: init, fold_tile (terms column-wise in a buffer),
+//               finalize
+//   acc         the CUDA kernel's path (reduce): acc_init / acc_push per term,
 //               acc_fold after each tile when ACC_PER_TILE, else once at the end
 //   *_split     the same over j split in ranges (one of a single term, one empty, as the
 //               CUDA split scheme makes when nsplit does not divide ny), whose States are
@@ -10,7 +11,7 @@
 // near 1000), the same with a few NaN terms, and terms that are mostly NaN.
 #include "harness.h"
 
-#include "lk_reductions.h"
+#include "lk_cpu_engine.h"
 
 namespace {
 
@@ -69,7 +70,7 @@ void tile_range(const std::vector<T>& terms, int64_t j0, int64_t j1, typename R:
     const int n = (int)std::min<int64_t>(CPU_TILE, j1 - t0);
     for (int j = 0; j < n; ++j)
       for (int k = 0; k < W; ++k) buf[k * CPU_TILE + j] = terms[(t0 + j) * W + k];
-    R::tile(st, buf.data(), CPU_TILE, n, t0);
+    lk::fold_tile<R, CPU_TILE>(st, buf.data(), n, t0);
   }
 }
 
