@@ -233,7 +233,7 @@ void chunk_outputs(const T* xi, const T* yj, int64_t ystride, const T* pm, int n
 }
 
 template <class F, class R, class T>
-int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
+int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
             const int64_t* batch_strides, T* vals, int64_t* idx, T* cols, int nthreads) {
   constexpr int COLS = ColumnCount<R>::value;  // trailing components summed over i
   constexpr int DI = packed_size<F>(CAT_I);
@@ -242,23 +242,23 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
   constexpr int TILE = tile_width<F>();
   constexpr int IB = row_block<R>();
   constexpr int NCHUNKED = chunked_sum_count<F>();
-  const int64_t ystride = (ny + 15) / 16 * 16;
+  const int64_t ystride = (nred + 15) / 16 * 16;
   std::vector<T> ysoa((size_t)std::max<int64_t>(DJ * ystride, 1));
   std::vector<T> params((size_t)(DP > 0 ? DP : 1));
   const T* pm = params.data();
-  const bool parallel = nthreads > 1 && nx * ny * (F::DIMOUT + DJ) > 200000;
+  const bool parallel = nthreads > 1 && nout * nred * (F::DIMOUT + DJ) > 200000;
   const int team = parallel ? nthreads : 1;
   // DualSum: the spans of j, each thread's column partials for one span (component k of
   // term j0 + q at k * span + q), and the rows' States across spans when there are several.
-  int64_t span = ny, nspans = 1;
+  int64_t span = nred, nspans = 1;
   if constexpr (COLS > 0) {
-    if (ny > column_span<F, COLS>()) {
+    if (nred > column_span<F, COLS>()) {
       span = column_span<F, COLS>();
-      nspans = (ny + span - 1) / span;
+      nspans = (nred + span - 1) / span;
     }
   }
   std::vector<double> col_part((size_t)(COLS > 0 ? team * COLS * span : 0));
-  std::vector<typename R::State> kept((size_t)(nspans > 1 ? nx : 0));
+  std::vector<typename R::State> kept((size_t)(nspans > 1 ? nout : 0));
 
   for (int64_t b = 0; b < nbatch; ++b) {
     for (int v = 0; v < F::NARGS; ++v) {
@@ -268,12 +268,12 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
         std::copy(src, src + dim, params.data() + packed_offset<F>(CAT_P, v));
       } else if (F::CAT[v] == CAT_J) {
         T* dst = ysoa.data() + (int64_t)packed_offset<F>(CAT_J, v) * ystride;
-        for (int64_t j = 0; j < ny; ++j)
+        for (int64_t j = 0; j < nred; ++j)
           for (int k = 0; k < dim; ++k) dst[k * ystride + j] = src[j * dim + k];
       }
     }
 
-    const int64_t nblocks = (nx + IB - 1) / IB;
+    const int64_t nblocks = (nout + IB - 1) / IB;
 #pragma omp parallel num_threads(nthreads) if (parallel)
     {
       std::vector<T> tile_buf((size_t)TILE * buffer_rows<F>());
@@ -285,12 +285,12 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
       std::vector<typename R::State> states(IB);
       std::vector<T> sums((size_t)IB * NCHUNKED * TILE);
       for (int64_t s = 0; s < nspans; ++s) {
-        const int64_t s0 = s * span, s1 = std::min(ny, s0 + span);
+        const int64_t s0 = s * span, s1 = std::min(nred, s0 + span);
         if constexpr (COLS > 0) std::fill(col_acc, col_acc + COLS * span, 0.0);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t blk = 0; blk < nblocks; ++blk) {
           const int64_t i0 = blk * IB;
-          const int nb = (int)std::min<int64_t>(IB, nx - i0);
+          const int nb = (int)std::min<int64_t>(IB, nout - i0);
           typename R::State* st = nspans > 1 ? kept.data() + i0 : states.data();
           for (int r = 0; r < nb; ++r) {
             pack_row<F>(args, batch_strides, b, i0 + r, x_block.data() + (int64_t)r * DI);
@@ -335,8 +335,8 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
           }
           if (s == nspans - 1)
             for (int r = 0; r < nb; ++r)
-              R::finalize(st[r], vals + (b * nx + i0 + r) * R::VALS,
-                          idx + (b * nx + i0 + r) * R::IDXS);
+              R::finalize(st[r], vals + (b * nout + i0 + r) * R::VALS,
+                          idx + (b * nout + i0 + r) * R::IDXS);
         }
         // The span's column sums: the threads' partials added in a fixed order (the
         // loop above ended on a barrier; this one ends on another before the next span
@@ -348,7 +348,7 @@ int cpu_run(int64_t nbatch, int64_t nx, int64_t ny, const T* const* args,
               double total = 0;
               for (int t = 0; t < nparts; ++t)
                 total += col_part[((int64_t)t * COLS + k) * span + (j - s0)];
-              cols[(b * ny + j) * COLS + k] = T(total);
+              cols[(b * nred + j) * COLS + k] = T(total);
             }
         }
       }

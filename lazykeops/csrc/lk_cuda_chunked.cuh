@@ -1,4 +1,4 @@
-// lk_cuda_chunked.cuh: the chunked scheme of the CUDA engine, for formulas over wide
+// lk_cuda_chunked.cuh: the chunked variant of the CUDA kernel, for formulas over wide
 // variables; one instantiation of the kernel skeleton (lk_cuda_kernel.cuh).
 //
 // A formula rendered with a chunk plan (lazykeops/compile/chunking.py) defines WIDE (the
@@ -42,7 +42,7 @@ struct ChunkConfig {
       ((size_t)TILE * (DJNP + WSTRIDE) + (NWI > 0 ? (size_t)BLOCK * XSTRIDE : 0) + DPS) * sizeof(T);
 };
 
-// The term evaluator of the chunked scheme. Shared memory: the tile's narrow j-variables
+// The term evaluator of the chunked variant. Shared memory: the tile's narrow j-variables
 // (TILE rows of DJNP), the chunk of its wide j-variables (TILE rows of WSTRIDE), the chunk
 // of the block's wide i-variables (BLOCK rows of XSTRIDE), then the parameters.
 template <class F, class C, class T, class S>
@@ -52,8 +52,8 @@ struct ChunkTerms {
       C::TILE * (C::DJNP + C::WSTRIDE) + (C::NWI > 0 ? C::BLOCK * C::XSTRIDE : 0);
 
   template <class Rows, class P, class Push>
-  __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b, int64_t nx,
-                                        int64_t ny, int64_t j0, int n, const Rows& rows,
+  __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b, int64_t nout,
+                                        int64_t nred, int64_t j0, int n, const Rows& rows,
                                         P params, Push push) {
     constexpr int W = F::WIDE, CL = C::CL, NCH = F::NCHUNKED;
     using X = decltype(rows.in(0));
@@ -92,7 +92,7 @@ struct ChunkTerms {
           T* dst = J ? ywide + wide_index<F>(CAT_J, V) * CL : xwide + wide_index<F>(CAT_I, V) * CL;
           for (int e = threadIdx.x; e < count * CL; e += C::BLOCK) {
             const int r = e / CL, k = e - r * CL;
-            const int64_t at = first + r < (J ? ny : nx) ? first + r : (J ? ny : nx) - 1;
+            const int64_t at = first + r < (J ? nred : nout) ? first + r : (J ? nred : nout) - 1;
             if (c0 + k < W) dst[r * (J ? C::WSTRIDE : C::XSTRIDE) + k] = to_compute(src[at * W + k]);
           }
         }
@@ -130,7 +130,7 @@ struct ChunkTerms {
 };
 
 template <class F, class R, class T, class S>
-struct ChunkedScheme : ChunkConfig<F, R, T> {
+struct ChunkedVariant : ChunkConfig<F, R, T> {
   using C = ChunkConfig<F, R, T>;
   using Rows = RegisterRows<F, T, S, C::RPT, C::BLOCK, NarrowArgs>;
   using Range = ContiguousRange;

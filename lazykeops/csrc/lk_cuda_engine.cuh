@@ -6,7 +6,7 @@
 // arrays (T itself, or __half / __nv_bfloat16 computed in float). "i" is the output index,
 // "j" the reduced one. All indices are int64.
 //
-// One kernel serves both schemes. A block owns BLOCK * RPT output rows (RPT rows per
+// One kernel serves both launch schemes. A block owns BLOCK * RPT output rows (RPT rows per
 // thread: the rows of a thread share each j-term read from shared memory, and their
 // evaluations are independent instructions the scheduler interleaves); the j-variables
 // stream through shared memory in tiles of TILE terms, loaded by the whole block with
@@ -26,9 +26,9 @@
 // variables enter only through sums over their components run chunk by chunk instead
 // (lk_cuda_chunked.cuh).
 //
-// This header is the host side: which scheme serves a formula, the split planner, the
+// This header is the host side: which kernel variant serves a formula, the split planner, the
 // launch, and the entry macro. The device side is one kernel skeleton (lk_cuda_kernel.cuh)
-// and its two schemes, tiled (lk_cuda_tiles.cuh) and chunked (lk_cuda_chunked.cuh).
+// and its two variants, tiled (lk_cuda_tiles.cuh) and chunked (lk_cuda_chunked.cuh).
 #pragma once
 
 #include <type_traits>
@@ -39,12 +39,12 @@
 namespace lk {
 
 // ---------------------------------------------------------------- host side
-// The scheme of a formula (its kernel's row source, range and term evaluator, and the
+// The kernel variant of a formula (its row source, range and term evaluator, and the
 // sizes it launches with): chunked when it was rendered with WIDE, else tiled.
 template <class F, class R, class T, class S>
 struct Engine {
-  using C = std::conditional_t<IsChunked<F>::value, ChunkedScheme<F, R, T, S>,
-                               TiledScheme<F, R, T, S>>;
+  using C = std::conditional_t<IsChunked<F>::value, ChunkedVariant<F, R, T, S>,
+                               TiledVariant<F, R, T, S>>;
   static auto kernel() { return reduce<F, R, T, S, C>; }
 };
 
@@ -52,9 +52,9 @@ enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
 constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at most
 
 template <class F, class R, class T, class S>
-int64_t row_blocks(int64_t nx) {
+int64_t row_blocks(int64_t nout) {
   using C = typename Engine<F, R, T, S>::C;
-  return (nx + (int64_t)C::BLOCK * C::RPT - 1) / ((int64_t)C::BLOCK * C::RPT);
+  return (nout + (int64_t)C::BLOCK * C::RPT - 1) / ((int64_t)C::BLOCK * C::RPT);
 }
 
 // How many j-ranges to split the reduction into. Auto, for sums: split only when the 1D
@@ -62,9 +62,9 @@ int64_t row_blocks(int64_t nx) {
 // (the last, partial wave then costs little); each range of at least two tiles, within
 // WORKSPACE_LIMIT. Forced split: at least two ranges when there are two terms.
 template <class F, class R, class T, class S>
-int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
+int64_t plan_splits(int64_t nbatch, int64_t nout, int64_t nred, int scheme) {
   using C = typename Engine<F, R, T, S>::C;
-  if (scheme == SCHEME_1D || nx == 0 || ny == 0) return 1;
+  if (scheme == SCHEME_1D || nout == 0 || nred == 0) return 1;
   // Resident blocks per device, asked once per device (the queries cost microseconds).
   static int64_t cached[64] = {0};
   int dev = 0;
@@ -78,19 +78,19 @@ int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
     resident = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
     if (dev < 64) cached[dev] = resident;
   }
-  const int64_t blocks = row_blocks<F, R, T, S>(nx) * (nbatch < 65535 ? nbatch : 65535);
+  const int64_t blocks = row_blocks<F, R, T, S>(nout) * (nbatch < 65535 ? nbatch : 65535);
   // Selections (ACC_PER_TILE false) pay for each range: its list refills from empty, and
   // while it fills, some thread of every warp inserts at nearly every term. They split
   // only a GPU less than half busy, into one wave.
   const int64_t target = R::ACC_PER_TILE ? 8 * resident : resident;
   const int64_t threshold = R::ACC_PER_TILE ? target : resident / 2;
   int64_t n = blocks >= threshold ? 1 : (target + blocks - 1) / blocks;
-  const int64_t by_tiles = ny / (2 * C::TILE);
+  const int64_t by_tiles = nred / (2 * C::TILE);
   n = n < by_tiles ? n : by_tiles;
   if (scheme == SCHEME_SPLIT) n = n > 2 ? n : 2;
-  const int64_t by_memory = WORKSPACE_LIMIT / ((int64_t)sizeof(typename R::State) * nx * nbatch);
+  const int64_t by_memory = WORKSPACE_LIMIT / ((int64_t)sizeof(typename R::State) * nout * nbatch);
   n = n < by_memory ? n : by_memory;
-  n = n < ny ? n : ny;
+  n = n < nred ? n : nred;
   n = n < 65535 ? n : 65535;
   return n > 1 ? n : 1;
 }
@@ -98,9 +98,9 @@ int64_t plan_splits(int64_t nbatch, int64_t nx, int64_t ny, int scheme) {
 // Launches on `stream`; LK_STATUS_OK, or LK_STATUS_SHARED_MEMORY if a tile does not fit
 // in shared memory, LK_STATUS_CUDA_ATTRIBUTE if its size cannot be raised, LK_STATUS_FAILED
 // on a CUDA error. layout: (vstride, voff, istride, ioff) of Outputs. `workspace` holds
-// nbatch * nsplit * nx States when nsplit > 1.
+// nbatch * nsplit * nout States when nsplit > 1.
 template <class F, class R, class T, class S>
-int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
+int cuda_launch(int64_t nbatch, int64_t nout, int64_t nred, const void* const* ptrs,
                 const int64_t* batch_strides, S* vals, int64_t* idx, const int64_t* layout,
                 int64_t nsplit, void* workspace, cudaStream_t stream) {
   using C = typename Engine<F, R, T, S>::C;
@@ -119,18 +119,18 @@ int cuda_launch(int64_t nbatch, int64_t nx, int64_t ny, const void* const* ptrs,
                              (int)C::SHARED) != cudaSuccess)
       return LK_STATUS_CUDA_ATTRIBUTE;
   }
-  const int64_t jchunk = (ny + nsplit - 1) / nsplit;
+  const int64_t jchunk = (nred + nsplit - 1) / nsplit;
   auto* partial = nsplit > 1 ? static_cast<typename R::State*>(workspace) : nullptr;
-  dim3 grid((unsigned)row_blocks<F, R, T, S>(nx), (unsigned)nsplit,
+  dim3 grid((unsigned)row_blocks<F, R, T, S>(nout), (unsigned)nsplit,
             (unsigned)(nbatch < 65535 ? nbatch : 65535));
   const Outputs<S> out{vals, idx, layout[0], layout[1], layout[2], layout[3]};
-  const typename C::Range range{ny, jchunk};
-  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nx, ny, range, args, out, partial);
+  const typename C::Range range{nred, jchunk};
+  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nout, nred, range, args, out, partial);
   if (nsplit > 1) {
-    const int64_t total = nbatch * nx;
+    const int64_t total = nbatch * nout;
     const int64_t blocks = (total + 255) / 256;
     merge_splits<F, R, T, S><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
-        nbatch, nx, (int)nsplit, partial, out);
+        nbatch, nout, (int)nsplit, partial, out);
   }
   return cudaGetLastError() == cudaSuccess ? LK_STATUS_OK : LK_STATUS_FAILED;
 }

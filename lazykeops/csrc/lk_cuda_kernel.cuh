@@ -1,13 +1,13 @@
-// lk_cuda_kernel.cuh: the one CUDA kernel skeleton, `reduce`, and what every scheme shares:
+// lk_cuda_kernel.cuh: the one CUDA kernel skeleton, `reduce`, and what every variant shares:
 // the argument and output tables, parameter staging, the two row sources, the contiguous
 // range of reduced indices, the epilogue and the merge of split ranges.
 //
 // reduce<F, R, T, S, K> owns the loops: batches over gridDim.z, the block's rows (RPT per
 // thread), the policy's State and Acc per row, the walk over the block's range of j in
 // tiles, folding, and writing the outputs (or the split scheme's partial States). The
-// scheme K (lk_cuda_tiles.cuh: TiledScheme, lk_cuda_chunked.cuh: ChunkedScheme) fills in:
+// variant K (lk_cuda_tiles.cuh: TiledVariant, lk_cuda_chunked.cuh: ChunkedVariant) fills in:
 //   K::Rows    the row source: where a thread's rows keep their i-variables for the batch
-//              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, nx)`, `in(r)`.
+//              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, nout)`, `in(r)`.
 //   K::Range   the reduced-range source: host-built, passed by value; `begin(rb, split)`
 //              and `end(rb, split)`, the j-range of row block rb's split (ContiguousRange:
 //              the only one so far; block-sparse ranges and shard offsets come here).
@@ -51,7 +51,7 @@ __device__ LK_INLINE const S* arg(const ArgTable<F>& a, int v, int64_t b) {
   return static_cast<const S*>(a.ptr[v]) + b * a.batch_stride[v];
 }
 
-// Where the outputs go: output row t (= batch * nx + i) writes its values at
+// Where the outputs go: output row t (= batch * nout + i) writes its values at
 // vals[t * vstride + voff ...] and its indices at idx[t * istride + ioff ...]. The strides
 // exceed the policy's widths when a wide output is computed in slices of components, one
 // kernel per slice (runtime/cuda.py).
@@ -72,7 +72,7 @@ __device__ LK_INLINE void write_outputs(const typename R::State& st, const Outpu
 }
 
 // ---------------------------------------------------------------- parameters
-// Whether the parameters are staged in shared memory (LK_CUDA_P_SHARED), for every scheme.
+// Whether the parameters are staged in shared memory (LK_CUDA_P_SHARED), for every variant.
 template <class F, class T>
 LK_HD constexpr bool params_in_shared() {
   return (int64_t)packed_size<F>(CAT_P) * (int64_t)sizeof(T) <= LK_CUDA_P_SHARED;
@@ -101,7 +101,7 @@ struct Params {
 // ---------------------------------------------------------------- row sources
 // A thread's rows are first_row + r * BLOCK, r < RPT. Rows past the end compute on the
 // last row and are never written.
-LK_HD LK_INLINE int64_t clamp_row(int64_t i, int64_t nx) { return i < nx ? i : nx - 1; }
+LK_HD LK_INLINE int64_t clamp_row(int64_t i, int64_t nout) { return i < nout ? i : nout - 1; }
 
 // The i-variables that layout L selects, packed in registers, RPT rows.
 template <class F, class T, class S, int RPT, int BLOCK, class L>
@@ -110,11 +110,11 @@ struct RegisterRows {
   T x[RPT][D > 0 ? D : 1];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nx) {
+  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nout) {
     if constexpr (L::template holds<F>(V)) {
       constexpr int dim = F::DIM[V], off = L::template offset<F>(CAT_I, V);
       for (int r = 0; r < RPT; ++r) {
-        const int64_t i = clamp_row(first_row + r * BLOCK, nx);
+        const int64_t i = clamp_row(first_row + r * BLOCK, nout);
         for (int k = 0; k < dim; ++k) x[r][off + k] = to_compute(src[i * dim + k]);
       }
     }
@@ -130,28 +130,28 @@ struct GlobalRows {
   const S* row[RPT][F::NARGS > 0 ? F::NARGS : 1];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nx) {
-    for (int r = 0; r < RPT; ++r) row[r][V] = src + clamp_row(first_row + r * BLOCK, nx) * F::DIM[V];
+  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nout) {
+    for (int r = 0; r < RPT; ++r) row[r][V] = src + clamp_row(first_row + r * BLOCK, nout) * F::DIM[V];
   }
   __device__ LK_INLINE Pointers<T, S> in(int r) const { return {row[r]}; }
 };
 
 // ---------------------------------------------------------------- reduced ranges
 // Split `split` of every row block covers [split * per_split, (split + 1) * per_split) of
-// 0 .. ny: all of j when the grid has one split (1D scheme).
+// 0 .. nred: all of j when the grid has one split (1D scheme).
 struct ContiguousRange {
-  int64_t ny, per_split;
+  int64_t nred, per_split;
   __device__ LK_INLINE int64_t begin(unsigned, unsigned split) const { return split * per_split; }
   __device__ LK_INLINE int64_t end(unsigned rb, unsigned split) const {
     const int64_t e = begin(rb, split) + per_split;
-    return e < ny ? e : ny;
+    return e < nred ? e : nred;
   }
 };
 
 // ---------------------------------------------------------------- the kernel
 template <class F, class R, class T, class S, class K>
 __global__ void __launch_bounds__(LK_CUDA_BLOCK)
-reduce(int64_t nbatch, int64_t nx, int64_t ny, typename K::Range range, ArgTable<F> args,
+reduce(int64_t nbatch, int64_t nout, int64_t nred, typename K::Range range, ArgTable<F> args,
        Outputs<S> out, typename R::State* partial) {
   using Terms = typename K::Terms;
   using Acc = typename R::template Acc<T>;
@@ -171,7 +171,7 @@ reduce(int64_t nbatch, int64_t nx, int64_t ny, typename K::Range range, ArgTable
       constexpr int V = decltype(v)::value;
       const S* src = arg<F, S>(args, V, b);
       if constexpr (F::CAT[V] == CAT_P) params.template stage<V>(src);
-      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, first_row, nx);
+      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, first_row, nout);
     });
     typename R::State st[RPT];
     Acc acc[RPT];
@@ -181,7 +181,7 @@ reduce(int64_t nbatch, int64_t nx, int64_t ny, typename K::Range range, ArgTable
     }
     for (int64_t j0 = jbeg; j0 < jend; j0 += Terms::TILE) {
       const int n = (int)(jend - j0 < Terms::TILE ? jend - j0 : Terms::TILE);
-      Terms::tile(shared, args, b, nx, ny, j0, n, rows, params.in(),
+      Terms::tile(shared, args, b, nout, nred, j0, n, rows, params.in(),
                   [&](int r, const T* f, int64_t j) { R::acc_push(acc[r], f, j); });
       if constexpr (R::ACC_PER_TILE) {
         for (int r = 0; r < RPT; ++r) {
@@ -192,12 +192,12 @@ reduce(int64_t nbatch, int64_t nx, int64_t ny, typename K::Range range, ArgTable
     }
     for (int r = 0; r < RPT; ++r) {
       const int64_t i = first_row + r * K::BLOCK;
-      if (i >= nx) continue;
+      if (i >= nout) continue;
       if constexpr (!R::ACC_PER_TILE) R::acc_fold(st[r], acc[r]);
       if (partial)
-        partial[(b * gridDim.y + blockIdx.y) * nx + i] = st[r];
+        partial[(b * gridDim.y + blockIdx.y) * nout + i] = st[r];
       else
-        write_outputs<F, R, T, S>(st[r], out, b * nx + i);
+        write_outputs<F, R, T, S>(st[r], out, b * nout + i);
     }
   }
 }
@@ -205,14 +205,14 @@ reduce(int64_t nbatch, int64_t nx, int64_t ny, typename K::Range range, ArgTable
 // The split scheme's second step: one thread per (batch, row) merges its nsplit States in
 // order of j (ties keep the smaller index) and writes the outputs.
 template <class F, class R, class T, class S>
-__global__ void merge_splits(int64_t nbatch, int64_t nx, int nsplit,
+__global__ void merge_splits(int64_t nbatch, int64_t nout, int nsplit,
                              const typename R::State* partial, Outputs<S> out) {
-  const int64_t total = nbatch * nx;
+  const int64_t total = nbatch * nout;
   for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total;
        t += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t b = t / nx, i = t - b * nx;
-    typename R::State st = partial[b * nsplit * nx + i];
-    for (int s = 1; s < nsplit; ++s) R::merge(st, partial[(b * nsplit + s) * nx + i]);
+    const int64_t b = t / nout, i = t - b * nout;
+    typename R::State st = partial[b * nsplit * nout + i];
+    for (int s = 1; s < nsplit; ++s) R::merge(st, partial[(b * nsplit + s) * nout + i]);
     write_outputs<F, R, T, S>(st, out, t);
   }
 }

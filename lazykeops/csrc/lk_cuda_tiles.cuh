@@ -1,7 +1,7 @@
-// lk_cuda_tiles.cuh: the tiled scheme of the CUDA engine (lk_cuda_engine.cuh describes it),
+// lk_cuda_tiles.cuh: the tiled variant of the CUDA kernel (lk_cuda_engine.cuh describes it),
 // one instantiation of the kernel skeleton (lk_cuda_kernel.cuh): its launch configuration
 // (CudaConfig), the term evaluator TileTerms (a tile of j-variables in shared memory, one
-// `eval` per (row, term)) and TiledScheme, which picks the row source: registers for rows
+// `eval` per (row, term)) and TiledVariant, which picks the row source: registers for rows
 // of up to LK_CUDA_X_REGISTERS words, global memory past it.
 #pragma once
 
@@ -66,7 +66,7 @@ __device__ LK_INLINE void load_tile(T* tile, const ArgTable<F>& args, int64_t b,
   });
 }
 
-// The term evaluator of the tiled scheme: the tile's j-variables to shared memory, then
+// The term evaluator of the tiled variant: the tile's j-variables to shared memory, then
 // `eval` for each term and each of the thread's rows, the rows of a term one after the
 // other (independent instructions the scheduler interleaves).
 template <class F, class C, class T, class S>
@@ -100,7 +100,7 @@ struct TileTerms {
 };
 
 template <class F, class R, class T, class S>
-struct TiledScheme : CudaConfig<F, R, T> {
+struct TiledVariant : CudaConfig<F, R, T> {
   using C = CudaConfig<F, R, T>;
   using Rows = std::conditional_t<C::X_IN_REGISTERS,
                                   RegisterRows<F, T, S, C::RPT, C::BLOCK, AllArgs>,

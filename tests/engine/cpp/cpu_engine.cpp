@@ -171,7 +171,7 @@ void batch_broadcast() {
   report.add(c);
 }
 
-// Large enough for cpu_run to go parallel (nx * ny * (DIMOUT + DJ) > 200000).
+// Large enough for cpu_run to go parallel (nout * nred * (DIMOUT + DJ) > 200000).
 void threads(int nthreads, const std::vector<double>& want, const GaussianData& d,
              std::vector<double>& got) {
   harness::Case c(nthreads == 1 ? "threads_1" : "threads_2");

@@ -1,6 +1,6 @@
 // cuda_compile.cu: the CUDA engine headers compile with nvcc (-c, no GPU needed) for
 // hand-written formulas in the shape codegen.py renders: the kernel skeleton (reduce) in
-// its tiled scheme (registers and global-memory rows) and its chunked scheme, and
+// its tiled variant (registers and global-memory rows) and its chunked variant, and
 // merge_splits, over Sum,
 // LogSumExp (weighted: what SoftMaxRed is made of), ArgExtremum and KMin policies, in the compute/storage type pairs the code generator uses (float/float,
 // double/double, float/__half, float/__nv_bfloat16). No entry macro: the kernels are
@@ -80,23 +80,23 @@ struct Chunked {
 
 static_assert(lk::IsChunked<Chunked>::value && !lk::IsChunked<Gaussian>::value, "WIDE detection");
 
-// The kernels of a scheme for (F, R, T, S): the skeleton and the split scheme's merge.
+// The kernels of a variant for (F, R, T, S): the skeleton and the split scheme's merge.
 template <class F, class R, class T, class S, class K>
 const void* const kernels[] = {(const void*)&lk::reduce<F, R, T, S, K>,
                                (const void*)&lk::merge_splits<F, R, T, S>};
 
 template <class F, class R, class T, class S>
-const void* const* const tiles = kernels<F, R, T, S, lk::TiledScheme<F, R, T, S>>;
+const void* const* const tiles = kernels<F, R, T, S, lk::TiledVariant<F, R, T, S>>;
 template <class F, class R, class T, class S>
-const void* const* const chunked = kernels<F, R, T, S, lk::ChunkedScheme<F, R, T, S>>;
+const void* const* const chunked = kernels<F, R, T, S, lk::ChunkedVariant<F, R, T, S>>;
 
-// The schemes the engine picks, with the row source each formula needs.
+// The variants the engine picks, with the row source each formula needs.
 static_assert(std::is_same_v<lk::Engine<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>::C,
-                             lk::ChunkedScheme<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>>,
-              "a chunked formula runs the chunked scheme");
-static_assert(lk::TiledScheme<Gaussian, lk::SumRed<2, lk::BlockSum>, float, float>::X_IN_REGISTERS,
+                             lk::ChunkedVariant<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>>,
+              "a chunked formula runs the chunked variant");
+static_assert(lk::TiledVariant<Gaussian, lk::SumRed<2, lk::BlockSum>, float, float>::X_IN_REGISTERS,
               "Gaussian's rows in registers");
-static_assert(std::is_same_v<lk::TiledScheme<WideGlobal, lk::SumRed<1, lk::KahanSum>, double,
+static_assert(std::is_same_v<lk::TiledVariant<WideGlobal, lk::SumRed<1, lk::KahanSum>, double,
                                              double>::Rows,
                              lk::GlobalRows<WideGlobal, double, double, 1, LK_CUDA_BLOCK>>,
               "WideGlobal's rows in global memory");

@@ -96,14 +96,14 @@ struct Report {
 namespace harness {
 
 // The CPU engine below its entry macro: arguments as the engine reads them (args[v] for
-// argument v, batch b at args[v] + b * batch_strides[v]; outputs nbatch x nx x VALS and
-// x IDXS; DualSum columns nbatch x ny x COLS). The one place that knows cpu_run's
+// argument v, batch b at args[v] + b * batch_strides[v]; outputs nbatch x nout x VALS and
+// x IDXS; DualSum columns nbatch x nred x COLS). The one place that knows cpu_run's
 // signature.
 template <class F, class R, class T>
-int run_cpu(int64_t nbatch, int64_t nx, int64_t ny, const std::vector<const T*>& args,
+int run_cpu(int64_t nbatch, int64_t nout, int64_t nred, const std::vector<const T*>& args,
             const std::vector<int64_t>& batch_strides, T* vals, int64_t* idx, T* cols,
             int nthreads) {
-  return lk::cpu_run<F, R, T>(nbatch, nx, ny, args.data(), batch_strides.data(), vals, idx,
+  return lk::cpu_run<F, R, T>(nbatch, nout, nred, args.data(), batch_strides.data(), vals, idx,
                               cols, nthreads);
 }
 

@@ -5,7 +5,7 @@
 //   acc         the CUDA kernel's path (reduce): acc_init / acc_push per term,
 //               acc_fold after each tile when ACC_PER_TILE, else once at the end
 //   *_split     the same over j split in ranges (one of a single term, one empty, as the
-//               CUDA split scheme makes when nsplit does not divide ny), whose States are
+//               CUDA split scheme makes when nsplit does not divide nred), whose States are
 //               combined by merge in order of j (merge_splits)
 // in float and double, over integer-valued terms with ties whose exp overflows (values
 // near 1000), the same with a few NaN terms, and terms that are mostly NaN.
