@@ -4,6 +4,9 @@
 Signature `sig`, fetches the kernel for the arrays' dtype and device (compiled and cached on
 first use), fills one LkLaunch struct (abi.py) and calls the library; `prepare` makes the
 arrays contiguous first, broadcast over the batch where they have batch dims of their own.
+Every reduction takes this one `prepare -> launch` path: Genred after its signature step,
+the LazyTensor front end with the Signature its expression already checked (its leaves in
+their own layout), and torch autograd's forward with either.
 The status codes of the engines are turned into errors here, in one place.
 """
 
@@ -15,20 +18,24 @@ from . import abi
 from .cuda import launch_cuda
 
 
-def prepare(core, sig, arrays):
-    """Contiguous arrays laid out as (..., N, D), (..., M, D) or (..., D) in memory, each
-    either one batch (stride 0 in `sig`) or the whole broadcast batch."""
+def prepare(core, sig, arrays, lazy=False):
+    """The arrays as the engine reads them: contiguous, and those with batch dims of their
+    own (a nonzero stride in `sig`) broadcast over the whole batch. In memory the layouts
+    (..., N, D) of Genred and (..., N, 1, D) of a LazyTensor leaf (`lazy`) are the same:
+    only the trailing dims kept when broadcasting differ. Nothing is checked here (the
+    signature step or the LazyTensor's construction did)."""
     B = core.backend
+    if not sig.batch:  # the common case, in one pass
+        contiguous = B.contiguous
+        return [contiguous(x) for x in arrays]
     prepared = []
     for a, x, stride in zip(core.aliases, arrays, sig.strides):
-        inner = tuple(x.shape[-1:] if a.cat == CAT_P else x.shape[-2:])
-        if len(x.shape) == 0:
-            x, inner = x.reshape(1), (1,)
-        if stride == 0:
-            own = len(x.shape) - len(inner)
-            prepared.append(B.prepare(x.reshape(inner) if own else x, inner))
-        else:
-            prepared.append(B.prepare(x, (*sig.batch, *inner)))
+        if stride:
+            inner = 3 if lazy else 1 if a.cat == CAT_P else 2
+            x = B.prepare(x, (*sig.batch, *x.shape[len(x.shape) - inner:]))
+        else:  # one batch: the engine reads it from its first element (0-d included)
+            x = B.contiguous(x)
+        prepared.append(x)
     return prepared
 
 
@@ -45,17 +52,24 @@ def output(core, out, shape, dtype, like):
     return out
 
 
-def launch(core, sig, prepared, out=None, backend="auto"):
-    """The outputs of `core` on `prepared` arrays (see `prepare`): values, indices,
-    (values, indices) or (values, columns), as the reduction returns."""
-    if core.k is not None and core.k > sig.nred:
+def check_k(core, sig):
+    """A K-reduction needs at least K terms on the reduced axis."""
+    if core.k > sig.nred:
         raise LazyKeOpsError(f"reduction {core.reduction.name} with K={core.k} needs at "
                              f"least K terms, but the reduced axis has {sig.nred}, for "
                              f"formula '{core.text}'")
+
+
+def launch(core, sig, prepared, out=None, backend="auto"):
+    """The outputs of `core` on `prepared` arrays (see `prepare`): values, indices,
+    (values, indices) or (values, columns), as the reduction returns."""
+    if core.k is not None:
+        check_k(core, sig)
     B = core.backend
     like = prepared[0]
     vals_shape, idx_shape, cols_shape = sig.output_shapes(core)
-    vals = output(core, out, vals_shape, sig.dtype, like) if vals_shape else None
+    vals = None if not vals_shape else B.empty(vals_shape, sig.dtype, like) if out is None \
+        else output(core, out, vals_shape, sig.dtype, like)
     idx = B.empty(idx_shape, "int64", like) if idx_shape else None
     cols = B.empty(cols_shape, sig.dtype, like) if cols_shape else None
     if sig.nbatch and sig.nout:

@@ -30,6 +30,10 @@ from .options import (DTYPES_ACC, GENRED_CALL_KEYWORDS, GENRED_INIT_KEYWORDS, as
 # pykeops's names. Arrays stay on their device: the backend must agree with it.
 BACKENDS = ("auto", "CPU", "GPU", "GPU_1D", "GPU_2D")
 HALF_DTYPES = ("float16", "bfloat16")
+# While torch/custom_ops.py's backward runs, ROUTE holds its `call_op`: every core call
+# (autograd's gradient reductions, a companion's indices) then goes through the custom op,
+# so that AOTAutograd traces it into the backward graph. Empty otherwise (one list test).
+ROUTE = []
 
 
 def parse_genred(formula, aliases, formula2=None):
@@ -145,6 +149,12 @@ class GenredCore:
 
     # ------------------------------------------------------------------ call
     def __call__(self, *args, backend="auto", out=None, device_id=-1):
+        if ROUTE:
+            return ROUTE[-1](self, args, backend, out)
+        return self.compute(*args, backend=backend, out=out, device_id=device_id)
+
+    def compute(self, *args, backend="auto", out=None, device_id=-1):
+        """The reduction on `args` (checked, then launched), never routed."""
         self.check_backend(backend)  # the name, before any array is looked at
         if device_id != -1:
             self.check_device_id(args, device_id)

@@ -25,7 +25,17 @@ from .backends import get_backend
 from .lazy_shapes import _shapes, merge_into
 
 
+TORCH_TENSOR = []  # [torch.Tensor], set by lazykeops.torch (this module imports no torch)
+_PYTHON_VALUES = (float, int, bool, complex, list, tuple, type(None))
+
+
 def _framework_of(x):
+    # The first two tests are also what torch.compile can trace: it cannot read the
+    # module name of a Parameter's or a float's class.
+    if TORCH_TENSOR and isinstance(x, TORCH_TENSOR[0]):
+        return "torch"
+    if type(x) in _PYTHON_VALUES:
+        return None
     module = type(x).__module__
     if module.startswith("torch"):
         return "torch"

@@ -230,8 +230,9 @@ for _name, _hint in (("logsumexp", "reduce .real or abs() instead"),
 # ------------------------------------------------------------------ construction
 _COMPLEX_CLASSES = {LazyTensor: ComplexLazyTensor}
 # Operand types that are never complex: the operators' fast path (pinned classes are
-# added by pinned_complex_class).
-_REAL_OPERANDS = {int, float, LazyTensor}
+# added by pinned_complex_class). A list: torch.compile reads `float in` a set of
+# classes as False.
+_REAL_OPERANDS = [int, float, LazyTensor]
 
 
 def complex_class(real_class):
@@ -245,7 +246,7 @@ def pinned_complex_class(real_class, framework):
     cls = type("ComplexLazyTensor", (ComplexLazyTensor, real_class),
                {"_real_class": real_class, "__module__": f"lazykeops.{framework}"})
     _COMPLEX_CLASSES[real_class] = _COMPLEX_CLASSES[cls] = cls
-    _REAL_OPERANDS.add(real_class)
+    _REAL_OPERANDS.append(real_class)
     return cls
 
 

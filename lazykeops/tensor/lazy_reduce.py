@@ -13,7 +13,7 @@ from ..errors import LazyKeOpsError
 from ..formula import autodiff
 from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.aliases import Alias
-from ..runtime.launch import launch
+from ..runtime.launch import launch, prepare
 from ..runtime.signature import Signature
 from .genred import HALF_DTYPES, GenredCore
 from .options import as_index, call_options, check_device_id, split_reduction_options
@@ -124,9 +124,16 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
         shape_of = merged
     else:
         roots, shape_of = (t,), t
+    spec = (reduction_op, axis, k, dtype_acc, sum_scheme)
+    if shape_of.framework == "torch" and is_compiling():  # under torch.compile
+        _check_dtype(t, shape_of)
+        if device_id != -1:
+            check_device_id(device_id, shape_of.device, _what(t, reduction_op))
+        from ..torch.custom_ops import compiled_reduce
+
+        return _pykeops_shape(compiled_reduce(roots, spec, shape_of, backend, out), t, k)
     nodes, leaves = lower(roots)
     table = tuple([(leaf.category, leaf.inner_dim) for leaf in leaves])
-    spec = (reduction_op, axis, k, dtype_acc, sum_scheme)
     if leaves and leaves[0].symbolic_pos is not None:
         return SymbolicReduction(nodes, table, spec)
     if deferred:
@@ -134,9 +141,7 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     if shape_of.framework is None:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
                              "Python numbers cannot be reduced: there is no i or j axis")
-    if shape_of.dtype not in _FLOATS:
-        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data; "
-                             f"reductions need one of {', '.join(_FLOATS)}")
+    _check_dtype(t, shape_of)
     # pykeops's convention: with no variable indexed by i (or j), that size is 1.
     if shape_of.ni is None or shape_of.nj is None:
         for category, size in ((CAT_I, shape_of.ni), (CAT_J, shape_of.nj)):
@@ -146,26 +151,29 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     if device_id != -1:
         check_device_id(device_id, shape_of.device, _what(t, reduction_op))
     core = _core(nodes, table, spec, shape_of.framework)
+    half_cpu = shape_of.device == "cpu" and shape_of.dtype in HALF_DTYPES  # widened by the core
+    if not half_cpu:
+        core.check_backend(backend, shape_of.device)
+        if shape_of.device != "cpu":
+            core.check_device(shape_of.device)
+    arrays, sig = _signature(leaves, shape_of, axis, core.backend)
     if shape_of.framework == "torch" and _needs_autograd(leaves):
         from ..torch.autograd import call  # torch only; recorded for backward
 
-        args = [_genred_layout(leaf) for leaf in leaves]
-        return _pykeops_shape(call(core, args, backend=backend, out=out), t, k)
-    if shape_of.device == "cpu" and shape_of.dtype in HALF_DTYPES:  # widened by the core
-        args = [_genred_layout(leaf) for leaf in leaves]
+        args = [_genred_layout(leaf, x) for leaf, x in zip(leaves, arrays)]
+        return _pykeops_shape(call(core, args, backend, out, None if half_cpu else sig), t, k)
+    if half_cpu:
+        args = [_genred_layout(leaf, x) for leaf, x in zip(leaves, arrays)]
         return _pykeops_shape(core(*args, backend=backend, out=out), t, k)
-    core.check_backend(backend, shape_of.device)
-    if shape_of.device != "cpu":
-        core.check_device(shape_of.device)
     # The fast path: the expression's construction checked what a signature checks.
-    batch = shape_of.batch
-    prepared, strides = _prepare_leaves(leaves, batch, core.backend, shape_of.dtype,
-                                        shape_of.device)
-    nout, nred = (shape_of.ni or 1, shape_of.nj or 1)
-    if axis == 0:
-        nout, nred = nred, nout
-    sig = Signature(shape_of.dtype, shape_of.device, batch, nout, nred, strides)
-    return _pykeops_shape(launch(core, sig, prepared, out, backend), t, k)
+    return _pykeops_shape(launch(core, sig, prepare(core, sig, arrays, lazy=True), out, backend),
+                          t, k)
+
+
+def _check_dtype(t, shape_of):
+    if shape_of.dtype not in _FLOATS:
+        raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} holds {shape_of.dtype} data; "
+                             f"reductions need one of {', '.join(_FLOATS)}")
 
 
 def _what(t, reduction_op):
@@ -200,6 +208,12 @@ def _unit_axis(category, like):
     return leaf
 
 
+def is_compiling():
+    """Whether torch.compile traces this call: torch.compiler.is_compiling once
+    lazykeops.torch is imported (torch/autograd.py sets it; this module imports no torch)."""
+    return False
+
+
 _IS_RECORDED = []  # torch.autograd.is_recorded, imported on first use (it imports torch)
 
 
@@ -215,33 +229,30 @@ def _needs_autograd(leaves):
     return False
 
 
-def _genred_layout(leaf):
-    """Leaf data in Genred's shapes: (..., N, D), (..., M, D) or (..., D)."""
-    x = leaf.data
+def _genred_layout(leaf, x):
+    """Leaf data `x` in Genred's shapes: (..., N, D), (..., M, D) or (..., D) (views).
+    A Python number's array (see _signature) is (D,) already."""
     if leaf.framework is None:
         return x
     keep = -2 if leaf.category == CAT_I else -3 if leaf.category == CAT_J else None
     return x.squeeze(keep) if keep is not None else x.squeeze(-2).squeeze(-2)
 
 
-def _prepare_leaves(leaves, batch, backend, dtype, device="cpu"):
-    """Leaf data as the runtime's launch() wants it, and their batch strides. LazyTensor
-    construction already checked sizes, dims, dtypes and batch dims, so this only makes
-    memory contiguous."""
-    prepared, strides = [], []
-    for leaf in leaves:
-        x = leaf.data
-        if leaf.framework is None:  # a Python number or list: a parameter
-            x = _python_parameter(x, backend, dtype, device)
-        own = leaf.batch
-        if not own or all(s == 1 for s in own):
-            strides.append(0)
-        else:
-            if tuple(own) != tuple(batch):
-                x = backend.prepare(x, (*batch, *x.shape[-3:]))
-            strides.append((leaf.ni or 1) * (leaf.nj or 1) * leaf.inner_dim)
-        prepared.append(backend.contiguous(x))
-    return prepared, strides
+def _signature(leaves, shape_of, axis, backend):
+    """(the leaves' arrays, the call's Signature), from what the LazyTensor construction
+    checked: no second validation. Python numbers become (cached) arrays."""
+    arrays = [leaf.data if leaf.framework is not None else  # else a Python number or list
+              _python_parameter(leaf.data, backend, shape_of.dtype, shape_of.device)
+              for leaf in leaves]
+    if shape_of.batch:
+        strides = [0 if all(s == 1 for s in leaf.batch) else
+                   (leaf.ni or 1) * (leaf.nj or 1) * leaf.inner_dim for leaf in leaves]
+    else:
+        strides = [0] * len(leaves)
+    nout, nred = (shape_of.ni or 1, shape_of.nj or 1)
+    if axis == 0:
+        nout, nred = nred, nout
+    return arrays, Signature(shape_of.dtype, shape_of.device, shape_of.batch, nout, nred, strides)
 
 
 _PARAMETERS = {}

@@ -18,12 +18,20 @@ reduction, are in torch/reduction_rules.py:
 
 torch.func: `vmap` maps onto the engine's batch dimensions; grad, vjp and jacrev use the
 backward; jvp (hence jacfwd and hessian) is implemented for the sum-like reductions.
+
+torch.compile: `call` sends the reduction to the custom op of torch/custom_ops.py, whose
+registered backward runs the same rules.
 """
 
 import torch
 
 from ..errors import LazyKeOpsError
 from ..formula import CAT_P
+from ..runtime.launch import launch, prepare
+from ..tensor import lazy_reduce
+from ..tensor.genred import ROUTE
+
+_is_compiling = torch.compiler.is_compiling
 
 
 try:  # tensors wrapped by torch.func transforms (grad, vmap, ...) hide requires_grad
@@ -38,31 +46,47 @@ def is_recorded(a):
     return isinstance(a, torch.Tensor) and (a.requires_grad or _is_wrapped(a))
 
 
-def call(core, args, backend="auto", out=None):
+def call(core, args, backend="auto", out=None, sig=None):
     """core(*args), recorded by autograd when a torch input requires a gradient (or is
-    seen through a torch.func transform)."""
+    seen through a torch.func transform). `sig`: the call's Signature when the caller has
+    checked the arguments (the LazyTensor front end), so that the forward only prepares
+    and launches. Under torch.compile, and inside the custom op's backward (ROUTE), the
+    call goes through the custom op (torch/custom_ops.py) instead."""
+    if ROUTE:
+        return ROUTE[-1](core, args, backend, out)
+    if _is_compiling():
+        from .custom_ops import call_op
+
+        return call_op(core, args, backend, out)
     for a in args:  # a plain loop: this runs on every small call
         if is_recorded(a):
             break
     else:
-        return core(*args, backend=backend, out=out)
+        return _run(core, args, backend, out, sig)
     if torch.is_grad_enabled() or any(isinstance(a, torch.Tensor) and _is_wrapped(a)
                                       for a in args):
         if out is not None:
             raise LazyKeOpsError(f"out= cannot be used when an input of formula "
                                  f"'{core.text}' requires a gradient")
-        return GenredFunction.apply(core, backend, *args)
-    return core(*args, backend=backend, out=out)
+        return GenredFunction.apply(core, backend, sig, *args)
+    return _run(core, args, backend, out, sig)
+
+
+def _run(core, args, backend, out, sig):
+    """The one prepare -> launch path, after the signature step unless `sig` is given."""
+    if sig is None:
+        return core.compute(*args, backend=backend, out=out)
+    return launch(core, sig, prepare(core, sig, args), out, backend)
 
 
 class GenredFunction(torch.autograd.Function):
     @staticmethod
-    def forward(core, backend, *args):
-        return core(*args, backend=backend)
+    def forward(core, backend, sig, *args):
+        return _run(core, args, backend, None, sig)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        core, backend, *args = inputs
+        core, backend, _, *args = inputs
         ctx.core, ctx.backend = core, backend
         ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
         ctx.python_args = [None if t else a for a, t in zip(args, ctx.is_tensor)]
@@ -77,22 +101,22 @@ class GenredFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         args, outs = _saved(ctx)
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.needs_input_grad[3:]
         from .reduction_rules import reduction_backward  # it calls `call`: imported late
 
         grads = reduction_backward(ctx.core, args, outs, grad_outputs, needs)
-        return (None, None, *grads)
+        return (None, None, None, *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         args, outs = _saved(ctx)
         from .reduction_rules import reduction_jvp
 
-        return reduction_jvp(ctx.core, args, outs, tangents[2:])
+        return reduction_jvp(ctx.core, args, outs, tangents[3:])
 
     @staticmethod
-    def vmap(info, in_dims, core, backend, *args):
-        out = GenredFunction.apply(core, backend, *vmapped_args(core, args, in_dims[2:]))
+    def vmap(info, in_dims, core, backend, sig, *args):  # new shapes: a new signature
+        out = GenredFunction.apply(core, backend, None, *vmapped_args(core, args, in_dims[3:]))
         return out, ((0, 0) if isinstance(out, tuple) else 0)
 
 
@@ -116,6 +140,12 @@ def vmapped_args(core, args, in_dims):
             a = a.unsqueeze(-1)
         moved.append(a.reshape(a.shape[0], *([1] * (rank - own)), *a.shape[1:]))
     return moved
+
+
+# The LazyTensor front end's torch hooks, set now rather than on first use inside a function
+# that torch.compile traces (Dynamo would guard on the empty list and recompile).
+lazy_reduce._IS_RECORDED[:] = [is_recorded]
+lazy_reduce.is_compiling = _is_compiling
 
 
 def _saved(ctx):

@@ -1,7 +1,17 @@
 """The torch binding of the Genred core."""
 
+import torch
+
 from .autograd import call
+from ..tensor import lazy
+from ..tensor.backends import get_backend
 from ..tensor.genred import GenredFront
+
+# Set at import, not on first use inside a function that torch.compile traces (a side
+# effect there trips Dynamo's guards): the backend object, and the tensor class by which
+# LazyTensor recognises torch data (type(x).__module__ is not traceable for a Parameter).
+get_backend("torch")
+lazy.TORCH_TENSOR[:] = [torch.Tensor]
 
 
 class Genred(GenredFront):
