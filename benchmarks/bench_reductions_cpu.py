@@ -1,6 +1,7 @@
 """CPU time of every reduction policy, one commit against another in the same run.
 
     python benchmarks/bench_reductions_cpu.py OLD_TREE NEW_TREE [--n 10000] [--rounds 3]
+        [--only 'Sum D=1' ArgMin ...]
 
 OLD_TREE and NEW_TREE are checkouts of lazykeops (e.g. `git worktree add /tmp/old <commit>`).
 Each round runs every workload in a fresh process of each tree, alternating old and new,
@@ -65,17 +66,19 @@ def main():
     parser.add_argument("new")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None, help="workload names to run")
     args = parser.parse_args()
+    workloads = {k: v for k, v in WORKLOADS.items() if args.only is None or k in args.only}
     caches = {tree: tempfile.mkdtemp(prefix="lk-bench-") for tree in (args.old, args.new)}
-    times = {(name, tree): [] for name in WORKLOADS for tree in caches}
+    times = {(name, tree): [] for name in workloads for tree in caches}
     for _ in range(args.rounds):
-        for name, spec in WORKLOADS.items():
+        for name, spec in workloads.items():
             for tree in (args.old, args.new):
                 times[name, tree].append(run(tree, caches[tree], (name, *spec), args.n))
     print(f"N = M = {args.n:,}, float32, 1 thread, median of {args.rounds} processes "
           f"(each the median of 5 calls)")
     print("| workload | old (ms) | new (ms) | new / old |\n|---|---|---|---|")
-    for name in WORKLOADS:
+    for name in workloads:
         old = statistics.median(times[name, args.old]) * 1e3
         new = statistics.median(times[name, args.new]) * 1e3
         print(f"| {name} | {old:.1f} | {new:.1f} | {new / old:.3f} |")
