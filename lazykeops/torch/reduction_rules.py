@@ -114,7 +114,7 @@ def _sumlike_backward(core, args, out, G, wanted):
     extras_data = [G, out, *_lse_of(core, args)]
     row_side = tuple(p for p in wanted if core.aliases[p].cat in (out_cat, CAT_P))
     col_side = tuple(p for p in wanted if p not in row_side)
-    if core.backend.target(core.backend.device(G)) not in DUAL_SUM.devices:  # two Sums
+    if ("cuda" if G.is_cuda else "cpu") not in DUAL_SUM.devices:  # two Sums instead
         rows = _one_side(core, args, extras_data, row_side, ()) if row_side else None
         cols = _one_side(core, args, extras_data, (), col_side) if col_side else None
     else:
