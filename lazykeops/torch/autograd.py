@@ -2,8 +2,9 @@
 
 `call(core, args)` runs a GenredCore through `GenredFunction` when an input requires a
 gradient. The backward pass builds gradient formulas symbolically (formula/autodiff.py,
-each reduction's rules in formula/reductions.py) and runs them through the same pipeline, with `call` again:
-so the backward is itself differentiable and higher orders just work. The rules, per
+each reduction's rules in formula/reductions.py) and runs them through the same
+pipeline, with `call` again: so the backward is itself differentiable and higher orders
+just work. The rules, per
 reduction, are in torch/reduction_rules.py:
 
 - Sum, LogSumExp, SumSoftMaxWeight: for the arguments indexed like the output and the
