@@ -22,7 +22,7 @@ import difflib
 from collections import namedtuple
 
 from ..errors import LazyKeOpsError
-from ..tensor.genred import BACKENDS
+from ..runtime.genred import BACKENDS
 from .language import Kernel, kernel_error, render
 
 # One extra array of a mode: its name (in messages and docs), its formula alias, whether

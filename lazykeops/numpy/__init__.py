@@ -3,7 +3,7 @@
 Nothing here imports torch (nor lazykeops.torch): see numpy/genred.py.
 """
 
-from ..tensor.generic import make_generic
+from ..routines.generic import make_generic
 from ..tensor.lazy_api import complex_class, make_lazy_api
 from .genred import Genred
 
@@ -12,7 +12,7 @@ generic_logsumexp = make_generic(Genred, "LogSumExp")
 generic_argmin = make_generic(Genred, "ArgMin")
 generic_argkmin = make_generic(Genred, "ArgKMin")
 from .kernels import Kernel, kernel_product  # noqa: E402 (needs Genred above)
-from ..tensor.kernel_solve import KernelSolve  # noqa: E402
+from ..routines.kernel_solve import KernelSolve  # noqa: E402
 
 LazyTensor, Vi, Vj, Pm = make_lazy_api("numpy")
 ComplexLazyTensor = complex_class(LazyTensor)

@@ -6,7 +6,7 @@ They compute labels, [start, end) ranges, centroids and block masks; the block-s
 reductions that consume them (`ranges=`) are not supported by lazykeops yet. This module
 imports numpy only (no torch). Labels and ranges are numpy's default integers, from_matrix's
 outputs int64 and cluster weights float64, as in pykeops. The algorithms and argument checks
-live in lazykeops.tensor.cluster_core; this module supplies its numpy namespace.
+live in lazykeops.routines.cluster; this module supplies its numpy namespace.
 Deliberate differences from pykeops:
 
 - grid_cluster labels cells by their exact coordinates (pykeops's hash gives points 1024 or
@@ -17,12 +17,12 @@ Deliberate differences from pykeops:
 
 import numpy as np
 
-from ..tensor import cluster_core as core
-from ..tensor.cluster_core import bad_argument
+from ..routines import cluster as core
+from ..routines.cluster import bad_argument
 
 
 class _NumpyOps:
-    """The array namespace of cluster_core, for numpy arrays."""
+    """The array namespace of routines/cluster.py, for numpy arrays."""
 
     @staticmethod
     def divide_rows(a, d, like):

@@ -5,7 +5,7 @@ not against lazykeops.torch: importing anything from that package imports torch,
 lazykeops.numpy must not need. The arguments are the torch Genred's.
 """
 
-from ..tensor.genred import GenredFront
+from ..runtime.genred import GenredFront
 
 
 class Genred(GenredFront):

@@ -1,5 +1,9 @@
 """The runtime seam between the front ends and the compiled kernels.
 
+The reduction object both front ends build is `GenredCore` (genred.py): formulas checked
+once, called many times. pykeops's keywords are read in options.py; backends.py is the
+small array protocol (torch, numpy) the framework-free code needs.
+
 Every reduction (Genred, LazyTensor, autograd's gradient reductions, KernelSolve's
 products) goes through the same two steps:
 

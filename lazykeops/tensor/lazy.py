@@ -21,7 +21,7 @@ import numbers
 
 from ..errors import LazyKeOpsError, ranges_error
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, checked_param, render
-from .backends import get_backend
+from ..runtime.backends import get_backend
 from .lazy_shapes import _shapes, merge_into
 
 

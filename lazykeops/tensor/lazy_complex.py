@@ -28,7 +28,7 @@ import numbers
 
 from ..errors import LazyKeOpsError
 from . import lazy, lazy_linear, lazy_reduce
-from .backends import get_backend
+from ..runtime.backends import get_backend
 from ..formula.node import TEXT_LIMIT, render
 from .lazy import COMPLEX_DTYPES, LazyTensor, _framework_of
 

@@ -15,7 +15,7 @@ attached at the bottom, as lazy_reduce.py attaches its methods.
 
 from ..errors import LazyKeOpsError
 from . import lazy_linear, lazy_reduce
-from .backends import get_backend
+from ..runtime.backends import get_backend
 from .lazy import COMPLEX_DTYPES, LazyTensor, _framework_of, _is_complex_number
 from .lazy_complex import (_COMPLEX_OF, _REAL_OPERANDS, ComplexLazyTensor, _operand,
                            _pairs_of_array, _twin, _unary)

@@ -8,10 +8,11 @@ import numbers
 from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
-from .backends import get_backend
+from ..runtime.backends import get_backend
 from .lazy import LazyTensor, _framework_of
 from .lazy_shapes import merge_into, postorder
 from .lazy_reduce import lower, reduce
+from ..routines.kernel_solve import conjugate_gradient
 
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 
@@ -168,40 +169,6 @@ def _rebuilt(t, args):
     new.args = tuple(args)
     merge_into(new, new.args)
     return new
-
-
-def conjugate_gradient(apply, b, eps, maxiter, what):
-    """Solve apply(x) = b column by column (b: (N,) or (..., N, E)), all columns at once."""
-    x = b * 0
-    r = b - apply(x)
-    p = r
-    rs = (r * r).sum(-2 if len(b.shape) > 1 else -1)
-    target = float(((b * b).sum()) ** 0.5) * eps
-    for _ in range(maxiter):
-        if float(rs.sum()) ** 0.5 <= target:
-            return x
-        ap = apply(p)
-        curvature = (p * ap).sum(-2 if len(b.shape) > 1 else -1)
-        # A column whose residual is exactly 0 is solved (a zero right-hand side, or exact
-        # convergence): its direction is 0 too, and so is its curvature, which is no sign
-        # of an indefinite operator. Such columns take steps of 0.
-        solved = rs == 0
-        if float(((curvature <= 0) & ~solved).sum()) > 0:
-            raise LazyKeOpsError(f"{what}: the operator is not positive definite "
-                                 "(conjugate gradient met a direction of non-positive "
-                                 "curvature)")
-        step = rs / (curvature + solved)
-        expand = (lambda s: s[..., None, :]) if len(b.shape) > 1 else (lambda s: s)
-        x = x + expand(step) * p
-        r = r - expand(step) * ap
-        rs_new = (r * r).sum(-2 if len(b.shape) > 1 else -1)
-        p = r + expand(rs_new / (rs + solved)) * p
-        rs = rs_new
-    if float(rs.sum()) ** 0.5 <= target:
-        return x
-    raise LazyKeOpsError(f"{what}: conjugate gradient did not converge in {maxiter} "
-                         f"iterations (residual {float(rs.sum()) ** 0.5:.3e}, target "
-                         f"{target:.3e}); raise maxiter or eps, or increase alpha")
 
 
 LazyTensor.__matmul__ = matmul

@@ -14,7 +14,7 @@ from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, make, render
 from .lazy import LazyTensor
 from .lazy_shapes import merge_into, postorder
 from .lazy_reduce import DERIVATIVES, lower, reduce
-from .options import INIT_DEFAULTS, as_index
+from ..runtime.options import INIT_DEFAULTS, as_index
 
 # pykeops's operator spellings in binary(..., is_operator=True).
 OPERATORS = {"+": "Add", "-": "Subtract", "*": "Mult", "/": "Divide", "|": "Scalprod"}

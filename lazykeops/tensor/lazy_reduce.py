@@ -15,9 +15,9 @@ from ..formula.node import _INTERNED, CAT_I, CAT_J, make, var
 from ..formula.aliases import Alias
 from ..runtime.launch import launch, prepare
 from ..runtime.signature import Signature
-from .genred import HALF_DTYPES, GenredCore
-from .options import as_index, call_options, check_device_id, split_reduction_options
-from .backends import get_backend
+from ..runtime.genred import HALF_DTYPES, GenredCore
+from ..runtime.options import as_index, call_options, check_device_id, split_reduction_options
+from ..runtime.backends import get_backend
 from .lazy import LazyTensor, _framework_of
 from .lazy_shapes import merge_into, postorder
 
@@ -101,7 +101,7 @@ def reduction_axis(t, dim):
 
 def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     """The reduction of `t` over pykeops's `dim`; `options` are pykeops's reduction
-    keywords (tensor/options.py), plus `call=False` for a reduction to run later."""
+    keywords (runtime/options.py), plus `call=False` for a reduction to run later."""
     deferred = False
     if options:
         deferred = not options.pop("call", True)

@@ -8,7 +8,7 @@ the function is defined in that submodule and bound here after it, so that the p
 attribute is the function, not the module.
 """
 
-from ..tensor.generic import make_generic
+from ..routines.generic import make_generic
 from ..tensor.lazy_api import complex_class, make_lazy_api
 from .genred import Genred
 from .generic_logsumexp import generic_logsumexp

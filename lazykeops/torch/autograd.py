@@ -30,7 +30,7 @@ from ..errors import LazyKeOpsError
 from ..formula import CAT_P
 from ..runtime.launch import launch, prepare
 from ..tensor import lazy_reduce
-from ..tensor.genred import ROUTE
+from ..runtime.genred import ROUTE
 
 _is_compiling = torch.compiler.is_compiling
 

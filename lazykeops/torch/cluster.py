@@ -5,7 +5,7 @@ sort_clusters, from_matrix, swap_axes.
 They compute labels, [start, end) ranges, centroids and block masks; the block-sparse
 reductions that consume them (`ranges=`) are not supported by lazykeops yet. Results keep the
 input's device; labels are int32 and ranges int64, as in pykeops. The algorithms and
-argument checks live in lazykeops.tensor.cluster_core; this module supplies its torch
+argument checks live in lazykeops.routines.cluster; this module supplies its torch
 namespace. Deliberate differences from pykeops:
 
 - grid_cluster labels cells by their exact coordinates (pykeops's hash gives points 1024 or
@@ -18,12 +18,12 @@ namespace. Deliberate differences from pykeops:
 
 import torch
 
-from ..tensor import cluster_core as core
-from ..tensor.cluster_core import bad_argument
+from ..routines import cluster as core
+from ..routines.cluster import bad_argument
 
 
 class _TorchOps:
-    """The array namespace of cluster_core, for torch tensors."""
+    """The array namespace of routines/cluster.py, for torch tensors."""
 
     @staticmethod
     def divide_rows(a, d, like):

@@ -2,10 +2,8 @@
 
 `lazykeops::reduction(str key, str backend, Tensor[] args) -> Tensor[]` runs the GenredCore
 that `key` describes on `args` (Genred's layout). The key is the core's full description
-as JSON text (formula nodes in post-order, argument table, reduction and options), so a
-compiled graph that holds it is self-contained: `core_of(key)` finds the core in this
-process's registry, and rebuilds it from the text where it is missing (a backward graph
-loaded from torch's on-disk caches, whose gradient cores were never built here).
+as JSON text (torch/op_keys.py), so a compiled graph that holds it is self-contained:
+`core_of(key)` finds the core in this process, or rebuilds it from the text.
 
 - Fake (meta) tensors: `_fake` computes the output shapes with the runtime's pure
   signature step (runtime/signature.py), without a kernel or an allocation.
@@ -16,91 +14,36 @@ loaded from torch's on-disk caches, whose gradient cores were never built here).
 - Dynamo: `compiled_reduce` (a LazyTensor reduction) and `call_op` (Genred, through
   torch/autograd.py's `call`) run only while Dynamo traces (torch.compiler.is_compiling());
   eager calls never come here. What Dynamo must not trace (interned formula nodes, the
-  core's construction) happens inside `_lazy_key` / `_core_key`, which Dynamo calls once
-  at trace time and whose result, a string, it keeps as a constant
-  (torch._dynamo.assume_constant_result).
+  core's construction) happens inside `_lazy_key`, which Dynamo calls once at trace time
+  and whose result, a string, it keeps as a constant (torch._dynamo.assume_constant_result);
+  a Genred's core was keyed when the Genred was built.
 - Dynamo reads a LazyTensor expression as plain Python objects; what it could not read
   is worked around where it arises: `tensor op LazyTensor` (torch/lazy_dispatch.py), and
   state set at import rather than on first use (torch/genred.py, torch/autograd.py).
 """
 
-import json
-
 import torch
 
 from ..errors import LazyKeOpsError
-from ..formula.aliases import Alias
-from ..formula.node import CAT_I, CAT_J, make
+from ..formula.node import CAT_I, CAT_J
 from ..runtime.launch import check_k
 from ..runtime.signature import call_signature
-from ..tensor import genred, lazy_reduce
-
-_REGISTRY = {}  # key -> GenredCore
-
-
-# ------------------------------------------------------------------ keys
-def core_key(core):
-    """The JSON text describing `core` (see the module docstring); cached on the core."""
-    key = core.__dict__.get("_op_key")
-    if key is None:
-        index, entries = {}, []
-        for f in core.formulas:
-            for node in f.walk():
-                if id(node) not in index:
-                    index[id(node)] = len(entries)
-                    entries.append([node.op, node.params, [index[id(a)] for a in node.args]])
-        key = core._op_key = json.dumps({
-            "formulas": [index[id(f)] for f in core.formulas], "nodes": entries,
-            "args": [[a.cat, a.dim] for a in core.aliases],
-            "reduction": core.reduction.name, "axis": core.axis, "k": core.k,
-            "options": core.options, "framework": core.framework, "text": core.text},
-            separators=(",", ":"))
-        _REGISTRY.setdefault(key, core)
-    return key
-
-
-def core_of(key):
-    """The GenredCore of `key`: the one registered in this process, else rebuilt."""
-    core = _REGISTRY.get(key)
-    if core is None:
-        d = json.loads(key)
-        nodes = _build(d["nodes"])
-        aliases = [Alias(f"var{p}", p, cat, dim) for p, (cat, dim) in enumerate(d["args"])]
-        core = genred.GenredCore([nodes[p] for p in d["formulas"]], aliases, d["reduction"],
-                                 d["axis"], d["k"], framework=d["framework"],
-                                 text=d["text"], **d["options"])
-        core._op_key = key
-        _REGISTRY[key] = core
-    return core
-
-
-def _tuples(p):
-    return tuple(_tuples(q) for q in p) if isinstance(p, list) else p
-
-
-def _build(entries):
-    """Formula nodes from post-order (op, params, child indices) entries; the LazyTensor
-    ops that only exist symbolically (Grad, ...) are expanded as lower() expands them."""
-    nodes = []
-    for op, params, children in entries:
-        args = [nodes[c] for c in children]
-        if op in lazy_reduce.DERIVATIVES:
-            nodes.append(lazy_reduce.DERIVATIVES[op](*args))
-        else:
-            nodes.append(make(op, *args, params=_tuples(params)))
-    return nodes
-
+from ..runtime import genred
+from ..tensor import lazy_reduce
+from .op_keys import build_nodes, core_key, core_of
 
 @torch._dynamo.assume_constant_result
 def _lazy_key(entries, roots, table, spec):
     """The key of a LazyTensor reduction described by `compiled_reduce` (constants)."""
-    nodes = _build(entries)
+    nodes = build_nodes(entries)
     formulas = tuple(nodes[r] for r in roots)
     return core_key(lazy_reduce._core(formulas, table, spec, "torch"))
 
 
 @torch._dynamo.assume_constant_result
 def _core_key(core):
+    """The key of a core met while Dynamo traces and not keyed at construction (torch
+    2.11's Dynamo cannot pass a GenredCore here: torch Genred keys its core when built)."""
     return core_key(core)
 
 
@@ -171,7 +114,8 @@ def call_op(core, args, backend="auto", out=None):
         return core(*args, backend=backend)  # the eager error: no array
     tensors = [a if isinstance(a, torch.Tensor) else
                torch.as_tensor(a, dtype=like.dtype, device=like.device) for a in args]
-    outs = reduction(_core_key(core), backend, tensors)
+    key = getattr(core, "_op_key", None)  # set by torch Genred's constructor
+    outs = reduction(key if key is not None else _core_key(core), backend, tensors)
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 

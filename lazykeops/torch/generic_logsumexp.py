@@ -1,6 +1,6 @@
 """`from lazykeops.torch.generic_logsumexp import generic_logsumexp`, as in the 2018 README."""
 
-from ..tensor.generic import make_generic
+from ..routines.generic import make_generic
 from .genred import Genred
 
 generic_logsumexp = make_generic(Genred, "LogSumExp")

@@ -1,6 +1,6 @@
 """`from lazykeops.torch.generic_sum import generic_sum`, as in the 2018 KeOps README."""
 
-from ..tensor.generic import make_generic
+from ..routines.generic import make_generic
 from .genred import Genred
 
 generic_sum = make_generic(Genred, "Sum")

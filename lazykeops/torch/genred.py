@@ -3,9 +3,10 @@
 import torch
 
 from .autograd import call
+from .op_keys import core_key
 from ..tensor import lazy
-from ..tensor.backends import get_backend
-from ..tensor.genred import GenredFront
+from ..runtime.backends import get_backend
+from ..runtime.genred import GenredFront
 
 # Set at import, not on first use inside a function that torch.compile traces (a side
 # effect there trips Dynamo's guards): the backend object, and the tensor class by which
@@ -28,12 +29,16 @@ class Genred(GenredFront):
     Min_ArgMin, Max_ArgMax and KMin_ArgKMin return (values, indices). dtype_acc="float64"
     (or use_double_acc=True) and sum_scheme choose how sums accumulate; dtype, cuda_type,
     enable_chunks, rec_multVar_highdim and use_fast_math are accepted and change nothing
-    (tensor/options.py says why); device_id must be -1 or the GPU holding the tensors.
+    (runtime/options.py says why); device_id must be -1 or the GPU holding the tensors.
     Block-sparse `ranges` are not supported yet: passing them raises rather than being
     ignored.
     """
 
     framework = "torch"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        core_key(self.core)  # now: under torch.compile, Dynamo reads it (torch/op_keys.py)
 
     def __call__(self, *args, **options):
         if not options:  # the usual call: no keyword to read

@@ -1,4 +1,4 @@
-"""KernelSolve for torch tensors, differentiable (tensor/kernel_solve.py does the solve).
+"""KernelSolve for torch tensors, differentiable (routines/kernel_solve.py does the solve).
 
 With a = (alpha Id + K(theta))^-1 b and a cotangent g on a (K symmetric, as the solve
 assumes): the gradient for b is K_inv g, itself a KernelSolve (so it is differentiable
@@ -11,8 +11,8 @@ position, so that a tensor passed twice (K(x, x)) gets each position's share onc
 import torch
 
 from .autograd import call
-from ..tensor.kernel_solve import KernelSolveCore
-from ..tensor.options import bind_positional
+from ..routines.kernel_solve import KernelSolveCore
+from ..runtime.options import bind_positional
 
 # pykeops.torch.KernelSolve's positional arguments after axis.
 _MORE = ("dtype_acc", "use_double_acc", "sum_scheme", "enable_chunks", "rec_multVar_highdim",

@@ -9,7 +9,7 @@ from ..formula import CAT_I, CAT_J, CAT_P, make, var
 from ..formula import autodiff
 from ..formula.aliases import Alias
 from ..formula.reductions import REDUCTIONS
-from ..tensor.genred import GenredCore
+from ..runtime.genred import GenredCore
 from .autograd import call
 
 DUAL_SUM = REDUCTIONS["DualSum"]

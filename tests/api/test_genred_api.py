@@ -204,7 +204,7 @@ def test_formulas_too_large_for_the_engine_are_refused(formula, kwargs):
 
 
 def test_cuda_arrays_without_nvcc_are_a_clear_error(monkeypatch):
-    import lazykeops.tensor.genred as genred_module
+    import lazykeops.runtime.genred as genred_module
 
     monkeypatch.setattr(genred_module, "nvcc_available", lambda: False)
     routine = lkt.Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)

@@ -1,5 +1,5 @@
 """pykeops 2.3's reduction keywords on Genred and generic_*: mapped, accepted without
-effect, checked or refused, as tensor/options.py says; every refusal is raised before any
+effect, checked or refused, as runtime/options.py says; every refusal is raised before any
 compile. The kernels are the ones of test_genred_api.py (same formulas and dtypes)."""
 
 import warnings
@@ -12,7 +12,7 @@ import lazykeops.numpy as lknp
 import lazykeops.torch as lkt
 from lazykeops import LazyKeOpsError
 from lazykeops.compile import build
-from lazykeops.tensor.options import REDUCTION_KEYWORDS, check_device_id, \
+from lazykeops.runtime.options import REDUCTION_KEYWORDS, check_device_id, \
     split_reduction_options
 
 GAUSS = "Exp(-G*SqDist(X,Y)) * B"

@@ -127,7 +127,7 @@ def test_gradients_through_chunked_and_wide_formulas():
 @pytest.mark.parametrize("axis", [0, 1])
 def test_dualsum_of_chunked_formulas(axis):
     # The one-pass reduction behind gradients, with both of its formulas chunked.
-    from lazykeops.tensor.genred import GenredCore, parse_genred
+    from lazykeops.runtime.genred import GenredCore, parse_genred
 
     x, y, b = wide_inputs(DIM, m=300)
     g = torch.tensor([0.7], dtype=torch.float64)

@@ -136,7 +136,7 @@ def test_sum_schemes_agree(scheme):
 @pytest.mark.parametrize("axis", [0, 1])
 def test_dualsum_sums_one_formula_over_j_and_the_other_over_i(axis):
     # Internal reduction behind gradients: rows = sum_j f, cols = sum_i h, in one pass.
-    from lazykeops.tensor.genred import GenredCore, parse_genred
+    from lazykeops.runtime.genred import GenredCore, parse_genred
 
     x, y, b, g = dense_inputs()
     formulas, aliases, text = parse_genred("Exp(-G*SqDist(X,Y)) * B", ALIASES, "X * Sum(B)")

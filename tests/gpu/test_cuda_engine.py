@@ -95,7 +95,7 @@ def test_mixing_devices_is_an_error():
 
 
 def test_cuda_tensors_without_nvcc_are_a_clear_error(monkeypatch):
-    import lazykeops.tensor.genred as genred_module
+    import lazykeops.runtime.genred as genred_module
 
     monkeypatch.setattr(genred_module, "nvcc_available", lambda: False)
     x = torch.zeros(4, 3, device=CUDA)

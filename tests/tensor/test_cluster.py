@@ -308,9 +308,9 @@ def imported_modules(path):
 
 
 def test_cluster_modules_import_little():
-    assert imported_modules(ROOT / "lazykeops/torch/cluster.py") == {"torch", "..tensor",
-                                                                      "..tensor.cluster_core"}
-    assert imported_modules(ROOT / "lazykeops/tensor/cluster_core.py") == {"math", "..errors"}
+    assert imported_modules(ROOT / "lazykeops/torch/cluster.py") == {"torch", "..routines",
+                                                                      "..routines.cluster"}
+    assert imported_modules(ROOT / "lazykeops/routines/cluster.py") == {"math", "..errors"}
     # The numpy module, loaded without its package's __init__, with torch made unimportable.
     probe = (
         "import sys, types, importlib.util\n"

@@ -3,7 +3,7 @@ and generic_argkmin. The second string names the output and its category, which 
 reduced axis: an i-indexed output ("A = Vi(2)", or the seed's "A = Vx(2)") is a
 reduction over j. As in pykeops, generic_argkmin takes K from the output's dim
 ("A = Vi(3)": the 3 nearest), unless opt_arg is given. Other keywords are Genred's
-(pykeops's dtype_acc, sum_scheme, ...: see tensor/options.py); the routine's call takes
+(pykeops's dtype_acc, sum_scheme, ...: see runtime/options.py); the routine's call takes
 pykeops's backend, device_id, ranges and out.
 """
 

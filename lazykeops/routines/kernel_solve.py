@@ -11,7 +11,7 @@ definite is the caller's promise). Stopping rule, as pykeops: |residual|^2 < siz
 Unlike pykeops, which loops until then, the iterations stop after 10 N + 100 with an error.
 
 This module owns the framework-agnostic part (checks, the solve) and the numpy class;
-torch/kernel_solve.py adds autograd. Options follow Genred (tensor/options.py): ranges
+torch/kernel_solve.py adds autograd. Options follow Genred (runtime/options.py): ranges
 are refused, pykeops's GPU hints accepted without effect.
 """
 
@@ -21,9 +21,8 @@ import numbers
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J
 from ..runtime.signature import call_signature
-from .genred import GenredCore, parse_genred
-from .lazy_linear import conjugate_gradient
-from .options import GENRED_INIT_KEYWORDS, bind_positional, check_device_id, \
+from ..runtime.genred import GenredCore, parse_genred
+from ..runtime.options import GENRED_INIT_KEYWORDS, bind_positional, check_device_id, \
     split_reduction_options
 
 SOLVE_CALL_KEYWORDS = ("backend", "device_id", "ranges", "alpha", "eps")
@@ -142,3 +141,37 @@ class KernelSolve:
         backend, device_id, alpha, eps = self.solver.call_options(options)
         self.solver.check(args, backend, device_id)
         return self.solver.solve(args, alpha, eps, backend)
+
+
+def conjugate_gradient(apply, b, eps, maxiter, what):
+    """Solve apply(x) = b column by column (b: (N,) or (..., N, E)), all columns at once."""
+    x = b * 0
+    r = b - apply(x)
+    p = r
+    rs = (r * r).sum(-2 if len(b.shape) > 1 else -1)
+    target = float(((b * b).sum()) ** 0.5) * eps
+    for _ in range(maxiter):
+        if float(rs.sum()) ** 0.5 <= target:
+            return x
+        ap = apply(p)
+        curvature = (p * ap).sum(-2 if len(b.shape) > 1 else -1)
+        # A column whose residual is exactly 0 is solved (a zero right-hand side, or exact
+        # convergence): its direction is 0 too, and so is its curvature, which is no sign
+        # of an indefinite operator. Such columns take steps of 0.
+        solved = rs == 0
+        if float(((curvature <= 0) & ~solved).sum()) > 0:
+            raise LazyKeOpsError(f"{what}: the operator is not positive definite "
+                                 "(conjugate gradient met a direction of non-positive "
+                                 "curvature)")
+        step = rs / (curvature + solved)
+        expand = (lambda s: s[..., None, :]) if len(b.shape) > 1 else (lambda s: s)
+        x = x + expand(step) * p
+        r = r - expand(step) * ap
+        rs_new = (r * r).sum(-2 if len(b.shape) > 1 else -1)
+        p = r + expand(rs_new / (rs + solved)) * p
+        rs = rs_new
+    if float(rs.sum()) ** 0.5 <= target:
+        return x
+    raise LazyKeOpsError(f"{what}: conjugate gradient did not converge in {maxiter} "
+                         f"iterations (residual {float(rs.sum()) ** 0.5:.3e}, target "
+                         f"{target:.3e}); raise maxiter or eps, or increase alpha")

@@ -83,7 +83,7 @@ class GenredCore:
     formulas: the formula node, then the weights for LogSumExp/SumSoftMaxWeight; aliases:
     Alias(name, pos, cat, dim) for positions 0..n-1 (names only serve error messages);
     text: how errors quote the formula. See `lazykeops.torch.Genred` for the options, and
-    tensor/options.py for how pykeops's keywords map onto them. axis and opt_arg may be
+    runtime/options.py for how pykeops's keywords map onto them. axis and opt_arg may be
     numpy integers or 0-d integer tensors, as in pykeops."""
 
     def __init__(self, formulas, aliases, reduction_op="Sum", axis=0, opt_arg=None,
