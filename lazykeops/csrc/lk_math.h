@@ -23,10 +23,12 @@
 #define LK_HD __host__ __device__
 #define LK_INLINE __forceinline__
 #define LK_UNROLL _Pragma("unroll")
+#define LK_NO_UNROLL _Pragma("unroll 1")
 #else
 #define LK_HD
 #define LK_INLINE inline __attribute__((always_inline))
 #define LK_UNROLL LK_GCC_UNROLL(LK_MAX_UNROLL)
+#define LK_NO_UNROLL LK_GCC_UNROLL(1)
 #endif
 
 // <cmath>'s float overloads live in std:: on the host; CUDA's device overloads are global.
