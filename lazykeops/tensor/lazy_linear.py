@@ -8,11 +8,11 @@ import numbers
 from ..errors import LazyKeOpsError
 from ..formula.evaluate import evaluate
 from ..formula.node import CAT_I, CAT_J
+from ..routines.kernel_solve import conjugate_gradient
 from ..runtime.backends import get_backend
 from .lazy import LazyTensor, _framework_of
 from .lazy_shapes import merge_into, postorder
 from .lazy_reduce import lower, reduce
-from ..routines.kernel_solve import conjugate_gradient
 
 DENSE_LIMIT = 2 ** 26  # entries of the (..., N, M, D) array that dense() may build
 

@@ -26,9 +26,9 @@ import torch
 
 from ..errors import LazyKeOpsError
 from ..formula.node import CAT_I, CAT_J
+from ..runtime import genred
 from ..runtime.launch import check_k
 from ..runtime.signature import call_signature
-from ..runtime import genred
 from ..tensor import lazy_reduce
 from .op_keys import build_nodes, core_key, core_of
 
