@@ -75,6 +75,10 @@ def main():
         for name, spec in workloads.items():
             for tree in (args.old, args.new):
                 times[name, tree].append(run(tree, caches[tree], (name, *spec), args.n))
+            # As it goes, so that a run cut short (a device call's time limit) still tells.
+            print(f"round {len(times[name, args.new])}: {name}: old "
+                  f"{times[name, args.old][-1] * 1e3:.1f} ms, new "
+                  f"{times[name, args.new][-1] * 1e3:.1f} ms", flush=True)
     print(f"N = M = {args.n:,}, float32, 1 thread, median of {args.rounds} processes "
           f"(each the median of 5 calls)")
     print("| workload | old (ms) | new (ms) | new / old |\n|---|---|---|---|")
