@@ -46,7 +46,9 @@ def core_key(core):
 
 def core_of(key):
     """The GenredCore of `key`: one keyed in this process, else rebuilt from the text."""
-    core = _KEYED.get(key) or _REBUILT.get(key)
+    core = _KEYED.get(key)
+    if core is None:
+        core = _REBUILT.get(key)
     if core is None:
         d = json.loads(key)
         nodes = build_nodes(d["nodes"])
