@@ -141,3 +141,20 @@ def test_the_op_eagerly_to_second_order_and_from_its_key_alone():
     op_keys._KEYED.pop(key)
     torch.testing.assert_close(op(x, y), gaussian(x, y, b[:5]), rtol=1e-14, atol=0)
     assert op_keys.core_of(key) is not gaussian.core
+
+
+def test_keyed_cores_are_held_weakly():
+    """torch Genred keys its core when built; a Genred that is gone does not stay alive in
+    the registry, and its key still rebuilds an equivalent core."""
+    import gc
+
+    from lazykeops.torch import op_keys
+
+    g = Genred("SqDist(X,Y) * B", ["X = Vi(2)", "Y = Vj(2)", "B = Vj(1)"], axis=1)
+    key = g.core._op_key
+    assert op_keys._KEYED.get(key) is g.core
+    del g
+    gc.collect()
+    assert key not in op_keys._KEYED
+    rebuilt = op_keys.core_of(key)
+    assert op_keys.core_key(rebuilt) == key and rebuilt.reduction.name == "Sum"
