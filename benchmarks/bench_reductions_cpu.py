@@ -86,6 +86,8 @@ def main():
         old = statistics.median(times[name, args.old]) * 1e3
         new = statistics.median(times[name, args.new]) * 1e3
         print(f"| {name} | {old:.1f} | {new:.1f} | {new / old:.3f} |")
+    # Kept for benchmarks/compare_cpu_kernels.py: the trees' compiled loops side by side.
+    print(f"kernel caches: old {caches[args.old]}, new {caches[args.new]}")
 
 
 if __name__ == "__main__":
