@@ -14,15 +14,6 @@ class CompileError(RuntimeError):
     """The C++/CUDA compiler rejected generated code: carries the source path and first error."""
 
 
-def ranges_error(what):
-    """Block-sparse `ranges` are refused rather than ignored: ignoring them would return the
-    full reduction where pykeops returns the block-sparse one. `what` names the formula or
-    the LazyTensor."""
-    return LazyKeOpsError(f"block-sparse ranges are not supported yet by lazykeops (given "
-                          f"for {what}); drop ranges= (or K.ranges) to reduce over every "
-                          "(i, j) pair")
-
-
 def formula_error(formula, culprit, expected):
     """Build the standard message: which formula, which argument, what was expected."""
     where = f" in formula '{formula}'" if formula else ""

@@ -60,7 +60,7 @@ _LOADED = {}  # key -> KernelLibrary, for this process
 class KernelLibrary:
     """A loaded kernel: `launch` is its one C entry point, lk_launch(LkLaunch*)
     (runtime/abi.py, csrc/lk_launch.h); CUDA libraries also have `plan`, their split
-    planner. A library of another ABI version or struct layout raises AttributeError,
+    planner, and `block_rows`, the output rows of one thread block. A library of another ABI version or struct layout raises AttributeError,
     which the loader treats as a damaged entry: rebuilt, not called."""
 
     def __init__(self, path, key, target):
@@ -75,6 +75,9 @@ class KernelLibrary:
                                  f"expected {ABI_VERSION} ({LAUNCH_BYTES} bytes)")
         if target != "cpu":  # the split planner of the CUDA engine, for tests and tools
             self.plan = bind_planner(self._dll)
+            rows = self._dll.lk_block_rows
+            rows.restype = ctypes.c_int64
+            self.block_rows = int(rows())
 
 
 def verbose():

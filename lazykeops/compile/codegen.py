@@ -30,6 +30,12 @@ CUDA_TYPES = {"float32": ("float", "float"), "float64": ("double", "double"),
 # by benchmarks/tune_cuda.py to compare engine configurations; they change the source, so
 # the cache key.
 CUDA_TUNING = {}
+# A block-sparse library's launch configuration (before CUDA_TUNING): its thread blocks are
+# cut at cluster bounds, so fewer rows per block waste fewer threads on clusters of a few
+# hundred points (GeomLoss's multiscale, grid clusterings). benchmarks/gpu_ranges.py on the
+# H200, clusters of ~125 points, Gaussian conv / LogSumExp / ArgKMin at 1e6: 256 x 2 rows
+# 6.2 / 8.4 / 14.1 ms, 128 x 1 2.5 / 3.3 / 5.8 ms, 64 x 1 2.5 / 3.0 / 4.9 ms.
+SPARSE_CUDA_CONFIG = {"LK_CUDA_BLOCK": 64, "LK_CUDA_RPT": 1}
 
 
 # Intermediate values and reduction states live on the stack of each engine thread: a
@@ -234,7 +240,8 @@ def render_source(spec):
     formulas = emitted_formulas(spec)
     chunks = plan_chunks(formulas, spec.args, spec.dtype, spec.target)
     if spec.target == "cuda":
-        tuning = [f"#define {name} {value}" for name, value in sorted(CUDA_TUNING.items())]
+        macros = {**(SPARSE_CUDA_CONFIG if spec.block_sparse else {}), **CUDA_TUNING}
+        tuning = [f"#define {name} {value}" for name, value in sorted(macros.items())]
         types = ", ".join(CUDA_TYPES[spec.dtype])
     else:
         tuning, types = [], CPP_TYPES[spec.dtype]
@@ -243,6 +250,7 @@ def render_source(spec):
         f"// arguments (category, dim): {list(spec.args)}",
         source_prelude(),
         *engine_defines(),
+        f"#define LK_BLOCK_SPARSE {int(spec.block_sparse)}",
         *tuning,
         f'#include "{header}"',
         "",

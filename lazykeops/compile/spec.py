@@ -21,7 +21,9 @@ class KernelSpec:
     reduction: CAT_I means indexed like the output, CAT_J indexed by the reduced index.
     reduction: a ReductionSpec name; k: its K (or None); dtype: one of DTYPES (the halves
     only for the CUDA engine);
-    sum_scheme: key of SUM_SCHEMES; target: the engine, "cpu" or "cuda"."""
+    sum_scheme: key of SUM_SCHEMES; target: the engine, "cpu" or "cuda"; block_sparse:
+    the library takes block-sparse ranges (runtime/ranges.py), and only them (a dense
+    library's loops stay exactly what they were)."""
 
     formulas: tuple
     args: tuple
@@ -30,6 +32,7 @@ class KernelSpec:
     dtype: str
     sum_scheme: str = "auto"
     target: str = "cpu"
+    block_sparse: bool = False
 
 
 def swap_axis(category):

@@ -37,6 +37,7 @@
 
 #include "lk_layout.h"
 #include "lk_math.h"
+#include "lk_ranges.h"
 #include "lk_reductions.h"
 
 namespace lk {
@@ -232,9 +233,12 @@ void chunk_outputs(const T* xi, const T* yj, int64_t ystride, const T* pm, int n
   }
 }
 
-template <class F, class R, class T>
+// SPARSE: a block-sparse library (runtime/ranges.py), which walks `ranges`; a dense one
+// ignores them, and its loops are those of a single interval [0, nred), folded away.
+template <class F, class R, class T, bool SPARSE = false>
 int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
-            const int64_t* batch_strides, T* vals, int64_t* idx, T* cols, int nthreads) {
+            const int64_t* batch_strides, T* vals, int64_t* idx, T* cols, int nthreads,
+            const RangeSets& ranges = RangeSets{}) {
   constexpr int COLS = ColumnCount<R>::value;  // trailing components summed over i
   constexpr int DI = packed_size<F>(CAT_I);
   constexpr int DJ = packed_size<F>(CAT_J);
@@ -246,8 +250,7 @@ int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
   std::vector<T> ysoa((size_t)std::max<int64_t>(DJ * ystride, 1));
   std::vector<T> params((size_t)(DP > 0 ? DP : 1));
   const T* pm = params.data();
-  const bool parallel = nthreads > 1 && nout * nred * (F::DIMOUT + DJ) > 200000;
-  const int team = parallel ? nthreads : 1;
+  const int team = nthreads > 1 ? nthreads : 1;
   // DualSum: the spans of j, each thread's column partials for one span (component k of
   // term j0 + q at k * span + q), and the rows' States across spans when there are several.
   int64_t span = nred, nspans = 1;
@@ -259,8 +262,19 @@ int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
   }
   std::vector<double> col_part((size_t)(COLS > 0 ? team * COLS * span : 0));
   std::vector<typename R::State> kept((size_t)(nspans > 1 ? nout : 0));
+  std::vector<RowBlock> sparse_blocks;
 
   for (int64_t b = 0; b < nbatch; ++b) {
+    int64_t pairs = nout * nred, nblocks = (nout + IB - 1) / IB;
+    if constexpr (SPARSE) {
+      pairs = sparse_row_blocks<IB>(ranges, b, nred, sparse_blocks);
+      nblocks = (int64_t)sparse_blocks.size();
+    }
+    const bool parallel = nthreads > 1 && pairs * (F::DIMOUT + DJ) > 200000;
+    auto row_block = [&](int64_t blk) -> RowBlock {
+      if constexpr (SPARSE) return sparse_blocks[blk];
+      return {blk * IB, (int)std::min<int64_t>(IB, nout - blk * IB), TermList{nullptr, 1, nred}};
+    };
     for (int v = 0; v < F::NARGS; ++v) {
       const T* src = args[v] + b * batch_strides[v];
       const int dim = F::DIM[v];
@@ -273,7 +287,6 @@ int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
       }
     }
 
-    const int64_t nblocks = (nout + IB - 1) / IB;
 #pragma omp parallel num_threads(nthreads) if (parallel)
     {
       std::vector<T> tile_buf((size_t)TILE * buffer_rows<F>());
@@ -289,47 +302,54 @@ int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
         if constexpr (COLS > 0) std::fill(col_acc, col_acc + COLS * span, 0.0);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t blk = 0; blk < nblocks; ++blk) {
-          const int64_t i0 = blk * IB;
-          const int nb = (int)std::min<int64_t>(IB, nout - i0);
+          const auto [i0, nb, terms] = row_block(blk);
           typename R::State* st = nspans > 1 ? kept.data() + i0 : states.data();
+          const int64_t j_first = SPARSE ? terms.first(0, nred) : (nred ? 0 : -1);
           for (int r = 0; r < nb; ++r) {
             pack_row<F>(args, batch_strides, b, i0 + r, x_block.data() + (int64_t)r * DI);
-            if (s == 0) R::init(st[r]);
-          }
-          for (int64_t j0 = s0; j0 < s1; j0 += TILE) {
-            const int n = (int)std::min<int64_t>(TILE, s1 - j0);
-            const T* yj = ysoa.data() + j0;
-            if constexpr (COLS > 0) std::fill(col_tile.begin(), col_tile.end(), T(0));
-            if constexpr (NCHUNKED > 0)
-              chunk_sums<F, T, TILE>(nb, x_block.data(), yj, ystride, pm, n, sums.data());
-            for (int r = 0; r < nb; ++r) {
-              const T* xi = x_block.data() + (int64_t)r * DI;
-              if constexpr (IsChunked<F>::value) {
-                const T* row_sums = sums.data() + (int64_t)r * NCHUNKED * TILE;
-#pragma omp simd
-                for (int j = 0; j < n; ++j) {
-                  CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, 0, row_sums + j, nullptr};
-                  F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
-                }
-                if constexpr (HasChunkedOutputs<F>::value)
-                  chunk_outputs<F, T, TILE>(xi, yj, ystride, pm, n, buf);
-              } else {
-#pragma omp simd
-                for (int j = 0; j < n; ++j) {
-                  CpuPair<F, T> in{xi, yj + j, ystride, pm};
-                  F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
-                }
-              }
-              fold_tile<R, TILE>(st[r], buf, n, j0);
-              if constexpr (COLS > 0)
-                add_columns<R::COL_FIRST, COLS, TILE, R::COL_SIGN>(col_tile.data(), buf, n);
+            if (s == 0) {
+              R::init(st[r]);
+              if (j_first != 0) start_at<R>(st[r], j_first);
             }
-            if constexpr (COLS > 0) {
-              for (int k = 0; k < COLS; ++k) {
-                const T* part = col_tile.data() + (int64_t)k * TILE;
-                double* acc = col_acc + (int64_t)k * span + (j0 - s0);
+          }
+          // The block's terms within this span, interval by interval, in tiles.
+          for (int64_t iv = 0; iv < terms.count; ++iv) {
+            const int64_t jbeg = std::max(terms.begin(iv), s0), jend = std::min(terms.end(iv), s1);
+            for (int64_t j0 = jbeg; j0 < jend; j0 += TILE) {
+              const int n = (int)std::min<int64_t>(TILE, jend - j0);
+              const T* yj = ysoa.data() + j0;
+              if constexpr (COLS > 0) std::fill(col_tile.begin(), col_tile.end(), T(0));
+              if constexpr (NCHUNKED > 0)
+                chunk_sums<F, T, TILE>(nb, x_block.data(), yj, ystride, pm, n, sums.data());
+              for (int r = 0; r < nb; ++r) {
+                const T* xi = x_block.data() + (int64_t)r * DI;
+                if constexpr (IsChunked<F>::value) {
+                  const T* row_sums = sums.data() + (int64_t)r * NCHUNKED * TILE;
 #pragma omp simd
-                for (int j = 0; j < n; ++j) acc[j] += part[j];
+                  for (int j = 0; j < n; ++j) {
+                    CpuChunkPair<F, T, TILE> in{{xi, yj + j, ystride, pm}, 0, row_sums + j, nullptr};
+                    F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+                  }
+                  if constexpr (HasChunkedOutputs<F>::value)
+                    chunk_outputs<F, T, TILE>(xi, yj, ystride, pm, n, buf);
+                } else {
+#pragma omp simd
+                  for (int j = 0; j < n; ++j) {
+                    CpuPair<F, T> in{xi, yj + j, ystride, pm};
+                    F::template eval<T>(in, TileColumn<T, TILE>{buf + j});
+                  }
+                }
+                fold_tile<R, TILE>(st[r], buf, n, j0);
+                if constexpr (COLS > 0)
+                  add_columns<R::COL_FIRST, COLS, TILE, R::COL_SIGN>(col_tile.data(), buf, n);
+              }
+              if constexpr (COLS > 0) {
+                for (int k = 0; k < COLS; ++k) {
+                  const T* part = col_tile.data() + (int64_t)k * TILE;
+                  double* acc = col_acc + (int64_t)k * span + (j0 - s0);
+#pragma omp simd
+                  for (int j = 0; j < n; ++j) acc[j] += part[j];
+                }
               }
             }
           }
@@ -366,10 +386,14 @@ int cpu_run(int64_t nbatch, int64_t nout, int64_t nred, const T* const* args,
   extern "C" __attribute__((visibility("default"))) int lk_launch(LkLaunch* a) {       \
     if (!lk::launch_matches(a)) return LK_STATUS_ABI_MISMATCH;                         \
     try {                                                                              \
-      return lk::cpu_run<LkFormula, LkReduction, T>(                                   \
+      if ((a->row_bounds != nullptr) != (LK_BLOCK_SPARSE != 0))                         \
+        return LK_STATUS_RANGES_MISMATCH;                                              \
+      return lk::cpu_run<LkFormula, LkReduction, T, LK_BLOCK_SPARSE != 0>(             \
           a->nbatch, a->nout, a->nred, reinterpret_cast<const T* const*>(a->args),     \
           a->batch_strides, static_cast<T*>(a->vals), a->idx, static_cast<T*>(a->cols), \
-          a->nthreads);                                                                \
+          a->nthreads,                                                                 \
+          lk::RangeSets{a->row_bounds, a->interval_offsets, a->intervals, nullptr,      \
+                        a->nclusters, a->nintervals, a->range_sets});                  \
     } catch (...) {                                                                    \
       return LK_STATUS_FAILED;                                                         \
     }                                                                                  \

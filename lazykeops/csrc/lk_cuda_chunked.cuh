@@ -52,9 +52,9 @@ struct ChunkTerms {
       C::TILE * (C::DJNP + C::WSTRIDE) + (C::NWI > 0 ? C::BLOCK * C::XSTRIDE : 0);
 
   template <class Rows, class P, class Push>
-  __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b, int64_t nout,
-                                        int64_t nred, int64_t j0, int n, const Rows& rows,
-                                        P params, Push push) {
+  __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b,
+                                        int64_t row0, int64_t row_end, int64_t nred, int64_t j0,
+                                        int n, const Rows& rows, P params, Push push) {
     constexpr int W = F::WIDE, CL = C::CL, NCH = F::NCHUNKED;
     using X = decltype(rows.in(0));
     using Y = Packed<T, NarrowArgs>;
@@ -62,7 +62,6 @@ struct ChunkTerms {
     T* ynarrow = shared;
     T* ywide = ynarrow + C::TILE * C::DJNP;
     T* xwide = ywide + C::TILE * C::WSTRIDE;
-    const int64_t row0 = (int64_t)blockIdx.x * C::BLOCK;
     __syncthreads();
     static_for<F::NARGS>([&](auto v) {
       constexpr int V = decltype(v)::value;
@@ -92,7 +91,8 @@ struct ChunkTerms {
           T* dst = J ? ywide + wide_index<F>(CAT_J, V) * CL : xwide + wide_index<F>(CAT_I, V) * CL;
           for (int e = threadIdx.x; e < count * CL; e += C::BLOCK) {
             const int r = e / CL, k = e - r * CL;
-            const int64_t at = first + r < (J ? nred : nout) ? first + r : (J ? nred : nout) - 1;
+            const int64_t last = J ? nred : row_end;
+            const int64_t at = first + r < last ? first + r : last - 1;
             if (c0 + k < W) dst[r * (J ? C::WSTRIDE : C::XSTRIDE) + k] = to_compute(src[at * W + k]);
           }
         }
@@ -133,7 +133,6 @@ template <class F, class R, class T, class S>
 struct ChunkedVariant : ChunkConfig<F, R, T> {
   using C = ChunkConfig<F, R, T>;
   using Rows = RegisterRows<F, T, S, C::RPT, C::BLOCK, NarrowArgs>;
-  using Range = ContiguousRange;
   using Terms = ChunkTerms<F, C, T, S>;
 };
 

@@ -39,31 +39,45 @@
 namespace lk {
 
 // ---------------------------------------------------------------- host side
-// The kernel variant of a formula (its row source, range and term evaluator, and the
-// sizes it launches with): chunked when it was rendered with WIDE, else tiled.
+// The kernel variant of a formula (its row source and term evaluator, and the sizes it
+// launches with): chunked when it was rendered with WIDE, else tiled; the work source of
+// a block-sparse library (rendered with LK_BLOCK_SPARSE 1) or of a dense one.
 template <class F, class R, class T, class S>
 struct Engine {
   using C = std::conditional_t<IsChunked<F>::value, ChunkedVariant<F, R, T, S>,
                                TiledVariant<F, R, T, S>>;
-  static auto kernel() { return reduce<F, R, T, S, C>; }
+  using W = std::conditional_t<LK_BLOCK_SPARSE != 0, SparseWork, DenseWork>;
+  static auto kernel() { return reduce<F, R, T, S, C, W>; }
 };
 
 enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
 constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at most
 
+// Output rows per thread block.
 template <class F, class R, class T, class S>
-int64_t row_blocks(int64_t nout) {
+constexpr int64_t block_rows() {
   using C = typename Engine<F, R, T, S>::C;
-  return (nout + (int64_t)C::BLOCK * C::RPT - 1) / ((int64_t)C::BLOCK * C::RPT);
+  return (int64_t)C::BLOCK * C::RPT;
+}
+
+// Thread blocks per batch: of all rows (dense), or what runtime/ranges.py counted for the
+// clusters of the largest range set (block-sparse).
+template <class F, class R, class T, class S>
+int64_t row_blocks(int64_t nout, const LkLaunch* a) {
+  if (a->row_bounds != nullptr) return a->range_blocks;
+  return (nout + block_rows<F, R, T, S>() - 1) / block_rows<F, R, T, S>();
 }
 
 // How many j-ranges to split the reduction into. Auto, for sums: split only when the 1D
 // grid has fewer than eight waves of resident blocks, into enough ranges for eight waves
 // (the last, partial wave then costs little); each range of at least two tiles, within
-// WORKSPACE_LIMIT. Forced split: at least two ranges when there are two terms.
+// WORKSPACE_LIMIT. Forced split: at least two ranges when there are two terms. A
+// block-sparse reduction splits each block's terms: the most a cluster has count here.
 template <class F, class R, class T, class S>
-int64_t plan_splits(int64_t nbatch, int64_t nout, int64_t nred, int scheme) {
+int64_t plan_splits(const LkLaunch* a) {
   using C = typename Engine<F, R, T, S>::C;
+  const int64_t nbatch = a->nbatch, nout = a->nout, scheme = a->scheme;
+  const int64_t nred = a->row_bounds != nullptr ? a->max_cluster_terms : a->nred;
   if (scheme == SCHEME_1D || nout == 0 || nred == 0) return 1;
   // Resident blocks per device, asked once per device (the queries cost microseconds).
   static int64_t cached[64] = {0};
@@ -78,7 +92,7 @@ int64_t plan_splits(int64_t nbatch, int64_t nout, int64_t nred, int scheme) {
     resident = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
     if (dev < 64) cached[dev] = resident;
   }
-  const int64_t blocks = row_blocks<F, R, T, S>(nout) * (nbatch < 65535 ? nbatch : 65535);
+  const int64_t blocks = row_blocks<F, R, T, S>(nout, a) * (nbatch < 65535 ? nbatch : 65535);
   // Selections (ACC_PER_TILE false) pay for each range: its list refills from empty, and
   // while it fills, some thread of every warp inserts at nearly every term. They split
   // only a GPU less than half busy, into one wave.
@@ -95,19 +109,19 @@ int64_t plan_splits(int64_t nbatch, int64_t nout, int64_t nred, int scheme) {
   return n > 1 ? n : 1;
 }
 
-// Launches on `stream`; LK_STATUS_OK, or LK_STATUS_SHARED_MEMORY if a tile does not fit
-// in shared memory, LK_STATUS_CUDA_ATTRIBUTE if its size cannot be raised, LK_STATUS_FAILED
-// on a CUDA error. layout: (vstride, voff, istride, ioff) of Outputs. `workspace` holds
-// nbatch * nsplit * nout States when nsplit > 1.
+// Launches `a` on its stream; LK_STATUS_OK, or LK_STATUS_SHARED_MEMORY if a tile does not
+// fit in shared memory, LK_STATUS_CUDA_ATTRIBUTE if its size cannot be raised,
+// LK_STATUS_FAILED on a CUDA error. `a->workspace` holds nbatch * nsplit * nout States when
+// nsplit > 1.
 template <class F, class R, class T, class S>
-int cuda_launch(int64_t nbatch, int64_t nout, int64_t nred, const void* const* ptrs,
-                const int64_t* batch_strides, S* vals, int64_t* idx, const int64_t* layout,
-                int64_t nsplit, void* workspace, cudaStream_t stream) {
+int cuda_launch(const LkLaunch* a, int64_t nsplit) {
   using C = typename Engine<F, R, T, S>::C;
+  const int64_t nbatch = a->nbatch, nout = a->nout, nred = a->nred;
+  const auto stream = static_cast<cudaStream_t>(a->stream);
   ArgTable<F> args;
   for (int v = 0; v < F::NARGS; ++v) {
-    args.ptr[v] = ptrs[v];
-    args.batch_stride[v] = batch_strides[v];
+    args.ptr[v] = a->args[v];
+    args.batch_stride[v] = a->batch_strides[v];
   }
   auto kernel = Engine<F, R, T, S>::kernel();
   if (C::SHARED > 48 * 1024) {
@@ -119,13 +133,20 @@ int cuda_launch(int64_t nbatch, int64_t nout, int64_t nred, const void* const* p
                              (int)C::SHARED) != cudaSuccess)
       return LK_STATUS_CUDA_ATTRIBUTE;
   }
-  const int64_t jchunk = (nred + nsplit - 1) / nsplit;
-  auto* partial = nsplit > 1 ? static_cast<typename R::State*>(workspace) : nullptr;
-  dim3 grid((unsigned)row_blocks<F, R, T, S>(nout), (unsigned)nsplit,
-            (unsigned)(nbatch < 65535 ? nbatch : 65535));
-  const Outputs<S> out{vals, idx, layout[0], layout[1], layout[2], layout[3]};
-  const typename C::Range range{nred, jchunk};
-  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nout, nred, range, args, out, partial);
+  auto* partial = nsplit > 1 ? static_cast<typename R::State*>(a->workspace) : nullptr;
+  const int64_t blocks = row_blocks<F, R, T, S>(nout, a);
+  if (blocks == 0) return LK_STATUS_OK;  // no row in any cluster (runtime/ranges.py: none)
+  if (blocks > 0x7fffffffll) return LK_STATUS_FAILED;
+  dim3 grid((unsigned)blocks, (unsigned)nsplit, (unsigned)(nbatch < 65535 ? nbatch : 65535));
+  const Outputs<S> out{static_cast<S*>(a->vals), a->idx, a->vals_width, a->vals_offset,
+                       a->idx_width, a->idx_offset};
+  typename Engine<F, R, T, S>::W work;
+  if constexpr (LK_BLOCK_SPARSE != 0)
+    work.sets = RangeSets{a->row_bounds, a->interval_offsets, a->intervals, a->block_ends,
+                          a->nclusters, a->nintervals, a->range_sets};
+  else
+    work.per_split = (nred + nsplit - 1) / nsplit;
+  kernel<<<grid, C::BLOCK, C::SHARED, stream>>>(nbatch, nout, nred, work, args, out, partial);
   if (nsplit > 1) {
     const int64_t total = nbatch * nout;
     const int64_t blocks = (total + 255) / 256;
@@ -145,21 +166,22 @@ int cuda_launch(int64_t nbatch, int64_t nout, int64_t nred, const void* const* p
   LK_ABI_EXPORTS                                                                        \
   extern "C" __attribute__((visibility("default"))) int lk_launch(LkLaunch* a) {        \
     if (!lk::launch_matches(a)) return LK_STATUS_ABI_MISMATCH;                          \
-    const int64_t nsplit =                                                              \
-        lk::plan_splits<LkFormula, LkReduction, T, S>(a->nbatch, a->nout, a->nred, a->scheme); \
+    if ((a->row_bounds != nullptr) != (LK_BLOCK_SPARSE != 0)) return LK_STATUS_RANGES_MISMATCH; \
+    const int64_t nsplit = lk::plan_splits<LkFormula, LkReduction, T, S>(a);            \
     const int64_t need = nsplit > 1 ? a->nbatch * nsplit * a->nout *                    \
                                           (int64_t)sizeof(LkReduction::State) : 0;       \
     if (need > a->workspace_bytes) {                                                    \
       a->workspace_bytes = need;                                                        \
       return LK_STATUS_NEEDS_WORKSPACE;                                                 \
     }                                                                                   \
-    const int64_t layout[4] = {a->vals_width, a->vals_offset, a->idx_width, a->idx_offset}; \
-    return lk::cuda_launch<LkFormula, LkReduction, T, S>(                               \
-        a->nbatch, a->nout, a->nred, a->args, a->batch_strides, static_cast<S*>(a->vals), \
-        a->idx, layout, nsplit, a->workspace, static_cast<cudaStream_t>(a->stream));    \
+    return lk::cuda_launch<LkFormula, LkReduction, T, S>(a, nsplit);                    \
   }                                                                                     \
   /* The split lk_launch would use for these sizes and scheme (for tests and tools). */ \
   extern "C" __attribute__((visibility("default"))) int64_t lk_plan(const LkLaunch* a) { \
     if (!lk::launch_matches(a)) return -LK_STATUS_ABI_MISMATCH;                         \
-    return lk::plan_splits<LkFormula, LkReduction, T, S>(a->nbatch, a->nout, a->nred, a->scheme); \
+    return lk::plan_splits<LkFormula, LkReduction, T, S>(a);                            \
+  }                                                                                     \
+  /* Output rows per thread block: runtime/ranges.py cuts clusters into such blocks. */ \
+  extern "C" __attribute__((visibility("default"))) int64_t lk_block_rows() {          \
+    return lk::block_rows<LkFormula, LkReduction, T, S>();                              \
   }

@@ -1,16 +1,16 @@
 // lk_cuda_kernel.cuh: the one CUDA kernel skeleton, `reduce`, and what every variant shares:
-// the argument and output tables, parameter staging, the two row sources, the contiguous
-// range of reduced indices, the epilogue and the merge of split ranges.
+// the argument and output tables, parameter staging, the two row sources, the rows and
+// terms of a thread block (dense or block-sparse), the epilogue and the merge of splits.
 //
 // reduce<F, R, T, S, K> owns the loops: batches over gridDim.z, the block's rows (RPT per
-// thread), the policy's State and Acc per row, the walk over the block's range of j in
-// tiles, folding, and writing the outputs (or the split scheme's partial States). The
-// variant K (lk_cuda_tiles.cuh: TiledVariant, lk_cuda_chunked.cuh: ChunkedVariant) fills in:
+// thread), the policy's State and Acc per row, the walk over the block's terms in tiles
+// (its share of them in the split scheme), folding, and writing the outputs (or the split
+// scheme's partial States). A block's rows and terms come from `block_work`: rows
+// rb * ROWS .. of all of j for a dense reduction, or a piece of one cluster of a
+// block-sparse one (lk_ranges.h). The variant K (lk_cuda_tiles.cuh: TiledVariant,
+// lk_cuda_chunked.cuh: ChunkedVariant) fills in:
 //   K::Rows    the row source: where a thread's rows keep their i-variables for the batch
-//              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, nout)`, `in(r)`.
-//   K::Range   the reduced-range source: host-built, passed by value; `begin(rb, split)`
-//              and `end(rb, split)`, the j-range of row block rb's split (ContiguousRange:
-//              the only one so far; block-sparse ranges and shard offsets come here).
+//              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, row_end)`, `in(r)`.
 //   K::Terms   the term evaluator: `TILE`, `SHARED_SCALARS` (shared memory it uses before
 //              the parameters) and `tile(...)`, which loads terms j0 .. j0+n-1 and calls
 //              push(r, f, j) with each term's value f for each row r of the thread.
@@ -23,6 +23,7 @@
 #include "lk_cuda_in.cuh"
 #include "lk_layout.h"
 #include "lk_math.h"
+#include "lk_ranges.h"
 #include "lk_reductions.h"
 
 // Tuning knob (benchmarks/tune_cuda.py): threads per block.
@@ -99,9 +100,11 @@ struct Params {
 };
 
 // ---------------------------------------------------------------- row sources
-// A thread's rows are first_row + r * BLOCK, r < RPT. Rows past the end compute on the
-// last row and are never written.
-LK_HD LK_INLINE int64_t clamp_row(int64_t i, int64_t nout) { return i < nout ? i : nout - 1; }
+// A thread's rows are first_row + r * BLOCK, r < RPT. Rows past the block's end (the
+// output's, or its cluster's) compute on its last row and are never written.
+LK_HD LK_INLINE int64_t clamp_row(int64_t i, int64_t row_end) {
+  return i < row_end ? i : row_end - 1;
+}
 
 // The i-variables that layout L selects, packed in registers, RPT rows.
 template <class F, class T, class S, int RPT, int BLOCK, class L>
@@ -110,11 +113,11 @@ struct RegisterRows {
   T x[RPT][D > 0 ? D : 1];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nout) {
+  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t row_end) {
     if constexpr (L::template holds<F>(V)) {
       constexpr int dim = F::DIM[V], off = L::template offset<F>(CAT_I, V);
       for (int r = 0; r < RPT; ++r) {
-        const int64_t i = clamp_row(first_row + r * BLOCK, nout);
+        const int64_t i = clamp_row(first_row + r * BLOCK, row_end);
         for (int k = 0; k < dim; ++k) x[r][off + k] = to_compute(src[i * dim + k]);
       }
     }
@@ -130,40 +133,96 @@ struct GlobalRows {
   const S* row[RPT][F::NARGS > 0 ? F::NARGS : 1];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t nout) {
-    for (int r = 0; r < RPT; ++r) row[r][V] = src + clamp_row(first_row + r * BLOCK, nout) * F::DIM[V];
+  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t row_end) {
+    for (int r = 0; r < RPT; ++r)
+      row[r][V] = src + clamp_row(first_row + r * BLOCK, row_end) * F::DIM[V];
   }
   __device__ LK_INLINE Pointers<T, S> in(int r) const { return {row[r]}; }
 };
 
-// ---------------------------------------------------------------- reduced ranges
-// Split `split` of every row block covers [split * per_split, (split + 1) * per_split) of
-// 0 .. nred: all of j when the grid has one split (1D scheme).
-struct ContiguousRange {
-  int64_t nred, per_split;
-  __device__ LK_INLINE int64_t begin(unsigned, unsigned split) const { return split * per_split; }
-  __device__ LK_INLINE int64_t end(unsigned rb, unsigned split) const {
-    const int64_t e = begin(rb, split) + per_split;
-    return e < nred ? e : nred;
+// ---------------------------------------------------------------- a block's work
+// The rows [row0, row_end) of one thread block for batch b and the terms it reduces over
+// (its split's share), from one of two work sources, passed by value to the kernel:
+//   DenseWork    block rb has rows rb * ROWS .. of all of j; split s of nsplit the terms
+//                [s * per_split, (s + 1) * per_split).
+//   SparseWork   each cluster of a range set has ceil(rows / ROWS) blocks
+//                (RangeSets::block_ends, cumulative, built by runtime/ranges.py), found by
+//                a binary search; split s takes that share of the cluster's terms laid end
+//                to end; blocks past the set's last do nothing (`active` false).
+// A block's `walk(fn)` calls fn(jbeg, jend) for each piece of its terms, in increasing j;
+// `j_first` is the first term (-1: none), for the extrema's index (lk_reductions.h).
+struct DenseWork {
+  static constexpr bool PER_BATCH = false;
+  int64_t per_split;
+  struct Block {
+    int64_t row0, row_end, jbeg, jend;
+    static constexpr bool active = true;
+    __device__ LK_INLINE int64_t j_first() const { return jbeg < jend ? jbeg : -1; }
+    template <class Fn>
+    __device__ LK_INLINE void walk(Fn&& fn) const { fn(jbeg, jend); }
+  };
+  template <int ROWS>
+  __device__ LK_INLINE Block block(int64_t, int64_t nout, int64_t nred) const {
+    const int64_t jbeg = blockIdx.y * per_split;
+    const int64_t jend = jbeg + per_split < nred ? jbeg + per_split : nred;
+    return {(int64_t)blockIdx.x * ROWS, nout, jbeg, jend};
+  }
+};
+
+struct SparseWork {
+  static constexpr bool PER_BATCH = true;
+  RangeSets sets;
+  struct Block {
+    int64_t row0, row_end, lo, hi;
+    TermList terms;
+    bool active;
+    __device__ LK_INLINE int64_t j_first() const { return terms.first(lo, hi); }
+    template <class Fn>
+    __device__ LK_INLINE void walk(Fn&& fn) const { terms.walk(lo, hi, fn); }
+  };
+  template <int ROWS>
+  __device__ LK_INLINE Block block(int64_t b, int64_t, int64_t nred) const {
+    const int64_t rb = blockIdx.x, s = sets.set_of(b);
+    const int64_t* ends = sets.block_ends + s * sets.nclusters;
+    int64_t lo = 0, hi = sets.nclusters;  // the first cluster whose blocks reach past rb
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      if (ends[mid] <= rb) lo = mid + 1; else hi = mid;
+    }
+    if (lo == sets.nclusters) return {0, 0, 0, 0, TermList{nullptr, 0, nred}, false};
+    const int64_t before = lo > 0 ? ends[lo - 1] : 0;
+    const TermList terms = sets.terms(s, lo, nred);
+    const int64_t total = terms.total(), per_split = (total + gridDim.y - 1) / gridDim.y;
+    const int64_t first = blockIdx.y * per_split;
+    return {sets.row_begin(s, lo) + (rb - before) * ROWS, sets.row_end(s, lo), first,
+            first + per_split < total ? first + per_split : total, terms, true};
   }
 };
 
 // ---------------------------------------------------------------- the kernel
-template <class F, class R, class T, class S, class K>
+template <class F, class R, class T, class S, class K, class W>
 __global__ void __launch_bounds__(LK_CUDA_BLOCK)
-reduce(int64_t nbatch, int64_t nout, int64_t nred, typename K::Range range, ArgTable<F> args,
-       Outputs<S> out, typename R::State* partial) {
+reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Outputs<S> out,
+       typename R::State* partial) {
   using Terms = typename K::Terms;
   using Acc = typename R::template Acc<T>;
   constexpr int RPT = K::RPT;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* shared = reinterpret_cast<T*>(shared_raw);
-  const int64_t first_row = (int64_t)blockIdx.x * K::BLOCK * RPT + threadIdx.x;
-  const int64_t jbeg = range.begin(blockIdx.x, blockIdx.y);
-  const int64_t jend = range.end(blockIdx.x, blockIdx.y);
 
+  // A dense block's work is the same for every batch: found once, out of the loop (and its
+  // first row too: computed in the loop, it cost 8 more registers on sm_90).
+  const typename W::Block fixed = [&] {
+    if constexpr (W::PER_BATCH) return typename W::Block{};
+    else return work.template block<K::BLOCK * RPT>(0, nout, nred);
+  }();
+  const int64_t fixed_first_row = fixed.row0 + threadIdx.x;
   for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
     __syncthreads();  // the previous batch is done with the shared memory
+    const typename W::Block blk =
+        W::PER_BATCH ? work.template block<K::BLOCK * RPT>(b, nout, nred) : fixed;
+    if (!blk.active) continue;  // the same for every thread of the block
+    const int64_t first_row = W::PER_BATCH ? blk.row0 + threadIdx.x : fixed_first_row;
     typename K::Rows rows;
     Params<F, T, S, K::P_IN_SHARED, K::BLOCK> params;
     params.shared = shared + Terms::SHARED_SCALARS;
@@ -171,7 +230,7 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, typename K::Range range, ArgT
       constexpr int V = decltype(v)::value;
       const S* src = arg<F, S>(args, V, b);
       if constexpr (F::CAT[V] == CAT_P) params.template stage<V>(src);
-      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, first_row, nout);
+      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, first_row, blk.row_end);
     });
     typename R::State st[RPT];
     Acc acc[RPT];
@@ -179,20 +238,29 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, typename K::Range range, ArgT
       R::init(st[r]);
       R::acc_init(acc[r]);
     }
-    for (int64_t j0 = jbeg; j0 < jend; j0 += Terms::TILE) {
-      const int n = (int)(jend - j0 < Terms::TILE ? jend - j0 : Terms::TILE);
-      Terms::tile(shared, args, b, nout, nred, j0, n, rows, params.in(),
-                  [&](int r, const T* f, int64_t j) { R::acc_push(acc[r], f, j); });
-      if constexpr (R::ACC_PER_TILE) {
-        for (int r = 0; r < RPT; ++r) {
-          R::acc_fold(st[r], acc[r]);
-          R::acc_init(acc[r]);
-        }
+    if constexpr (HasFirstIndex<R>::value) {
+      const int64_t j_first = blk.j_first();
+      for (int r = 0; r < RPT; ++r) {
+        start_at<R>(st[r], j_first);
+        start_at<R>(acc[r], j_first);
       }
     }
+    blk.walk([&](int64_t jbeg, int64_t jend) {
+      for (int64_t j0 = jbeg; j0 < jend; j0 += Terms::TILE) {
+        const int n = (int)(jend - j0 < Terms::TILE ? jend - j0 : Terms::TILE);
+        Terms::tile(shared, args, b, blk.row0, blk.row_end, nred, j0, n, rows, params.in(),
+                    [&](int r, const T* f, int64_t j) { R::acc_push(acc[r], f, j); });
+        if constexpr (R::ACC_PER_TILE) {
+          for (int r = 0; r < RPT; ++r) {
+            R::acc_fold(st[r], acc[r]);
+            R::acc_init(acc[r]);
+          }
+        }
+      }
+    });
     for (int r = 0; r < RPT; ++r) {
       const int64_t i = first_row + r * K::BLOCK;
-      if (i >= nout) continue;
+      if (i >= blk.row_end) continue;
       if constexpr (!R::ACC_PER_TILE) R::acc_fold(st[r], acc[r]);
       if (partial)
         partial[(b * gridDim.y + blockIdx.y) * nout + i] = st[r];

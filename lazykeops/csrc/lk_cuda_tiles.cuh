@@ -76,8 +76,8 @@ struct TileTerms {
 
   template <class Rows, class P, class Push>
   __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b, int64_t,
-                                        int64_t, int64_t j0, int n, const Rows& rows, P params,
-                                        Push push) {
+                                        int64_t, int64_t, int64_t j0, int n, const Rows& rows,
+                                        P params, Push push) {
     __syncthreads();
     load_tile<F, C, T, S>(shared, args, b, j0, n);
     __syncthreads();
@@ -105,7 +105,6 @@ struct TiledVariant : CudaConfig<F, R, T> {
   using Rows = std::conditional_t<C::X_IN_REGISTERS,
                                   RegisterRows<F, T, S, C::RPT, C::BLOCK, AllArgs>,
                                   GlobalRows<F, T, S, C::RPT, C::BLOCK>>;
-  using Range = ContiguousRange;
   using Terms = TileTerms<F, C, T, S>;
 };
 

@@ -36,9 +36,23 @@ struct LkLaunch {
   // small, lk_launch writes the size it needs here and returns LK_STATUS_NEEDS_WORKSPACE.
   void* workspace;
   int64_t workspace_bytes;
-  // Reserved for block-sparse j-ranges and sharded launches: zero/null today.
-  const int64_t* ranges;
-  int64_t nranges;
+  // Block-sparse reductions (runtime/ranges.py), all null/zero for a dense one. Each range
+  // set partitions the output rows into `nclusters` clusters: cluster c is the rows
+  // [row_bounds[c], row_bounds[c + 1]) and reduces over the intervals of reduced indices
+  // [intervals[2k], intervals[2k + 1]), k in [interval_offsets[c], interval_offsets[c + 1]),
+  // sorted and disjoint. `range_sets` is 1 (one set for every batch) or nbatch (one each);
+  // set s starts at s * (nclusters + 1) in row_bounds and interval_offsets, at
+  // s * 2 * nintervals in intervals.
+  const int64_t* row_bounds;
+  const int64_t* interval_offsets;
+  const int64_t* intervals;
+  // CUDA: per set, the thread blocks of clusters 0 .. c together (cumulative, nclusters
+  // each; blocks of lk_block_rows() rows, cut at cluster bounds); range_blocks, the most
+  // blocks of a set (the grid), and max_cluster_terms, the most terms a cluster reduces
+  // over, plan the launch.
+  const int64_t* block_ends;
+  int64_t nclusters, nintervals, range_sets, range_blocks, max_cluster_terms;
+  // Reserved for sharded launches: zero today.
   int64_t shard_offset;
 };
 }

@@ -1,4 +1,5 @@
-// lk_math.h: scalar math used by generated formula code, valid for g++ and nvcc.
+// lk_math.h: scalar math used by generated formula code and the engines, valid for g++
+// and nvcc (and inf, nan, largest: the special values the reduction policies start from).
 //
 // Generated formulas call lk::exp, lk::log, ... on a template type T (float or double).
 // On the host, exp is a branch-free polynomial so that the compiler can vectorise the
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 // LK_UNROLL precedes every loop of a generated formula: fully unrolled loops let the
 // CPU engine vectorise its loop over j (gcc gives up on a loop nest holding inner loops).
@@ -39,6 +41,16 @@
 #endif
 
 namespace lk {
+
+// INFINITY and NAN rather than numeric_limits: usable in device code without relaxed
+// constexpr.
+template <class T> LK_HD LK_INLINE T inf() { return T(INFINITY); }
+template <class T> LK_HD LK_INLINE T nan() { return T(NAN); }
+template <class T> LK_HD LK_INLINE bool is_nan(T v) { return v != v; }
+// The largest finite value (numeric_limits is host-only code for nvcc).
+template <class T> LK_HD LK_INLINE T largest() {
+  return std::is_same_v<T, float> ? T(__FLT_MAX__) : T(__DBL_MAX__);
+}
 
 #if !defined(__CUDA_ARCH__)
 // exp(x) = 2^n * e^r with n = round(x / ln 2), |r| <= ln(2) / 2, e^r by its Taylor series

@@ -23,6 +23,8 @@
 //                       tile holds component k of term j at buf[k * ld + j]: the same
 //                       accumulator, computed with loops that vectorise (a block maximum
 //                       then one exp per term for LogSumExp, where acc_push rescales online)
+//   first_index(Acc&, j) extrema only (start_at): the index they report until a term beats
+//                       their start value; j = the range's first term, -1 for none
 // lk_cpu_engine.h's `fold_tile` is the CPU engine's use of them.
 // Partial sums of a tile are kept in T (SIMD lanes, GPU registers) and carried across
 // tiles in double: a float32 sum over 1e6 terms stays within about 1e-7 of the exact value.
@@ -42,16 +44,6 @@
 #include "lk_math.h"
 
 namespace lk {
-
-// INFINITY and NAN rather than numeric_limits: usable in device code without relaxed
-// constexpr.
-template <class T> LK_HD LK_INLINE T inf() { return T(INFINITY); }
-template <class T> LK_HD LK_INLINE T nan() { return T(NAN); }
-template <class T> LK_HD LK_INLINE bool is_nan(T v) { return v != v; }
-// The largest finite value (numeric_limits is host-only code for nvcc).
-template <class T> LK_HD LK_INLINE T largest() {
-  return std::is_same_v<T, float> ? T(__FLT_MAX__) : T(__DBL_MAX__);
-}
 
 // ---------------------------------------------------------------- Sum
 struct BlockSum {};   // tile partials in T, carried in double (default)
@@ -274,8 +266,10 @@ struct ArgExtremumRed {
   LK_HD static LK_INLINE bool replaces(A r, B v) {
     return !(IS_MAX ? r <= v : r >= v) && v == v;
   }
-  // Partial result (va, ia) beats (vb, ib) from another range.
+  // Partial result (va, ia) beats (vb, ib) from another range; index -1 is a range with
+  // no term (first_index), which loses to any other.
   LK_HD static LK_INLINE bool wins(double va, int64_t ia, double vb, int64_t ib) {
+    if (ia < 0 || ib < 0) return ib < 0 && ia >= 0;
     if (is_nan(va) || is_nan(vb)) return is_nan(va) && (!is_nan(vb) || ia < ib);
     return better(va, vb) || (va == vb && ia < ib);
   }
@@ -287,6 +281,13 @@ struct ArgExtremumRed {
   LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t j) {
     for (int k = 0; k < D; ++k)
       if (replaces(r[k], a.v[k])) { a.v[k] = r[k]; a.i[k] = j; }
+  }
+  // The index reported while no term has beaten the initial value (every term +inf for
+  // Min): the first term of the row's range, since ties keep the smallest j (0 unless
+  // set); -1 for a range with no term (a block-sparse row outside every block).
+  template <class T>
+  LK_HD static LK_INLINE void first_index(Acc<T>& a, int64_t j) {
+    for (int k = 0; k < D; ++k) a.i[k] = j;
   }
   LK_HD static void init(State& st) { acc_init(st); }
   template <class S>
@@ -383,5 +384,17 @@ struct KMinRed {
       }
   }
 };
+
+// first_index for the policies that have one (the extrema), nothing for the others: an
+// engine calls it on a row's State and Acc once it knows the first term of its range.
+template <class R, class = void>
+struct HasFirstIndex : std::false_type {};
+template <class R>
+struct HasFirstIndex<R, std::void_t<decltype(&R::template first_index<double>)>>
+    : std::true_type {};
+template <class R, class A>
+LK_HD LK_INLINE void start_at(A& a, int64_t j) {
+  if constexpr (HasFirstIndex<R>::value) R::first_index(a, j);
+}
 
 }  // namespace lk

@@ -2,11 +2,13 @@
 signatures: grid_cluster, cluster_ranges, cluster_centroids, cluster_ranges_centroids,
 sort_clusters, from_matrix, swap_axes.
 
-They compute labels, [start, end) ranges, centroids and block masks; the block-sparse
-reductions that consume them (`ranges=`) are not supported by lazykeops yet. This module
-imports numpy only (no torch). Labels and ranges are numpy's default integers, from_matrix's
-outputs int64 and cluster weights float64, as in pykeops. The algorithms and argument checks
-live in lazykeops.routines.cluster; this module supplies its numpy namespace.
+They compute labels, [start, end) ranges, centroids and block masks for the block-sparse
+reductions (`ranges=`, docs/block_sparse.md). grid_mask, lazykeops's own (outside
+`__all__`, which lists pykeops's names), gives the arguments of LazyTensor.block_sparse for
+a truncated kernel on a grid. This module imports numpy only (no torch). Labels and ranges
+are numpy's default integers, from_matrix's outputs int64 and cluster weights float64, as in
+pykeops. The algorithms and argument checks live in lazykeops.routines.cluster; this module
+supplies its numpy namespace.
 Deliberate differences from pykeops:
 
 - grid_cluster labels cells by their exact coordinates (pykeops's hash gives points 1024 or
@@ -179,6 +181,31 @@ def from_matrix(ranges_i, ranges_j, keep):
     keep = core.check_block_mask(_OPS, "from_matrix", ranges_i, ranges_j, keep)
     return tuple(a.astype(np.int64) for a in core.blocks_of_mask(_OPS, ranges_i, ranges_j,
                                                                  keep))
+
+
+def grid_mask(x, y, size, radius):
+    """(x_labels, y_labels, keep) for LazyTensor.block_sparse: the pairs of grid cells whose
+    centroids are closer than `radius`.
+
+    x: (N, D) and y: (M, D) points, each cut into the cells of grid_cluster(., size);
+    keep[a, b] is True when the centroid of x's cell a and that of y's cell b are closer
+    than radius. A block approximation: pairs are kept by cell, not by their own distance,
+    so a kept block holds pairs farther apart than radius, and a pair closer than r can be
+    dropped unless radius >= r + 2 * size * sqrt(D) (with cubic cells of side `size`, each
+    point is within size * sqrt(D) of its cell's centroid).
+    """
+    fn = "grid_mask"
+    core.check_radius(fn, radius)
+    dim = core.check_points(_OPS, fn, x)[1]
+    if core.check_points(_OPS, fn, y, "y")[1] != dim:
+        raise bad_argument(fn, "y", f"must have the D = {dim} columns of x",
+                           core.describe(_OPS, y))
+    core.check_voxel_size(_OPS, fn, np.asarray(size) if isinstance(size, (list, tuple))
+                          else size, dim)
+    x_labels, y_labels = grid_cluster(x, size), grid_cluster(y, size)
+    keep = core.centroid_mask(_OPS, cluster_centroids(x, x_labels),
+                              cluster_centroids(y, y_labels), radius)
+    return x_labels, y_labels, keep
 
 
 def swap_axes(ranges):

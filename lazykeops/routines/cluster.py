@@ -1,6 +1,7 @@
 """The framework-free half of the block-sparse clustering helpers (`lazykeops.torch.cluster`,
 `lazykeops.numpy.cluster`): argument checks and the vectorised algorithms behind
-grid_cluster, cluster_ranges, cluster_centroids, sort_clusters and from_matrix.
+grid_cluster, cluster_ranges, cluster_centroids, sort_clusters and from_matrix, and
+lazykeops's grid_mask (the three arguments of LazyTensor.block_sparse for a grid).
 
 Everything here is written against a tiny array namespace `ops`, an object with these
 methods (both front ends define one; plain array syntax such as indexing, arithmetic,
@@ -223,6 +224,20 @@ def check_block_mask(ops, fn, ranges_i, ranges_j, keep):
                                "other values")
         keep = ops.to_bool(keep)
     return keep
+
+
+def check_radius(fn, radius):
+    """grid_mask's radius: a positive finite number."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or \
+            not (math.isfinite(radius) and radius > 0):
+        raise bad_argument(fn, "radius", "must be a positive finite number", repr(radius))
+
+
+def centroid_mask(ops, cx, cy, radius):
+    """grid_mask's keep: whether centroid a of x and centroid b of y are closer than
+    `radius`, as a (Cx, Cy) boolean array (built densely: clusters are few)."""
+    gaps = cx.reshape(cx.shape[0], 1, -1) - cy.reshape(1, cy.shape[0], -1)
+    return (gaps * gaps).sum(2) < radius * radius
 
 
 def swapped_ranges(fn, ranges):

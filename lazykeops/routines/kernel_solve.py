@@ -12,7 +12,8 @@ Unlike pykeops, which loops until then, the iterations stop after 10 N + 100 wit
 
 This module owns the framework-agnostic part (checks, the solve) and the numpy class;
 torch/kernel_solve.py adds autograd. Options follow Genred (runtime/options.py): ranges
-are refused, pykeops's GPU hints accepted without effect.
+make K's products block-sparse (runtime/ranges.py; the backward assumes them symmetric, as
+it assumes K is), pykeops's GPU hints are accepted without effect.
 """
 
 import math
@@ -20,8 +21,9 @@ import numbers
 
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J
-from ..runtime.signature import call_signature
 from ..runtime.genred import GenredCore, parse_genred
+from ..runtime.ranges import block_sparse
+from ..runtime.signature import call_signature
 from ..runtime.options import GENRED_INIT_KEYWORDS, bind_positional, check_device_id, \
     split_reduction_options
 
@@ -63,7 +65,8 @@ class KernelSolveCore:
                              f"aliases ({', '.join(a.name for a in aliases)})")
 
     def call_options(self, options):
-        """pykeops's call keywords -> (backend, device_id, alpha, eps), checked."""
+        """pykeops's call keywords -> (backend, device_id, alpha, eps, ranges), checked
+        (ranges against the arrays by `check`)."""
         unknown = sorted(set(options) - set(SOLVE_CALL_KEYWORDS))
         if unknown:
             raise LazyKeOpsError(f"unknown keyword argument(s) {', '.join(map(repr, unknown))}"
@@ -77,10 +80,11 @@ class KernelSolveCore:
                                      f"{value!r}")
         _, call = split_reduction_options(options, self.what,
                                           accepted=("backend", "device_id", "ranges"))
-        return call["backend"], call["device_id"], float(alpha), float(eps)
+        return call["backend"], call["device_id"], float(alpha), float(eps), call["ranges"]
 
-    def check(self, args, backend, device_id):
-        """Arguments checked as Genred does, and K square: before anything is compiled."""
+    def check(self, args, backend, device_id, ranges=None):
+        """Arguments checked as Genred does, and K square: before anything is compiled.
+        Returns the block-sparse ranges of K's products (a BlockSparse), or None."""
         self.core.check_backend(backend)
         if len(args) != len(self.core.aliases):
             names = ", ".join(a.name for a in self.core.aliases)
@@ -94,11 +98,15 @@ class KernelSolveCore:
             n, m = (sig.nout, sig.nred) if self.core.axis == 1 else (sig.nred, sig.nout)
             raise LazyKeOpsError(f"{self.what} solves a square system, but the i-variables "
                                  f"have N = {n} rows and the j-variables M = {m}")
+        ranges = block_sparse(ranges, self.core.backend, device, self.what)
+        if ranges is not None:  # their values against these sizes, now
+            ranges.layout(self.core.axis, sig.nout, sig.nred, sig.batch)
+        return ranges
 
-    def solve(self, args, alpha, eps, backend, run=None):
-        """(alpha Id + K) a = args[pos] by conjugate gradient; `run(core, args, backend)`
-        evaluates K (core.__call__ by default)."""
-        run = run or (lambda core, xs, be: core(*xs, backend=be))
+    def solve(self, args, alpha, eps, backend, ranges=None, run=None):
+        """(alpha Id + K) a = args[pos] by conjugate gradient, K block-sparse with
+        `ranges`; `run(core, args, backend)` evaluates K (core.__call__ by default)."""
+        run = run or (lambda core, xs, be: core(*xs, backend=be, ranges=ranges))
         args = list(args)
         b = args[self.pos]
 
@@ -138,9 +146,9 @@ class KernelSolve:
                                       self.framework)
 
     def __call__(self, *args, **options):
-        backend, device_id, alpha, eps = self.solver.call_options(options)
-        self.solver.check(args, backend, device_id)
-        return self.solver.solve(args, alpha, eps, backend)
+        backend, device_id, alpha, eps, ranges = self.solver.call_options(options)
+        ranges = self.solver.check(args, backend, device_id, ranges)
+        return self.solver.solve(args, alpha, eps, backend, ranges)
 
 
 def conjugate_gradient(apply, b, eps, maxiter, what):

@@ -3,8 +3,8 @@
 `lk_launch(const LkLaunch*)` replaces positional entry points whose argument lists had to
 change in five places for each new runtime argument. The struct (csrc/lk_launch.h) carries
 the sizes, the argument and output pointers, the output slice, the CPU threads, the CUDA
-scheme, stream and workspace, and fields for what comes next (block-sparse j-ranges, a
-shard offset), zero when unused. This module is the one place that defines the ABI version
+scheme, stream and workspace, block-sparse ranges (runtime/ranges.py), and a field for what
+comes next (a shard offset), zero when unused. This module is the one place that defines the ABI version
 and the status codes: `source_prelude()` emits them as #defines at the top of each generated
 source, so C++ and Python cannot disagree; the library reports both (version, struct size)
 at load, and a library of another ABI is rebuilt, never called.
@@ -12,7 +12,7 @@ at load, and a library of another ABI is rebuilt, never called.
 
 import ctypes
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # What lk_launch returns. NEEDS_WORKSPACE: the CUDA split scheme needs `workspace_bytes`
 # bytes of scratch (written back into the struct); call again with that much.
@@ -23,6 +23,7 @@ STATUS = {
     "CUDA_ATTRIBUTE": 3,  # the kernel's shared memory size could not be raised
     "ABI_MISMATCH": 4,  # the caller's struct is not this library's
     "NEEDS_WORKSPACE": 5,
+    "RANGES_MISMATCH": 6,  # ranges given to a dense library, or none to a block-sparse one
 }
 OK, FAILED, SHARED_MEMORY = STATUS["OK"], STATUS["FAILED"], STATUS["SHARED_MEMORY"]
 NEEDS_WORKSPACE = STATUS["NEEDS_WORKSPACE"]
@@ -54,8 +55,15 @@ class LkLaunch(ctypes.Structure):
         ("stream", ctypes.c_void_p),
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
-        ("ranges", ctypes.c_void_p),
-        ("nranges", ctypes.c_int64),
+        ("row_bounds", ctypes.c_void_p),
+        ("interval_offsets", ctypes.c_void_p),
+        ("intervals", ctypes.c_void_p),
+        ("block_ends", ctypes.c_void_p),
+        ("nclusters", ctypes.c_int64),
+        ("nintervals", ctypes.c_int64),
+        ("range_sets", ctypes.c_int64),
+        ("range_blocks", ctypes.c_int64),
+        ("max_cluster_terms", ctypes.c_int64),
         ("shard_offset", ctypes.c_int64),
     ]
 

@@ -1,8 +1,9 @@
 """The minimal array protocol the framework-agnostic core needs: one class per framework.
 
 A backend says whether an object is one of its arrays, gives its dtype name, shape and
-data pointer, makes it contiguous, broadcasts it, converts it, allocates outputs, and tells how many
-threads the CPU engine should use. torch and numpy are imported lazily, when a backend
+data pointer, makes it contiguous, broadcasts it, converts it, allocates outputs, moves small
+index arrays to and from numpy (block-sparse ranges), and tells how many threads the CPU
+engine should use. torch and numpy are imported lazily, when a backend
 is first used.
 """
 
@@ -70,6 +71,15 @@ class TorchBackend:
     def num_threads(self):
         return self.torch.get_num_threads()
 
+    def to_host(self, x):
+        """A numpy copy of an array (from the GPU: after the queued work that writes it)."""
+        return x.detach().cpu().numpy()
+
+    def from_host(self, a, device):
+        """A numpy array as this framework's array on `device`."""
+        x = self.torch.from_numpy(a)
+        return x if device == "cpu" else x.to(device, non_blocking=False)
+
 
 class NumpyBackend:
     name = "numpy"
@@ -116,6 +126,12 @@ class NumpyBackend:
 
     def num_threads(self):
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+    def to_host(self, x):
+        return self.np.array(x)
+
+    def from_host(self, a, device):
+        return a
 
 
 _INSTANCES = {}

@@ -23,18 +23,22 @@ SLICE_ABOVE, OUTPUT_SLICE = 32, 16
 _WORKSPACE_BYTES = {}  # (library key, nbatch, nout, nred, scheme) -> bytes it asked for
 
 
-def launch_cuda(core, dtype, like, a, backend):
-    """Run `core` on the GPU of `like` with the filled LkLaunch `a`; the engine's status."""
+def launch_cuda(core, dtype, like, a, backend, ranges=None):
+    """Run `core` on the GPU of `like` with the filled LkLaunch `a`; the engine's status.
+    `ranges`: the call's RangeLayout (runtime/ranges.py), or None."""
     B = core.backend
     context, a.stream = B.launch_context(B.device(like))
     a.scheme = abi.SCHEMES[backend]
     target = B.target(B.device(like))
     with context:
         for start, part in output_slices(core) or ((0, core),):
-            lib = part.kernel(dtype, target)
+            lib = part.kernel(dtype, target, block_sparse=ranges is not None)
             a.vals_width, a.vals_offset = core.nvals, start if core.nvals else 0
             a.idx_width, a.idx_offset = core.nidx, start if core.nidx else 0
-            key = (lib.key, a.nbatch, a.nout, a.nred, a.scheme)
+            if ranges is not None:
+                ranges.fill_cuda(a, lib.block_rows)
+            key = (lib.key, a.nbatch, a.nout, a.nred, a.scheme, a.range_blocks,
+                   a.max_cluster_terms)
             workspace = None  # held until the launch is queued (stream-ordered free)
             need = _WORKSPACE_BYTES.get(key, 0)
             while True:

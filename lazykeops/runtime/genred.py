@@ -23,6 +23,7 @@ from ..formula.parser import parse_formula
 from ..formula.reductions import lookup
 from ..runtime.abi import ABI_VERSION
 from ..runtime.launch import launch, output, prepare
+from ..runtime.ranges import block_sparse
 from ..runtime.signature import CAT_WORDS, call_signature
 from .backends import get_backend
 from .options import (DTYPES_ACC, GENRED_CALL_KEYWORDS, GENRED_INIT_KEYWORDS, as_index,
@@ -71,7 +72,7 @@ class GenredFront:
                                framework=self.framework, text=text, **init)
 
     def _call_options(self, options):
-        """{backend, device_id, out} of a call."""
+        """{backend, device_id, ranges, out} of a call."""
         _, opts = split_reduction_options(options, f"Genred of formula '{self.core.text}'",
                                           accepted=GENRED_CALL_KEYWORDS)
         return opts
@@ -148,13 +149,14 @@ class GenredCore:
                     f"number of {'rows' if needed == CAT_I else 'columns'} is unknown")
 
     # ------------------------------------------------------------------ call
-    def __call__(self, *args, backend="auto", out=None, device_id=-1):
+    def __call__(self, *args, backend="auto", out=None, device_id=-1, ranges=None):
         if ROUTE:
-            return ROUTE[-1](self, args, backend, out)
-        return self.compute(*args, backend=backend, out=out, device_id=device_id)
+            return ROUTE[-1](self, args, backend, out, ranges)
+        return self.compute(*args, backend=backend, out=out, device_id=device_id, ranges=ranges)
 
-    def compute(self, *args, backend="auto", out=None, device_id=-1):
-        """The reduction on `args` (checked, then launched), never routed."""
+    def compute(self, *args, backend="auto", out=None, device_id=-1, ranges=None):
+        """The reduction on `args` (checked, then launched), never routed. `ranges`:
+        pykeops's block-sparse 6-tuple, or a BlockSparse (runtime/ranges.py)."""
         self.check_backend(backend)  # the name, before any array is looked at
         if device_id != -1:
             self.check_device_id(args, device_id)
@@ -165,15 +167,17 @@ class GenredCore:
         arrays, dtype, device = self._as_arrays(args)
         if backend != "auto":
             self.check_backend(backend, device)
+        ranges = block_sparse(ranges, self.backend, device, f"formula '{self.text}'")
         if dtype in HALF_DTYPES and device == "cpu":
             # The CPU engine has no half types: it computes in float32, as the GPU does.
             widened = [self.backend.astype(x, "float32") for x in arrays]
-            return self._narrowed(self._compute(widened, "float32", device), dtype, out)
-        return self._compute(arrays, dtype, device, out, backend)
+            return self._narrowed(self._compute(widened, "float32", device, ranges=ranges),
+                                  dtype, out)
+        return self._compute(arrays, dtype, device, out, backend, ranges)
 
-    def _compute(self, arrays, dtype, device, out=None, backend="auto"):
+    def _compute(self, arrays, dtype, device, out=None, backend="auto", ranges=None):
         sig = call_signature(self, [x.shape for x in arrays], dtype, device)
-        return launch(self, sig, prepare(self, sig, arrays), out, backend)
+        return launch(self, sig, prepare(self, sig, arrays), out, backend, ranges)
 
     def _narrowed(self, result, dtype, out):
         """Float outputs of a widened computation back to `dtype` (into `out` if given)."""
@@ -257,19 +261,20 @@ class GenredCore:
         return arrays, dtype, device
 
     # ------------------------------------------------------------------ kernel
-    def kernel(self, dtype, target="cpu"):
+    def kernel(self, dtype, target="cpu", block_sparse=False):
         """The loaded library of this reduction for `dtype` on `target` ("cpu" or
-        "cuda:sm_XY"), built and cached on first use."""
-        lib = self._kernels.get((dtype, target))
+        "cuda:sm_XY"), dense or block-sparse, built and cached on first use."""
+        lib = self._kernels.get((dtype, target, block_sparse))
         if lib is None:
             spec = KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k,
-                              dtype, self.sum_scheme, target.split(":")[0])
+                              dtype, self.sum_scheme, target.split(":")[0], block_sparse)
             interface = {"abi_version": ABI_VERSION, "dtype": dtype,
                          "arguments": [[a.name, a.cat, a.dim] for a in self.aliases],
                          "axis": self.axis, "outputs": {"values": self.nvals,
                                                         "indices": self.nidx,
-                                                        "columns": self.ncols}}
+                                                        "columns": self.ncols},
+                         "block_sparse": block_sparse}
             lib = load_kernel(render_source(spec), f"{self.reduction.name}({self.text})",
                               target, interface)
-            self._kernels[(dtype, target)] = lib
+            self._kernels[(dtype, target, block_sparse)] = lib
         return lib

@@ -60,10 +60,14 @@ def check_k(core, sig):
                              f"formula '{core.text}'")
 
 
-def launch(core, sig, prepared, out=None, backend="auto"):
+def launch(core, sig, prepared, out=None, backend="auto", ranges=None):
     """The outputs of `core` on `prepared` arrays (see `prepare`): values, indices,
-    (values, indices) or (values, columns), as the reduction returns."""
-    if core.k is not None:
+    (values, indices) or (values, columns), as the reduction returns. `ranges`: a
+    BlockSparse (runtime/ranges.py), checked against these sizes here, before the kernel
+    is fetched; its rows with fewer than K terms end in empty slots, as dense rows do
+    with +inf terms."""
+    layout = None if ranges is None else ranges.layout(core.axis, sig.nout, sig.nred, sig.batch)
+    if core.k is not None and layout is None:
         check_k(core, sig)
     B = core.backend
     like = prepared[0]
@@ -73,7 +77,7 @@ def launch(core, sig, prepared, out=None, backend="auto"):
     idx = B.empty(idx_shape, "int64", like) if idx_shape else None
     cols = B.empty(cols_shape, sig.dtype, like) if cols_shape else None
     if sig.nbatch and sig.nout:
-        _call(core, sig, prepared, vals, idx, cols, backend)
+        _call(core, sig, prepared, vals, idx, cols, backend, layout)
     elif cols is not None:
         cols[...] = 0
     if cols is not None:
@@ -83,12 +87,14 @@ def launch(core, sig, prepared, out=None, backend="auto"):
     return vals if vals is not None else idx
 
 
-def _call(core, sig, prepared, vals, idx, cols, backend):
+def _call(core, sig, prepared, vals, idx, cols, backend, layout):
     B = core.backend
     pointers = core._pointer_array(*[B.data_ptr(x) for x in prepared])
     strides = core._stride_array(*sig.strides)
     a = abi.new_launch(sig.nbatch, sig.nout, sig.nred)
     a.args, a.batch_strides = ctypes.addressof(pointers), ctypes.addressof(strides)
+    if layout is not None:
+        layout.fill(a)
     if vals is not None:
         a.vals = B.data_ptr(vals)
     if idx is not None:
@@ -97,9 +103,9 @@ def _call(core, sig, prepared, vals, idx, cols, backend):
         if cols is not None:
             a.cols = B.data_ptr(cols)
         a.nthreads = B.num_threads()
-        status = core.kernel(sig.dtype).launch(ctypes.byref(a))
+        status = core.kernel(sig.dtype, block_sparse=layout is not None).launch(ctypes.byref(a))
     else:
-        status = launch_cuda(core, sig.dtype, prepared[0], a, backend)
+        status = launch_cuda(core, sig.dtype, prepared[0], a, backend, layout)
     if status == abi.SHARED_MEMORY:
         raise LazyKeOpsError(f"the j-variables of formula '{core.text}' are too large: one "
                              "term does not fit in the GPU's shared memory")

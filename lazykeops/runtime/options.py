@@ -9,7 +9,7 @@ GenredCore's own keyword names:
 
     init, call = split_reduction_options(kwargs, "formula 'SqDist(X,Y)'")
     core = GenredCore(..., **init)           # {"dtype_acc": ..., "sum_scheme": ...}
-    core(*args, **call)                      # {"backend": ..., "device_id": ..., "out": ...}
+    core(*args, **call)                      # {"backend", "device_id", "ranges", "out"}
 
 Callers that launch through `runtime.launch` or `torch.autograd.call` (which take no
 device_id) check it first with `check_device_id(call.pop("device_id"), device, what)`.
@@ -22,14 +22,16 @@ Per keyword:
   lazykeops computes where the arrays are, so a GPU backend with CPU arrays is refused
   by GenredCore).
 - checked: device_id (-1, or the index of the GPU holding the arrays; anything else is
-  an error naming both, since lazykeops never moves data between devices).
+  an error naming both, since lazykeops never moves data between devices); ranges
+  (block-sparse reductions, pykeops's 6-tuple: runtime/ranges.py checks them against the
+  arrays).
 - accepted, with no effect: dtype and cuda_type (pykeops 2 ignores them too, with a
   warning; the arrays' dtype decides); enable_chunks and rec_multVar_highdim (GPU
   scheduling hints: lazykeops's CUDA launcher picks its own tiles and output slices, the
   result does not depend on them); use_fast_math (lazykeops never builds with
   --use_fast_math, so results are the accurate ones either way).
-- refused: ranges (block-sparse reductions: `errors.ranges_error`), optional_flags other
-  than empty (pykeops's compiler flags have no lazykeops meaning).
+- refused: optional_flags other than empty (pykeops's compiler flags have no lazykeops
+  meaning).
 Where pykeops refuses dtype_acc or sum_scheme on selections (Min, ArgKMin, ...), lazykeops
 accepts them without effect: selections are exact, whatever the accumulator.
 
@@ -42,7 +44,7 @@ import operator
 import warnings
 
 from ..compile.spec import SUM_SCHEMES
-from ..errors import LazyKeOpsError, ranges_error
+from ..errors import LazyKeOpsError
 
 DTYPES_ACC = ("auto", "float32", "float64")
 # pykeops's backend names -> the ones GenredCore knows.
@@ -112,9 +114,8 @@ def init_options(what, dtype_acc="auto", use_double_acc=False, sum_scheme="auto"
 
 
 def call_options(what, backend="auto", device_id=-1, ranges=None, out=None):
-    """The call-side keywords -> {"backend", "device_id", "out"} for GenredCore.__call__."""
-    if ranges is not None:
-        raise ranges_error(what)
+    """The call-side keywords -> {"backend", "device_id", "ranges", "out"} for
+    GenredCore.__call__ (ranges are checked there, against the arrays)."""
     if not isinstance(backend, str) or backend not in BACKEND_NAMES:
         raise LazyKeOpsError(f"backend must be one of {tuple(BACKEND_NAMES)} for {what}, "
                              f"got {backend!r}")
@@ -122,7 +123,8 @@ def call_options(what, backend="auto", device_id=-1, ranges=None, out=None):
     if device_id < -1:
         raise LazyKeOpsError(f"device_id must be -1 (the arrays' device) or a GPU index "
                              f">= 0 for {what}, got {device_id}")
-    return {"backend": BACKEND_NAMES[backend], "device_id": device_id, "out": out}
+    return {"backend": BACKEND_NAMES[backend], "device_id": device_id, "ranges": ranges,
+            "out": out}
 
 
 def check_device_id(device_id, device, what):

@@ -19,7 +19,7 @@ LazyTensors in `lazy_complex.py`: each attaches its methods to the class.
 import math
 import numbers
 
-from ..errors import LazyKeOpsError, ranges_error
+from ..errors import LazyKeOpsError
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, TEXT_LIMIT, checked_param, render
 from ..runtime.backends import get_backend
 from .lazy_shapes import _shapes, merge_into
@@ -188,6 +188,8 @@ class LazyTensor:
             out.ni, out.nj, out.batch = self.ni, self.nj, self.batch
             if self.framework is not None:
                 out.framework, out.dtype, out.device = self.framework, self.dtype, self.device
+            if self._ranges is not None:
+                out._ranges = self._ranges
             try:
                 out.inner_dim = OPS[op].dim([self.inner_dim], params)
             except LazyKeOpsError as err:
@@ -239,17 +241,23 @@ class LazyTensor:
     __repr__ = __str__
     __hash__ = object.__hash__  # == builds a formula, so hash by identity
 
+    _ranges = None
+
     @property
     def ranges(self):
-        """pykeops's block-sparse ranges: not supported yet, so always None."""
-        return None
+        """pykeops's block-sparse ranges (runtime/ranges.py), or None: set on a LazyTensor,
+        they go with the expressions built from it (`K.ranges = r; K @ b` reduces over r),
+        and a reduction's `ranges=` keyword overrides them."""
+        return self._ranges
 
     @ranges.setter
     def ranges(self, value):
-        # pykeops clients (GeomLoss's multiscale kernels) set it: ignoring it would give
-        # the full reduction where they expect the block-sparse one.
-        if value is not None:
-            raise ranges_error(f"a LazyTensor of shape {self.shape}")
+        if value is not None and (not isinstance(value, (tuple, list)) or len(value) != 6):
+            raise LazyKeOpsError(f"ranges of a LazyTensor of shape {self.shape} must be "
+                                 f"pykeops's 6-tuple (ranges_i, slices_i, redranges_j, "
+                                 f"ranges_j, slices_j, redranges_i) or None, got "
+                                 f"{type(value).__name__}")
+        self._ranges = None if value is None else tuple(value)
 
     # ------------------------------------------------------------------ arithmetic
     def __add__(self, other): return self._apply("Add", other)

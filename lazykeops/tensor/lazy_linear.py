@@ -62,8 +62,17 @@ def transpose(self):
             if x is not None:
                 new.data = x.reshape(*x.shape[:-3], x.shape[-2], x.shape[-3], x.shape[-1])
         new.args = tuple(flipped[id(a)] for a in t.args)
+        if t._ranges is not None:
+            new._ranges = _transposed_ranges(t._ranges)
         flipped[id(t)] = new
     return flipped[id(self)]
+
+
+def _transposed_ranges(ranges):
+    """Block-sparse ranges of K.T: pykeops's two halves exchanged, or a mask's sides."""
+    if hasattr(ranges, "transposed"):  # a LabelMask (tensor/lazy_blocks.py)
+        return ranges.transposed()
+    return (*ranges[3:], *ranges[:3])
 
 
 def matvec(self, v):

@@ -17,8 +17,10 @@ from ..runtime.launch import launch, prepare
 from ..runtime.signature import Signature
 from ..runtime.genred import HALF_DTYPES, GenredCore
 from ..runtime.options import as_index, call_options, check_device_id, split_reduction_options
+from ..runtime.ranges import block_sparse
 from ..runtime.backends import get_backend
 from .lazy import LazyTensor, _framework_of
+from .lazy_blocks import LabelMask, masked_reduce
 from .lazy_shapes import merge_into, postorder
 
 _CORES = {}
@@ -103,11 +105,13 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     """The reduction of `t` over pykeops's `dim`; `options` are pykeops's reduction
     keywords (runtime/options.py), plus `call=False` for a reduction to run later."""
     deferred = False
+    ranges = None
     if options:
         deferred = not options.pop("call", True)
         init, call = split_reduction_options(options, _what(t, reduction_op))
         dtype_acc, sum_scheme = init["dtype_acc"], init["sum_scheme"]
         backend, out, device_id = call["backend"], call["out"], call["device_id"]
+        ranges = call["ranges"]
     else:  # the common case, without building messages
         dtype_acc = sum_scheme = backend = "auto"
         out, device_id = None, -1
@@ -124,9 +128,17 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
         shape_of = merged
     else:
         roots, shape_of = (t,), t
+    if ranges is None:  # pykeops's `K.ranges = ...`, carried through the expression
+        ranges = shape_of._ranges
+    if isinstance(ranges, LabelMask):  # K.block_sparse(...): lazy_blocks.py sorts the data
+        return masked_reduce(t, reduction_op, dim, weight, k, ranges, deferred, options)
     spec = (reduction_op, axis, k, dtype_acc, sum_scheme)
     if shape_of.framework == "torch" and is_compiling():  # under torch.compile
         _check_dtype(t, shape_of)
+        if ranges is not None:
+            raise LazyKeOpsError(f"block-sparse ranges cannot be used under torch.compile "
+                                 f"yet ({_what(t, reduction_op)}): reduce outside the "
+                                 f"compiled function, or without ranges")
         if device_id != -1:
             check_device_id(device_id, shape_of.device, _what(t, reduction_op))
         from ..torch.custom_ops import compiled_reduce
@@ -135,8 +147,8 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
     nodes, leaves = lower(roots)
     table = tuple([(leaf.category, leaf.inner_dim) for leaf in leaves])
     if leaves and leaves[0].symbolic_pos is not None:
-        return SymbolicReduction(nodes, table, spec)
-    if deferred:
+        return SymbolicReduction(nodes, table, spec, ranges)
+    if deferred:  # options keep ranges=, if given; t keeps its own
         return DeferredReduction(t, reduction_op, dim, weight, k, options)
     if shape_of.framework is None:
         raise LazyKeOpsError(f"a LazyTensor of shape {t.shape} whose variables are all "
@@ -157,17 +169,20 @@ def reduce(t, reduction_op, dim, weight=None, k=None, **options):
         if shape_of.device != "cpu":
             core.check_device(shape_of.device)
     arrays, sig = _signature(leaves, shape_of, axis, core.backend)
+    if ranges is not None:
+        ranges = block_sparse(ranges, core.backend, shape_of.device, _what(t, reduction_op))
     if shape_of.framework == "torch" and _needs_autograd(leaves):
         from ..torch.autograd import call  # torch only; recorded for backward
 
         args = [_genred_layout(leaf, x) for leaf, x in zip(leaves, arrays)]
-        return _pykeops_shape(call(core, args, backend, out, None if half_cpu else sig), t, k)
+        return _pykeops_shape(call(core, args, backend, out, None if half_cpu else sig, ranges),
+                              t, k)
     if half_cpu:
         args = [_genred_layout(leaf, x) for leaf, x in zip(leaves, arrays)]
-        return _pykeops_shape(core(*args, backend=backend, out=out), t, k)
+        return _pykeops_shape(core(*args, backend=backend, out=out, ranges=ranges), t, k)
     # The fast path: the expression's construction checked what a signature checks.
-    return _pykeops_shape(launch(core, sig, prepare(core, sig, arrays, lazy=True), out, backend),
-                          t, k)
+    return _pykeops_shape(launch(core, sig, prepare(core, sig, arrays, lazy=True), out, backend,
+                                 ranges), t, k)
 
 
 def _check_dtype(t, shape_of):
@@ -292,16 +307,20 @@ def _pykeops_shape(result, t, k):
 
 class SymbolicReduction:
     """What a reduction of symbolic variables returns: call it with the arrays, by index
-    (i-variables (..., N, D), j-variables (..., M, D), parameters (..., D))."""
+    (i-variables (..., N, D), j-variables (..., M, D), parameters (..., D)). Block-sparse
+    ranges given to the reduction (or set on the expression) apply unless the call gives
+    its own."""
 
-    def __init__(self, nodes, table, options):
-        self.nodes, self.table, self.options = nodes, table, options
+    def __init__(self, nodes, table, options, ranges=None):
+        self.nodes, self.table, self.options, self.ranges = nodes, table, options, ranges
 
     def __call__(self, *args, **kwargs):
         framework = next((f for f in map(_framework_of, args) if f), None)
         if framework is None:
             raise LazyKeOpsError("a symbolic reduction needs at least one torch tensor or "
                                  "numpy array argument")
+        if self.ranges is not None and kwargs.get("ranges") is None:
+            kwargs["ranges"] = self.ranges
         core = _core(self.nodes, self.table, self.options, framework)
         return core(*args, **call_options(f"formula '{core.text}'", **kwargs))
 

@@ -15,11 +15,18 @@ def _shapes(args):
 
 
 def merge_into(out, args):
-    """Sizes, batch dims, framework, dtype and device of an op's result; errors name the
-    shapes involved. Written as one plain loop: it runs for every op of every call."""
-    ni = nj = framework = None
+    """Sizes, batch dims, framework, dtype, device and block-sparse ranges of an op's
+    result; errors name the shapes involved. Written as one plain loop: it runs for every
+    op of every call."""
+    ni = nj = framework = ranges = None
     batches = None
     for a in args:
+        if a._ranges is not None:
+            if ranges is not None and any(p is not q for p, q in zip(ranges, a._ranges)):
+                raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} carry "
+                                     "different block-sparse ranges; set one (K.ranges = ...)"
+                                     " on the result, or pass ranges= to the reduction")
+            ranges = a._ranges
         if a.ni is not None:
             if ni is not None and ni != a.ni:
                 raise LazyKeOpsError(f"{out.op}: LazyTensors of shapes {_shapes(args)} have "
@@ -41,6 +48,8 @@ def merge_into(out, args):
         if a.batch:
             batches = [a.batch] if batches is None else batches + [a.batch]
     out.ni, out.nj = ni, nj
+    if ranges is not None:
+        out._ranges = ranges
     if framework is not None:
         out.framework, out.dtype, out.device = framework, dtype, device
     if batches is not None:

@@ -28,9 +28,10 @@ import torch
 
 from ..errors import LazyKeOpsError
 from ..formula import CAT_P
-from ..runtime.launch import launch, prepare
-from ..tensor import lazy_reduce
 from ..runtime.genred import ROUTE
+from ..runtime.launch import launch, prepare
+from ..runtime.ranges import block_sparse
+from ..tensor import lazy_reduce
 
 _is_compiling = torch.compiler.is_compiling
 
@@ -47,48 +48,52 @@ def is_recorded(a):
     return isinstance(a, torch.Tensor) and (a.requires_grad or _is_wrapped(a))
 
 
-def call(core, args, backend="auto", out=None, sig=None):
+def call(core, args, backend="auto", out=None, sig=None, ranges=None):
     """core(*args), recorded by autograd when a torch input requires a gradient (or is
     seen through a torch.func transform). `sig`: the call's Signature when the caller has
     checked the arguments (the LazyTensor front end), so that the forward only prepares
-    and launches. Under torch.compile, and inside the custom op's backward (ROUTE), the
-    call goes through the custom op (torch/custom_ops.py) instead."""
+    and launches. `ranges`: pykeops's block-sparse 6-tuple (or a BlockSparse), which the
+    gradient reductions reuse, each with the half of its own axis. Under torch.compile,
+    and inside the custom op's backward (ROUTE), the call goes through the custom op
+    (torch/custom_ops.py) instead."""
     if ROUTE:
-        return ROUTE[-1](core, args, backend, out)
+        return ROUTE[-1](core, args, backend, out, ranges)
     if _is_compiling():
         from .custom_ops import call_op
 
-        return call_op(core, args, backend, out)
+        return call_op(core, args, backend, out, ranges)
     for a in args:  # a plain loop: this runs on every small call
         if is_recorded(a):
             break
     else:
-        return _run(core, args, backend, out, sig)
+        return _run(core, args, backend, out, sig, ranges)
     if torch.is_grad_enabled() or any(isinstance(a, torch.Tensor) and _is_wrapped(a)
                                       for a in args):
         if out is not None:
             raise LazyKeOpsError(f"out= cannot be used when an input of formula "
                                  f"'{core.text}' requires a gradient")
-        return GenredFunction.apply(core, backend, sig, *args)
-    return _run(core, args, backend, out, sig)
+        return GenredFunction.apply(core, backend, sig, ranges, *args)
+    return _run(core, args, backend, out, sig, ranges)
 
 
-def _run(core, args, backend, out, sig):
+def _run(core, args, backend, out, sig, ranges=None):
     """The one prepare -> launch path, after the signature step unless `sig` is given."""
     if sig is None:
-        return core.compute(*args, backend=backend, out=out)
-    return launch(core, sig, prepare(core, sig, args), out, backend)
+        return core.compute(*args, backend=backend, out=out, ranges=ranges)
+    if ranges is not None:
+        ranges = block_sparse(ranges, core.backend, sig.device, f"formula '{core.text}'")
+    return launch(core, sig, prepare(core, sig, args), out, backend, ranges)
 
 
 class GenredFunction(torch.autograd.Function):
     @staticmethod
-    def forward(core, backend, sig, *args):
-        return _run(core, args, backend, None, sig)
+    def forward(core, backend, sig, ranges, *args):
+        return _run(core, args, backend, None, sig, ranges)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        core, backend, _, *args = inputs
-        ctx.core, ctx.backend = core, backend
+        core, backend, _, ranges, *args = inputs
+        ctx.core, ctx.backend, ctx.ranges = core, backend, ranges
         ctx.is_tensor = [isinstance(a, torch.Tensor) for a in args]
         ctx.python_args = [None if t else a for a, t in zip(args, ctx.is_tensor)]
         outs = output if isinstance(output, tuple) else (output,)
@@ -102,22 +107,23 @@ class GenredFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         args, outs = _saved(ctx)
-        needs = ctx.needs_input_grad[3:]
+        needs = ctx.needs_input_grad[4:]
         from .reduction_rules import reduction_backward  # it calls `call`: imported late
 
-        grads = reduction_backward(ctx.core, args, outs, grad_outputs, needs)
-        return (None, None, None, *grads)
+        grads = reduction_backward(ctx.core, args, outs, grad_outputs, needs, ctx.ranges)
+        return (None, None, None, None, *grads)
 
     @staticmethod
     def jvp(ctx, *tangents):
         args, outs = _saved(ctx)
         from .reduction_rules import reduction_jvp
 
-        return reduction_jvp(ctx.core, args, outs, tangents[3:])
+        return reduction_jvp(ctx.core, args, outs, tangents[4:], ctx.ranges)
 
     @staticmethod
-    def vmap(info, in_dims, core, backend, sig, *args):  # new shapes: a new signature
-        out = GenredFunction.apply(core, backend, None, *vmapped_args(core, args, in_dims[3:]))
+    def vmap(info, in_dims, core, backend, sig, ranges, *args):  # new shapes: a new signature
+        out = GenredFunction.apply(core, backend, None, ranges,
+                                   *vmapped_args(core, args, in_dims[4:]))
         return out, ((0, 0) if isinstance(out, tuple) else 0)
 
 

@@ -103,9 +103,13 @@ def _as_tuple(result):
     return result if isinstance(result, tuple) else (result,)
 
 
-def call_op(core, args, backend="auto", out=None):
+def call_op(core, args, backend="auto", out=None, ranges=None):
     """core(*args) through the custom op: tensors only (Python numbers converted), the
-    outputs as the core returns them."""
+    outputs as the core returns them. Block-sparse ranges are not traced yet."""
+    if ranges is not None:
+        raise LazyKeOpsError(f"block-sparse ranges cannot be used under torch.compile yet "
+                             f"(formula '{core.text}'): call this reduction outside the "
+                             f"compiled function, or without ranges")
     if out is not None:
         raise LazyKeOpsError(f"out= cannot be used under torch.compile (formula "
                              f"'{core.text}')")

@@ -30,8 +30,8 @@ class Genred(GenredFront):
     (or use_double_acc=True) and sum_scheme choose how sums accumulate; dtype, cuda_type,
     enable_chunks, rec_multVar_highdim and use_fast_math are accepted and change nothing
     (runtime/options.py says why); device_id must be -1 or the GPU holding the tensors.
-    Block-sparse `ranges` are not supported yet: passing them raises rather than being
-    ignored.
+    ranges: pykeops's block-sparse 6-tuple (runtime/ranges.py: layout, batch dims, the
+    identity of rows with no terms); gradients use its transposed half.
     """
 
     framework = "torch"
@@ -46,4 +46,5 @@ class Genred(GenredFront):
         opts = self._call_options(options)
         if opts["device_id"] != -1:
             self.core.check_device_id(args, opts["device_id"])
-        return call(self.core, args, backend=opts["backend"], out=opts["out"])
+        return call(self.core, args, backend=opts["backend"], out=opts["out"],
+                    ranges=opts["ranges"])

@@ -39,19 +39,20 @@ class KernelSolve:
                                       self.framework)
 
     def __call__(self, *args, **options):
-        backend, device_id, alpha, eps = self.solver.call_options(options)
-        self.solver.check(args, backend, device_id)
+        backend, device_id, alpha, eps, ranges = self.solver.call_options(options)
+        ranges = self.solver.check(args, backend, device_id, ranges)
         if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad
                                            for a in args):
-            return _Solve.apply(self.solver, alpha, eps, backend, *args)
-        return self.solver.solve(args, alpha, eps, backend)
+            return _Solve.apply(self.solver, alpha, eps, backend, ranges, *args)
+        return self.solver.solve(args, alpha, eps, backend, ranges)
 
 
 class _Solve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, solver, alpha, eps, backend, *args):
-        a = solver.solve(args, alpha, eps, backend)
+    def forward(ctx, solver, alpha, eps, backend, ranges, *args):
+        a = solver.solve(args, alpha, eps, backend, ranges)
         ctx.solver, ctx.alpha, ctx.eps, ctx.backend = solver, alpha, eps, backend
+        ctx.ranges = ranges
         ctx.is_tensor = [isinstance(x, torch.Tensor) for x in args]
         ctx.python_args = [None if t else x for x, t in zip(args, ctx.is_tensor)]
         ctx.save_for_backward(*[x for x in args if isinstance(x, torch.Tensor)], a)
@@ -65,8 +66,8 @@ class _Solve(torch.autograd.Function):
         a = next(saved)
         rhs = list(args)
         rhs[pos] = g
-        kinv_g = _Solve.apply(solver, ctx.alpha, ctx.eps, ctx.backend, *rhs)
-        needs = ctx.needs_input_grad[4:]
+        kinv_g = _Solve.apply(solver, ctx.alpha, ctx.eps, ctx.backend, ctx.ranges, *rhs)
+        needs = ctx.needs_input_grad[5:]
         grads = [None] * len(args)
         if needs[pos]:
             grads[pos] = kinv_g
@@ -79,9 +80,9 @@ class _Solve(torch.autograd.Function):
                 for k in others:
                     x = args[k]
                     inputs[k] = x.view_as(x) if x.requires_grad else x.detach().requires_grad_()
-                ka = call(solver.core, inputs, backend=ctx.backend)
+                ka = call(solver.core, inputs, backend=ctx.backend, ranges=ctx.ranges)
                 found = torch.autograd.grad(ka, [inputs[k] for k in others], -kinv_g,
                                             create_graph=create, allow_unused=True)
             for k, grad in zip(others, found):
                 grads[k] = grad if grad is not None else torch.zeros_like(args[k])
-        return (None, None, None, None, *grads)
+        return (None, None, None, None, None, *grads)

@@ -64,13 +64,13 @@ def _split(result, dims):
     return parts
 
 
-def _lse_of(core, args):
+def _lse_of(core, args, ranges):
     """[the log-sum-exp of the formula] for reductions whose derivatives need it, else []."""
     if not core.reduction.uses_lse:
         return []
     lse = _derived(core, "lse", lambda: _core_like(
         core, core.formulas[:1], core.aliases, "LogSumExp", core.axis))
-    return [call(lse, args)]
+    return [call(lse, args, ranges=ranges)]
 
 
 def _lse_alias(core, aliases):
@@ -87,10 +87,12 @@ def _is_float(a):
 
 
 # ------------------------------------------------------------------ backward
-def reduction_backward(core, args, outs, grad_outputs, needs):
+def reduction_backward(core, args, outs, grad_outputs, needs, ranges=None):
+    """Gradients of `core`'s inputs; `ranges`: the forward's block-sparse ranges, which
+    every gradient reduction takes too (the half of its own axis: runtime/ranges.py)."""
     kind = core.reduction.kind
     if kind == "dual":
-        return _dualsum_backward(core, args, outs, grad_outputs, needs)
+        return _dualsum_backward(core, args, outs, grad_outputs, needs, ranges)
     wanted = [p for p, (a, need) in enumerate(zip(args, needs)) if need and _is_float(a)]
     grads = [None] * len(args)
     if not wanted or kind == "indices":
@@ -99,26 +101,26 @@ def reduction_backward(core, args, outs, grad_outputs, needs):
     if G is None:
         return grads
     if kind == "selection":
-        contributions = _selection_backward(core, args, G, wanted)
+        contributions = _selection_backward(core, args, G, wanted, ranges)
     else:
-        contributions = _sumlike_backward(core, args, outs[0], G, wanted)
+        contributions = _sumlike_backward(core, args, outs[0], G, wanted, ranges)
     for p, g in contributions.items():
         grads[p] = _sum_to(g, args[p])
     return grads
 
 
-def _sumlike_backward(core, args, out, G, wanted):
+def _sumlike_backward(core, args, out, G, wanted, ranges):
     """Gradients of Sum, LogSumExp, SumSoftMaxWeight: when both sides need one, a single
     DualSum pass computes the output-side sums over j and the reduced-side sums over i."""
     out_cat = _out_cat(core)
-    extras_data = [G, out, *_lse_of(core, args)]
+    extras_data = [G, out, *_lse_of(core, args, ranges)]
     row_side = tuple(p for p in wanted if core.aliases[p].cat in (out_cat, CAT_P))
     col_side = tuple(p for p in wanted if p not in row_side)
     if ("cuda" if G.is_cuda else "cpu") not in DUAL_SUM.devices:  # two Sums instead
-        rows = _one_side(core, args, extras_data, row_side, ()) if row_side else None
-        cols = _one_side(core, args, extras_data, (), col_side) if col_side else None
+        rows = _one_side(core, args, extras_data, row_side, (), ranges) if row_side else None
+        cols = _one_side(core, args, extras_data, (), col_side, ranges) if col_side else None
     else:
-        values = _one_side(core, args, extras_data, row_side, col_side)
+        values = _one_side(core, args, extras_data, row_side, col_side, ranges)
         if row_side and col_side:
             rows, cols = values
         else:
@@ -131,10 +133,10 @@ def _sumlike_backward(core, args, out, G, wanted):
     return result
 
 
-def _one_side(core, args, extras_data, row_side, col_side):
+def _one_side(core, args, extras_data, row_side, col_side, ranges):
     grad_core = _derived(core, ("grad", row_side, col_side),
                          lambda: _sumlike_grad_core(core, row_side, col_side))
-    return call(grad_core, [*args, *extras_data])
+    return call(grad_core, [*args, *extras_data], ranges=ranges)
 
 
 def _sumlike_grad_core(core, row_side, col_side):
@@ -160,7 +162,7 @@ def _sumlike_grad_core(core, row_side, col_side):
     return _core_like(core, [gradients(col_side)], aliases, "Sum", 1 - core.axis)
 
 
-def _dualsum_backward(core, args, outs, grad_outputs, needs):
+def _dualsum_backward(core, args, outs, grad_outputs, needs, ranges):
     """DualSum is two Sums: differentiate each with its own output cotangent."""
     grads = [None] * len(args)
     for side, (formula, axis) in enumerate(((core.formulas[0], core.axis),
@@ -170,7 +172,7 @@ def _dualsum_backward(core, args, outs, grad_outputs, needs):
         single = _derived(core, ("side", side), lambda: _core_like(
             core, [formula], core.aliases, "Sum", axis))
         for p, g in enumerate(reduction_backward(single, args, [outs[side]],
-                                                 [grad_outputs[side]], needs)):
+                                                 [grad_outputs[side]], needs, ranges)):
             if g is not None:
                 grads[p] = g if grads[p] is None else grads[p] + g
     return grads
@@ -180,13 +182,18 @@ def _var(alias):
     return var(alias.pos, alias.dim, alias.cat)
 
 
-def _selection_backward(core, args, G, wanted):
-    """Gradient through the selected pairs of Min/Max/KMin (see the module docstring)."""
+def _selection_backward(core, args, G, wanted, ranges):
+    """Gradient through the selected pairs of Min/Max/KMin (see the module docstring).
+    A slot with no term (index -1: fewer than K terms below +inf, or a block-sparse row
+    with none) passes no gradient."""
     f = core.formulas[0]
     companion = _derived(core, "indices", lambda: _core_like(
         core, core.formulas, core.aliases, core.reduction.companion, core.axis, core.k))
     with torch.no_grad():
-        _, idx = companion(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args])
+        _, idx = companion(*[a.detach() if isinstance(a, torch.Tensor) else a for a in args],
+                           ranges=ranges)
+    empty = idx < 0  # outside no_grad: G's masking is differentiable (double backward)
+    G, idx = G.masked_fill(empty, 0), idx.clamp(min=0)
     k, dim = core.k or 1, f.dim
     out_cat = _out_cat(core)
     batch = idx.shape[:-2]
@@ -245,7 +252,7 @@ def _selection_grad_core(core, wanted, d):
 
 
 # ------------------------------------------------------------------ forward mode
-def reduction_jvp(core, args, outs, tangents):
+def reduction_jvp(core, args, outs, tangents, ranges=None):
     """Tangent of the output for input tangents (sum-like reductions)."""
     kind = core.reduction.kind
     if kind == "indices":
@@ -258,11 +265,12 @@ def reduction_jvp(core, args, outs, tangents):
     if not used:
         return torch.zeros_like(outs[0])
     jvp_core = _derived(core, ("jvp", tuple(used)), lambda: _jvp_core(core, used))
-    extra = [outs[0], *_lse_of(core, args)]
+    extra = [outs[0], *_lse_of(core, args, ranges)]
     tangent_data = [tangents[p].expand_as(args[p]) if isinstance(args[p], torch.Tensor)
                     else tangents[p] for p in used]
     # Tangents may lack batch dims of size 1 that some primal input has: match the output.
-    return torch.broadcast_to(call(jvp_core, [*args, *tangent_data, *extra]), outs[0].shape)
+    return torch.broadcast_to(call(jvp_core, [*args, *tangent_data, *extra], ranges=ranges),
+                              outs[0].shape)
 
 
 def _jvp_core(core, used):

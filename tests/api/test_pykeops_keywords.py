@@ -117,7 +117,7 @@ def test_split_for_lazytensor_reductions():
     init, call = split_reduction_options({"use_double_acc": True, "backend": "GPU_2D_device",
                                           "device_id": np.int64(0)}, "a LazyTensor")
     assert init == {"dtype_acc": "float64", "sum_scheme": "auto"}
-    assert call == {"backend": "GPU_2D", "device_id": 0, "out": None}
+    assert call == {"backend": "GPU_2D", "device_id": 0, "ranges": None, "out": None}
     assert type(call["device_id"]) is int
     assert set(REDUCTION_KEYWORDS) >= {"enable_chunks", "use_fast_math", "optional_flags"}
     with pytest.raises(LazyKeOpsError, match="'dtype'"):  # Genred.__init__ only

@@ -35,7 +35,14 @@ def test_struct_and_manifest(cache):
     assert manifest["interface"] == {
         "abi_version": abi.ABI_VERSION, "dtype": "float64", "axis": 1,
         "arguments": [["x", 0, 2], ["y", 1, 2]],
-        "outputs": {"values": 1, "indices": 1, "columns": 0}}
+        "outputs": {"values": 1, "indices": 1, "columns": 0}, "block_sparse": False}
+
+    # A dense library refuses block-sparse fields (and a block-sparse one their absence).
+    a = abi.new_launch(1, 5, 7)
+    a.row_bounds = ctypes.addressof(ctypes.c_int64(0))
+    assert lib.launch(ctypes.byref(a)) == abi.STATUS["RANGES_MISMATCH"]
+    sparse = g.core.kernel("float64", block_sparse=True)
+    assert sparse.launch(ctypes.byref(abi.new_launch(1, 5, 7))) == abi.STATUS["RANGES_MISMATCH"]
 
     # A struct of another version or size is refused before anything is read from it.
     for field, value in (("abi_version", abi.ABI_VERSION + 1), ("struct_bytes", 8)):

@@ -4,7 +4,9 @@
 // merge_splits, over Sum,
 // LogSumExp (weighted: what SoftMaxRed is made of), ArgExtremum and KMin policies, in the compute/storage type pairs the code generator uses (float/float,
 // double/double, float/__half, float/__nv_bfloat16). No entry macro: the kernels are
-// instantiated by taking their addresses, below (the one place naming them).
+// instantiated by taking their addresses, below (the one place naming them), with both
+// work sources: dense, and block-sparse (SparseWork; what LK_BLOCK_SPARSE 1 selects).
+#define LK_BLOCK_SPARSE 0
 #include "lk_cuda_engine.cuh"
 
 namespace {
@@ -81,14 +83,21 @@ struct Chunked {
 static_assert(lk::IsChunked<Chunked>::value && !lk::IsChunked<Gaussian>::value, "WIDE detection");
 
 // The kernels of a variant for (F, R, T, S): the skeleton and the split scheme's merge.
-template <class F, class R, class T, class S, class K>
-const void* const kernels[] = {(const void*)&lk::reduce<F, R, T, S, K>,
+template <class F, class R, class T, class S, class K, class W>
+const void* const kernels[] = {(const void*)&lk::reduce<F, R, T, S, K, W>,
                                (const void*)&lk::merge_splits<F, R, T, S>};
 
 template <class F, class R, class T, class S>
-const void* const* const tiles = kernels<F, R, T, S, lk::TiledVariant<F, R, T, S>>;
+const void* const* const tiles = kernels<F, R, T, S, lk::TiledVariant<F, R, T, S>, lk::DenseWork>;
 template <class F, class R, class T, class S>
-const void* const* const chunked = kernels<F, R, T, S, lk::ChunkedVariant<F, R, T, S>>;
+const void* const* const sparse_tiles =
+    kernels<F, R, T, S, lk::TiledVariant<F, R, T, S>, lk::SparseWork>;
+template <class F, class R, class T, class S>
+const void* const* const chunked =
+    kernels<F, R, T, S, lk::ChunkedVariant<F, R, T, S>, lk::DenseWork>;
+template <class F, class R, class T, class S>
+const void* const* const sparse_chunked =
+    kernels<F, R, T, S, lk::ChunkedVariant<F, R, T, S>, lk::SparseWork>;
 
 // The variants the engine picks, with the row source each formula needs.
 static_assert(std::is_same_v<lk::Engine<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>::C,
@@ -115,6 +124,9 @@ extern "C" int lk_test_kernel_count() {
       tiles<WideGlobal, lk::SumRed<1, lk::KahanSum>, double, double>,
       chunked<Chunked, lk::SumRed<1, lk::BlockSum>, float, float>,
       chunked<Chunked, lk::KMinRed<1, 3, 0, 1>, float, __half>,
+      sparse_tiles<Gaussian, lk::LogSumExpRed<1, 1>, float, float>,
+      sparse_tiles<Gaussian, lk::ArgExtremumRed<2, 0, 1, 1>, double, double>,
+      sparse_chunked<Chunked, lk::SumRed<1, lk::BlockSum>, float, __nv_bfloat16>,
   };
   int n = 0;
   for (const void* const* pair : all) n += (pair[0] != nullptr) + (pair[1] != nullptr);

@@ -98,13 +98,13 @@ namespace harness {
 // The CPU engine below its entry macro: arguments as the engine reads them (args[v] for
 // argument v, batch b at args[v] + b * batch_strides[v]; outputs nbatch x nout x VALS and
 // x IDXS; DualSum columns nbatch x nred x COLS). The one place that knows cpu_run's
-// signature.
-template <class F, class R, class T>
+// signature. `ranges`: a block-sparse reduction's range sets (lk_ranges.h), dense by default.
+template <class F, class R, class T, bool SPARSE = false>
 int run_cpu(int64_t nbatch, int64_t nout, int64_t nred, const std::vector<const T*>& args,
             const std::vector<int64_t>& batch_strides, T* vals, int64_t* idx, T* cols,
-            int nthreads) {
-  return lk::cpu_run<F, R, T>(nbatch, nout, nred, args.data(), batch_strides.data(), vals, idx,
-                              cols, nthreads);
+            int nthreads, const lk::RangeSets& ranges = lk::RangeSets{}) {
+  return lk::cpu_run<F, R, T, SPARSE>(nbatch, nout, nred, args.data(), batch_strides.data(),
+                                      vals, idx, cols, nthreads, ranges);
 }
 
 }  // namespace harness

@@ -1,0 +1,260 @@
+"""Block-sparse reductions: pykeops's `ranges`, checked, and laid out for the engines.
+
+pykeops's six arrays, `(ranges_i, slices_i, redranges_j, ranges_j, slices_j, redranges_i)`,
+int32 or int64, on the data's device. A reduction over j (axis=1) reads the first half:
+row cluster k is the rows [ranges_i[k, 0], ranges_i[k, 1]) and reduces over the intervals
+of j `redranges_j[slices_i[k-1]:slices_i[k]]` (slices_i[-1] read as 0), each a row
+[start, end). A reduction over i (axis=0) reads the second half the same way, its clusters
+of j reducing over intervals of i; a gradient takes the half of its own axis, so backward
+passes use the transposed ranges with no more work from the user. Pairs outside the
+ranges contribute nothing: a row in no cluster, or in a cluster with no interval, gets
+the reduction's identity (0 for sums, -inf for LogSumExp, +inf / -inf with index -1 for
+Min / Max and their K-variants); SumSoftMaxWeight, an average over no term, gives NaN
+(as torch.softmax of a row of -inf).
+
+Checks, before anything is compiled or launched, each naming the array at fault: six
+arrays of the call's framework on its device, integer dtype, shapes (K, 2), (K,), (R, 2);
+clusters within [0, N) sorted and disjoint; slices nondecreasing, ending at R; intervals
+within [0, M), each cluster's sorted and disjoint (empty ones are allowed anywhere).
+
+Batch dims (pykeops refuses them): arrays of shapes (K, 2), (K,), (R, 2) serve every
+batch element; arrays (B..., K, 2), (B..., K), (B..., R, 2), whose batch dims broadcast to
+the call's, give one set per batch element, with indices local to it. Elements with fewer
+clusters or intervals pad with empty ones ([N, N) clusters at the end, [0, 0) intervals
+counted in the last cluster's slice).
+
+Layout for the engines (csrc/lk_ranges.h, lk_launch.h): per set, the rows partitioned into
+the clusters and the gaps between them (which reduce over nothing): row bounds
+(2K + 2), interval offsets (2K + 2) and the intervals (R, 2), int64, on the data's device;
+on the GPU also the cumulative thread-block counts of the clusters, for the kernel's rows
+per block. Checking reads the arrays on the host (one copy from the GPU); torch tensors
+are checked once per (tensor, version): a later call on the same, unmodified ranges
+reuses the layout, as GeomLoss's Sinkhorn loops do.
+"""
+
+import weakref
+
+import numpy as np
+
+from ..errors import LazyKeOpsError
+
+NAMES = ("ranges_i", "slices_i", "redranges_j", "ranges_j", "slices_j", "redranges_i")
+_CACHE_SIZE = 64
+_CACHE = {}  # id() of the six tensors -> (weakrefs, versions, BlockSparse)
+
+
+def block_sparse(ranges, backend, device, what):
+    """pykeops's ranges -> a BlockSparse (None stays None), its arrays' types checked."""
+    if ranges is None:
+        return None
+    if isinstance(ranges, BlockSparse):
+        return ranges
+    if not isinstance(ranges, (tuple, list)) or len(ranges) != 6:
+        got = f"{type(ranges).__name__} of length {len(ranges)}" \
+            if isinstance(ranges, (tuple, list)) else type(ranges).__name__
+        raise LazyKeOpsError(f"ranges for {what} must be pykeops's 6-tuple ({', '.join(NAMES)}), "
+                             f"got {got}")
+    # Inference tensors have no version counter: checked again at each call.
+    tensors = backend.name == "torch" and all(backend.is_array(r) and not r.is_inference()
+                                              for r in ranges)
+    if tensors:
+        key = tuple(id(r) for r in ranges)
+        hit = _CACHE.get(key)
+        if hit is not None and all(ref() is r for ref, r in zip(hit[0], ranges)) and \
+                hit[1] == tuple(r._version for r in ranges) and hit[2].device == device:
+            return hit[2]
+    result = BlockSparse(ranges, backend, device, what)
+    if tensors:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = (tuple(weakref.ref(r) for r in ranges),
+                       tuple(r._version for r in ranges), result)
+    return result
+
+
+class BlockSparse:
+    """The six arrays of one `ranges=`, on the host, and their layouts per call shape."""
+
+    def __init__(self, ranges, backend, device, what):
+        self.backend, self.device, self.what = backend, device, what
+        host = []
+        for name, r in zip(NAMES, ranges):
+            if not backend.is_array(r):
+                raise _error(what, name, f"must be a {backend.name} integer array",
+                             type(r).__name__)
+            if backend.device(r) != device:
+                raise _error(what, name, f"must be on the data's device {device}",
+                             f"an array on {backend.device(r)}")
+            a = backend.to_host(r)
+            if a.dtype.kind not in "iu":
+                raise _error(what, name, "must be an integer array (int32 or int64, as in "
+                             "pykeops)", f"dtype {a.dtype}")
+            host.append(a.astype(np.int64, copy=False))
+        self.host = tuple(host)
+        self._layouts = {}
+
+    def layout(self, axis, nout, nred, batch):
+        """The RangeLayout of a reduction over `axis` with these sizes and batch shape."""
+        key = (axis, nout, nred, tuple(batch))
+        lay = self._layouts.get(key)
+        if lay is None:
+            lay = self._layouts[key] = self._build(axis, nout, nred, tuple(batch))
+        return lay
+
+    def _build(self, axis, nout, nred, batch):
+        half = slice(0, 3) if axis == 1 else slice(3, 6)
+        names = NAMES[half]
+        rows, slices, intervals = self.host[half]
+        rows, slices, intervals = _batched(self.what, names, (rows, slices, intervals), batch)
+        out_letter, red_letter = ("N", "M") if axis == 1 else ("M", "N")
+        for s in range(rows.shape[0]):
+            where = f" (batch element {s})" if rows.shape[0] > 1 else ""
+            _check_set(self.what, names, rows[s], slices[s], intervals[s], nout, nred,
+                       out_letter, red_letter, where)
+        return RangeLayout(self.backend, self.device, rows, slices, intervals, nout)
+
+
+class RangeLayout:
+    """One call's range sets as the engines read them (the module docstring's layout)."""
+
+    def __init__(self, backend, device, rows, slices, intervals, nout):
+        slices, intervals = _merged(slices, intervals)
+        nsets, nclusters = rows.shape[0], rows.shape[1]
+        bounds = np.concatenate([np.zeros((nsets, 1), np.int64), rows.reshape(nsets, -1),
+                                 np.full((nsets, 1), nout, np.int64)], axis=1)
+        starts = np.concatenate([np.zeros((nsets, 1), np.int64), slices], axis=1)
+        offsets = np.repeat(starts, 2, axis=1)
+        self.host_bounds = bounds
+        self.nsets, self.nclusters = nsets, 2 * nclusters + 1
+        self.nintervals = intervals.shape[1]
+        lengths = intervals[..., 1] - intervals[..., 0]
+        ends = np.concatenate([np.zeros((nsets, 1), np.int64), np.cumsum(lengths, axis=1)], axis=1)
+        terms = np.take_along_axis(ends, offsets[:, 1:], 1) - \
+            np.take_along_axis(ends, offsets[:, :-1], 1)  # per cluster
+        self.max_cluster_terms = int(terms.max()) if terms.size else 0
+        self.pairs = int((terms * np.diff(bounds, axis=1)).sum())  # (row, term) pairs kept
+        self.backend, self.device = backend, device
+        self.arrays = [backend.from_host(np.require(a, requirements=["C", "W"]), device)
+                       for a in (bounds, offsets, intervals if intervals.size else
+                                 np.zeros((nsets, 1, 2), np.int64))]
+        self._blocks = {}
+
+    def fill(self, a):
+        """The block-sparse fields of an LkLaunch (runtime/abi.py)."""
+        B = self.backend
+        a.row_bounds, a.interval_offsets, a.intervals = (B.data_ptr(x) for x in self.arrays)
+        a.nclusters, a.nintervals, a.range_sets = self.nclusters, self.nintervals, self.nsets
+        a.max_cluster_terms = self.max_cluster_terms
+
+    def fill_cuda(self, a, block_rows):
+        """Also the thread blocks of a CUDA kernel of `block_rows` rows per block."""
+        blocks = self._blocks.get(block_rows)
+        if blocks is None:
+            sizes = np.diff(self.host_bounds, axis=1)
+            ends = np.cumsum((sizes + block_rows - 1) // block_rows, axis=1)
+            blocks = self._blocks[block_rows] = (
+                self.backend.from_host(np.require(ends, requirements=["C", "W"]), self.device),
+                int(ends[:, -1].max()))
+        a.block_ends, a.range_blocks = self.backend.data_ptr(blocks[0]), blocks[1]
+
+
+def _merged(slices, intervals):
+    """Each cluster's intervals with the empty ones dropped and the touching ones joined,
+    for every set (padded with empty intervals past the last slice). from_matrix gives one
+    interval per kept cluster pair, and neighbouring grid cells are often consecutive: a
+    GeomLoss multiscale layout at 2e4 points has ~370 intervals of ~15 terms per cluster,
+    each a tile (and on the GPU two barriers) of its own."""
+    merged = []
+    for sl, iv in zip(slices, intervals):
+        cluster = np.searchsorted(sl, np.arange(iv.shape[0]), side="right")
+        nonempty = iv[:, 1] > iv[:, 0]
+        iv, cluster = iv[nonempty], cluster[nonempty]
+        first = np.ones(iv.shape[0], bool)  # intervals that start a joined one
+        first[1:] = (cluster[1:] != cluster[:-1]) | (iv[1:, 0] != iv[:-1, 1])
+        last = np.append(np.nonzero(first)[0][1:] - 1, iv.shape[0] - 1)[:int(first.sum())]
+        joined = np.stack([iv[first, 0], iv[last, 1]], axis=1)
+        counts = np.bincount(cluster[first], minlength=sl.shape[0])[:sl.shape[0]]
+        merged.append((np.cumsum(counts), joined))
+    width = max(j.shape[0] for _, j in merged)
+    slices = np.stack([c for c, _ in merged]).astype(np.int64)
+    intervals = np.stack([np.concatenate([j, np.zeros((width - j.shape[0], 2), np.int64)])
+                          for _, j in merged])
+    return slices, intervals
+
+
+def _error(what, name, expected, got):
+    return LazyKeOpsError(f"{name} (in ranges=) for {what} {expected}; got {got}")
+
+
+def _batched(what, names, arrays, batch):
+    """The three arrays of one half as (sets, K, 2), (sets, K), (sets, R, 2)."""
+    inner = (2, 1, 2)
+    for name, a, n in zip(names, arrays, inner):
+        if a.ndim < n or (n == 2 and a.shape[-1] != 2):
+            expected = "(..., K, 2)" if name.startswith("ranges") else \
+                "(..., K)" if name.startswith("slices") else "(..., R, 2)"
+            raise _error(what, name, f"must have shape {expected}", f"shape {a.shape}")
+    own = [a.shape[:a.ndim - n] for a, n in zip(arrays, inner)]
+    if arrays[0].shape[-2] != arrays[1].shape[-1]:
+        raise _error(what, names[1], f"must have one entry per cluster of {names[0]} "
+                     f"({arrays[0].shape[-2]})", f"shape {arrays[1].shape}")
+    if len(set(own)) > 1:
+        shown = ", ".join(f"{n}: {s}" for n, s in zip(names, own))
+        raise _error(what, names[0], "and the other arrays of its half must share their batch "
+                     "dims", shown)
+    own = own[0]
+    if not own or all(s == 1 for s in own):
+        return tuple(a.reshape(1, *a.shape[a.ndim - n:]) for a, n in zip(arrays, inner))
+    try:
+        full = np.broadcast_shapes(own, batch)
+    except ValueError:
+        full = None
+    if full != tuple(batch):
+        raise _error(what, names[0], f"must have batch dims that broadcast to the call's "
+                     f"{tuple(batch)} (or none)", f"batch dims {own}")
+    return tuple(np.broadcast_to(a, (*batch, *a.shape[a.ndim - n:])).reshape(
+        -1, *a.shape[a.ndim - n:]) for a, n in zip(arrays, inner))
+
+
+def _check_set(what, names, rows, slices, intervals, nout, nred, out_letter, red_letter, where):
+    rname, sname, iname = names
+    _check_intervals(what, rname, rows, nout, out_letter, where)
+    if rows.shape[0] > 1:
+        bad = np.nonzero(rows[1:, 0] < rows[:-1, 1])[0]
+        if bad.size:
+            k = int(bad[0])
+            raise _error(what, rname, f"must list disjoint clusters in increasing order{where}",
+                         f"cluster {k} {rows[k].tolist()} then {k + 1} {rows[k + 1].tolist()}")
+    nint = intervals.shape[0]
+    if slices.size:
+        bad = np.nonzero(np.diff(slices) < 0)[0]
+        if slices[0] < 0 or bad.size:
+            k = 0 if slices[0] < 0 else int(bad[0]) + 1
+            raise _error(what, sname, f"must be nondecreasing from 0{where}",
+                         f"slices[{k}] = {int(slices[k])}")
+        if slices[-1] != nint:
+            raise _error(what, sname, f"must end at the number of intervals of {iname} "
+                         f"({nint}){where}", f"a last entry {int(slices[-1])}")
+    _check_intervals(what, iname, intervals, nred, red_letter, where)
+    # Within a cluster, nonempty intervals sorted and disjoint (ties keep the smallest j,
+    # and an overlap would count its terms twice).
+    nonempty = np.nonzero(intervals[:, 1] > intervals[:, 0])[0]
+    if nonempty.size > 1:
+        cluster = np.searchsorted(slices, nonempty, side="right")
+        a, b = nonempty[:-1], nonempty[1:]
+        bad = np.nonzero((cluster[:-1] == cluster[1:]) & (intervals[b, 0] < intervals[a, 1]))[0]
+        if bad.size:
+            p, q = int(a[bad[0]]), int(b[bad[0]])
+            raise _error(what, iname, f"must list each cluster's intervals disjoint and in "
+                         f"increasing order{where}", f"intervals {p} {intervals[p].tolist()} "
+                         f"and {q} {intervals[q].tolist()} of cluster {int(cluster[bad[0]])}")
+
+
+def _check_intervals(what, name, iv, n, letter, where):
+    if not iv.size:
+        return
+    bad = np.nonzero((iv[:, 0] < 0) | (iv[:, 1] < iv[:, 0]) | (iv[:, 1] > n))[0]
+    if bad.size:
+        k = int(bad[0])
+        raise _error(what, name, f"must hold intervals [start, end) with 0 <= start <= end <= "
+                     f"{letter} = {n}{where}", f"row {k} = {iv[k].tolist()}")
