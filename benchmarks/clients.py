@@ -22,7 +22,8 @@ import sys
 import time
 
 # N on the CPU; CUDA runs take 10x more points (--scale multiplies both).
-SIZES = {"sinkhorn": 2_000, "gaussian": 4_000, "rbf": 4_000, "matern": 4_000, "gp": 2_000}
+SIZES = {"sinkhorn": 2_000, "multiscale": 20_000, "gaussian": 4_000, "rbf": 4_000,
+         "matern": 4_000, "gp": 2_000}
 # (the exact GP needs N >= 800 to run on KeOps: keep --scale >= 0.4 on the CPU)
 GPU_FACTOR = 10
 
@@ -45,10 +46,10 @@ def geomloss_workloads(torch, device, n):
 
     g = torch.Generator(device="cpu").manual_seed(0)
 
-    def loss_backward(name, size, **options):
-        x = torch.randn(size, 3, generator=g).to(device).requires_grad_()
-        y = (torch.randn(size, 3, generator=g) + 0.5).to(device)
-        loss = SamplesLoss(name, backend="online", **options)
+    def loss_backward(name, size, backend="online", points=torch.randn, **options):
+        x = points(size, 3, generator=g).to(device).requires_grad_()
+        y = (points(size, 3, generator=g) + 0.5).to(device)
+        loss = SamplesLoss(name, backend=backend, **options)
         return lambda: torch.autograd.grad(loss(x, y), [x])
 
     return {
@@ -56,6 +57,10 @@ def geomloss_workloads(torch, device, n):
             loss_backward("sinkhorn", n["sinkhorn"], p=2, blur=0.05, scaling=0.7),
         f"GeomLoss gaussian kernel loss, N=M={n['gaussian']:,}, fwd+bwd":
             loss_backward("gaussian", n["gaussian"], blur=0.5),
+        # Block-sparse ranges= on GeomLoss's own clusters (uniform points in a cube).
+        f"GeomLoss Sinkhorn p=2 multiscale, N=M={n['multiscale']:,}, fwd+bwd":
+            loss_backward("sinkhorn", n["multiscale"], backend="multiscale", points=torch.rand,
+                          p=2, blur=0.01, scaling=0.5),
     }
 
 
