@@ -32,7 +32,7 @@ CUDA_TYPES = {"float32": ("float", "float"), "float64": ("double", "double"),
 CUDA_TUNING = {}
 # A block-sparse library's launch configuration (before CUDA_TUNING): its thread blocks are
 # cut at cluster bounds, so fewer rows per block waste fewer threads on clusters of a few
-# hundred points (GeomLoss's multiscale, grid clusterings). benchmarks/gpu_ranges.py on the
+# hundred points (GeomLoss's multiscale, grid clusterings). benchmarks/bench_ranges.py on the
 # H200, clusters of ~125 points, Gaussian conv / LogSumExp / ArgKMin at 1e6: 256 x 2 rows
 # 6.2 / 8.4 / 14.1 ms, 128 x 1 2.5 / 3.3 / 5.8 ms, 64 x 1 2.5 / 3.0 / 4.9 ms.
 SPARSE_CUDA_CONFIG = {"LK_CUDA_BLOCK": 64, "LK_CUDA_RPT": 1}

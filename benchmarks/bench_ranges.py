@@ -1,7 +1,8 @@
-"""Block-sparse reductions (ranges=) on the GPU: lazykeops against pykeops 2.3 on the same
-ranges, and against the same reductions without ranges.
+"""Block-sparse reductions (ranges=): lazykeops against pykeops 2.3 on the same ranges, and
+against the same reductions without ranges, on the GPU (default) or the CPU.
 
-    python benchmarks/gpu_ranges.py [--quick] [--no-pykeops]
+    python benchmarks/bench_ranges.py [--device cpu] [--quick] [--no-pykeops]
+        [--pykeops-python /path/to/python]
 
 Workloads (float32): a truncated Gaussian conv, a LogSumExp and an ArgKMin (K = 10) on
 3-D points clustered on a grid (lazykeops.torch.cluster: grid_cluster, sort_clusters,
@@ -10,8 +11,10 @@ closer than a radius; a band-diagonal kernel on sorted 1-D points (clusters of 2
 consecutive points, each meeting itself and its two neighbours: the mask pykeops's
 users found slower than dense torch); GeomLoss's multiscale Sinkhorn (its ranges come
 from GeomLoss itself). Each library runs in its own child process, on the ranges the
-parent saved; each time is the median of 5 calls after a warm-up (compiles excluded),
-with a checksum of the output so that the two can be compared.
+parent saved (pykeops's with --pykeops-python, e.g. a virtualenv that has it); each time
+is the median of 5 calls after a warm-up (compiles excluded), with a checksum of the
+output so that the two can be compared. N = M = 1e6 on the GPU (1e5 with --quick), 1e5
+on the CPU (2e4 with --quick).
 """
 
 import argparse
@@ -28,27 +31,32 @@ import torch
 WORKLOADS = ("Gaussian conv", "LogSumExp", "ArgKMin K=10", "band-diagonal Gaussian")
 
 
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn, repeats=5):
     fn()
-    torch.cuda.synchronize()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
 
 
-def make_inputs(n, path):
+def make_inputs(n, path, device):
     """Points, weights and ranges for every workload, saved for the children."""
     from lazykeops.torch.cluster import (cluster_ranges_centroids, from_matrix, grid_cluster,
                                          sort_clusters)
 
     g = torch.Generator().manual_seed(0)
-    x, y = torch.rand(n, 3, generator=g).cuda(), torch.rand(n, 3, generator=g).cuda()
-    b = torch.rand(n, 1, generator=g).cuda()
-    voxel = 0.05 if n >= 10 ** 6 else 0.1
+    x, y = torch.rand(n, 3, generator=g).to(device), torch.rand(n, 3, generator=g).to(device)
+    b = torch.rand(n, 1, generator=g).to(device)
+    voxel = 0.05 if n >= 10 ** 6 else 0.1 if n >= 10 ** 5 else 0.2
     x_lab, y_lab = grid_cluster(x, voxel), grid_cluster(y, voxel)
     x_ranges, x_c, _ = cluster_ranges_centroids(x, x_lab)
     y_ranges, y_c, _ = cluster_ranges_centroids(y, y_lab)
@@ -56,13 +64,13 @@ def make_inputs(n, path):
     (y, b), y_lab = sort_clusters((y, b), y_lab)
     keep = ((x_c[:, None] - y_c[None]) ** 2).sum(-1) < (2 * voxel) ** 2
     ranges = from_matrix(x_ranges, y_ranges, keep)
-    t = torch.sort(torch.rand(n, 1, generator=g)).values.cuda()
+    t = torch.sort(torch.rand(n, 1, generator=g), dim=0).values.to(device)
     width = 256
     nb = (n + width - 1) // width
     bounds = (torch.arange(nb + 1) * width).clamp(max=n)
-    cl = torch.stack([bounds[:-1], bounds[1:]], 1).cuda()
+    cl = torch.stack([bounds[:-1], bounds[1:]], 1).to(device)
     band = (torch.arange(nb)[:, None] - torch.arange(nb)[None]).abs() <= 1
-    band_ranges = from_matrix(cl, cl, band.cuda())
+    band_ranges = from_matrix(cl, cl, band.to(device))
     torch.save({"x": x, "y": y, "b": b, "ranges": ranges, "t": t, "band": band_ranges,
                 "kept": float(keep.float().mean()), "band_kept": float(band.float().mean())},
                path)
@@ -86,7 +94,7 @@ def worker(library, path, quick, sparse_config=None, dense=True):
     int_type = torch.int64 if library == "lazykeops" else torch.int32
     ranges = tuple(r.to(int_type) for r in data["ranges"])
     band = tuple(r.to(int_type) for r in data["band"])
-    g = torch.tensor([40.0], device="cuda")
+    g = torch.tensor([40.0], device=x.device)
     conv = Genred("Exp(-G*SqDist(X,Y)) * B", ["G = Pm(1)", "X = Vi(3)", "Y = Vj(3)",
                                                "B = Vj(1)"], reduction_op="Sum", axis=1)
     lse = Genred("-G*SqDist(X,Y)", ["G = Pm(1)", "X = Vi(3)", "Y = Vj(3)"],
@@ -126,8 +134,8 @@ def geomloss_worker(library, x, y, quick):
                       "checksum": float(value)}), flush=True)
 
 
-def run_child(library, path, quick, sparse_config=None, dense=True):
-    cmd = [sys.executable, __file__, "--worker", library, "--data", path] + \
+def run_child(library, path, quick, sparse_config=None, dense=True, python=sys.executable):
+    cmd = [python, __file__, "--worker", library, "--data", path] + \
         (["--quick"] if quick else []) + \
         (["--sparse-config", sparse_config] if sparse_config else []) + \
         ([] if dense else ["--no-dense"])
@@ -146,6 +154,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-pykeops", action="store_true")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--pykeops-python", default=sys.executable)
     parser.add_argument("--worker", choices=["lazykeops", "pykeops"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--sparse-configs", nargs="*", default=[None],
@@ -156,18 +166,22 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.data, args.quick, args.sparse_config, not args.no_dense)
-    n = 10 ** 5 if args.quick else 10 ** 6
+    n = (10 ** 5 if args.quick else 10 ** 6) if args.device == "cuda" else \
+        (2 * 10 ** 4 if args.quick else 10 ** 5)
     path = os.path.join(tempfile.mkdtemp(prefix="lk-ranges-"), "inputs.pt")
-    make_inputs(n, path)
+    make_inputs(n, path, args.device)
     data = torch.load(path)
-    theirs = {} if args.no_pykeops else run_child("pykeops", path, args.quick)
+    theirs = {} if args.no_pykeops else run_child("pykeops", path, args.quick,
+                                                    python=args.pykeops_python)
     for k, config in enumerate(args.sparse_configs):  # dense times once
         ours = run_child("lazykeops", path, args.quick, config, dense=k == 0)
         print_table(ours, theirs, n, data, config)
 
 
 def print_table(ours, theirs, n, data, config):
-    print(f"{torch.cuda.get_device_name()}, N = M = {n:,}, float32; cluster pairs kept: "
+    where = torch.cuda.get_device_name() if data["x"].is_cuda else \
+        f"CPU, {torch.get_num_threads()} threads"
+    print(f"{where}, N = M = {n:,}, float32; cluster pairs kept: "
           f"{data['kept']:.2%} (3-D grid), {data['band_kept']:.2%} (band); lazykeops "
           f"block-sparse kernels: {config or 'default'} (BLOCK,RPT)")
     print("| workload | lazykeops ranges | lazykeops dense | pykeops ranges | pykeops dense "
