@@ -5,9 +5,9 @@
 // reduce<F, R, T, S, K> owns the loops: batches over gridDim.z, the block's rows (RPT per
 // thread), the policy's State and Acc per row, the walk over the block's terms in tiles
 // (its share of them in the split scheme), folding, and writing the outputs (or the split
-// scheme's partial States). A block's rows and terms come from `block_work`: rows
-// rb * ROWS .. of all of j for a dense reduction, or a piece of one cluster of a
-// block-sparse one (lk_ranges.h). The variant K (lk_cuda_tiles.cuh: TiledVariant,
+// scheme's partial States). A block's rows and terms come from the work source W
+// (DenseWork: rows rb * ROWS .. and all of j; SparseWork: a piece of one cluster of a
+// block-sparse reduction and its intervals, lk_ranges.h). The variant K (lk_cuda_tiles.cuh: TiledVariant,
 // lk_cuda_chunked.cuh: ChunkedVariant) fills in:
 //   K::Rows    the row source: where a thread's rows keep their i-variables for the batch
 //              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, row_end)`, `in(r)`.
