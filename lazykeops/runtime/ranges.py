@@ -15,7 +15,8 @@ Min / Max and their K-variants); SumSoftMaxWeight, an average over no term, give
 Checks, before anything is compiled or launched, each naming the array at fault: six
 arrays of the call's framework on its device, integer dtype, shapes (K, 2), (K,), (R, 2);
 clusters within [0, N) sorted and disjoint; slices nondecreasing, ending at R; intervals
-within [0, M), each cluster's sorted and disjoint (empty ones are allowed anywhere).
+within [0, M), each cluster's sorted and disjoint (empty ones are allowed anywhere); the
+two halves keeping as many pairs (a cheap test that they describe the same mask).
 
 Batch dims (pykeops refuses them): arrays of shapes (K, 2), (K,), (R, 2) serve every
 batch element; arrays (B..., K, 2), (B..., K), (B..., R, 2), whose batch dims broadcast to
@@ -94,11 +95,24 @@ class BlockSparse:
         self._layouts = {}
 
     def layout(self, axis, nout, nred, batch):
-        """The RangeLayout of a reduction over `axis` with these sizes and batch shape."""
+        """The RangeLayout of a reduction over `axis` with these sizes and batch shape.
+        The other half is checked too, and must keep as many pairs: the gradients read it
+        (on the GPU; the CPU's fused DualSum reads this one), so two halves describing
+        different masks would give different numbers on the two engines."""
         key = (axis, nout, nred, tuple(batch))
         lay = self._layouts.get(key)
         if lay is None:
-            lay = self._layouts[key] = self._build(axis, nout, nred, tuple(batch))
+            lay = self._build(axis, nout, nred, tuple(batch))
+            other_key = (1 - axis, nred, nout, tuple(batch))
+            other = self._layouts.get(other_key) or self._build(1 - axis, nred, nout,
+                                                                tuple(batch))
+            if other.pairs != lay.pairs:
+                names = [", ".join(NAMES[h]) for h in (slice(0, 3), slice(3, 6))]
+                counts = (lay.pairs, other.pairs) if axis == 1 else (other.pairs, lay.pairs)
+                raise _error(self.what, "ranges", f"must describe one set of pairs with both "
+                             f"halves ({names[0]}; {names[1]})",
+                             f"{counts[0]} and {counts[1]} (row, term) pairs")
+            self._layouts[key], self._layouts[other_key] = lay, other
         return lay
 
     def _build(self, axis, nout, nred, batch):

@@ -51,6 +51,10 @@ CASES = [  # (ranges, axis, words the message must hold)
     (replaced(3, torch.tensor([[0, 3], [5, 11]])), 0, ["ranges_j", "M = 10"]),
     (tuple(torch.stack([r, r]) if p < 3 else r for p, r in enumerate(good())), 1,
      ["ranges_i", "batch dims", "(2,)"]),
+    # The second half drops the block (rows 4-8, columns 5-9) the first keeps: 57 pairs
+    # (4 x (3 + 5) + 5 x 5) against 32 (3 x 4 + 5 x 4).
+    (replaced(5, torch.tensor([[0, 4], [0, 4], [0, 0]])), 1,
+     ["ranges", "both halves", "57 and 32"]),
 ]
 
 
