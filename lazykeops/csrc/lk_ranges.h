@@ -48,8 +48,8 @@ struct TermList {
   }
 };
 
-// The block-sparse fields of LkLaunch (lk_launch.h documents the layout); null `bounds`
-// for a dense reduction.
+// The block-sparse fields of LkLaunch (lk_launch.h documents the layout), read only by a
+// block-sparse library (a dense one is another build: it never looks at them).
 struct RangeSets {
   const int64_t* bounds;
   const int64_t* offsets;
@@ -57,7 +57,6 @@ struct RangeSets {
   const int64_t* block_ends;  // CUDA only
   int64_t nclusters, nintervals, nsets;
 
-  LK_HD LK_INLINE bool dense() const { return bounds == nullptr; }
   LK_HD LK_INLINE int64_t set_of(int64_t batch) const { return nsets == 1 ? 0 : batch; }
   LK_HD LK_INLINE const int64_t* bounds_of(int64_t s) const { return bounds + s * (nclusters + 1); }
   // Cluster c of set s: its rows [row_begin, row_end) and its terms.

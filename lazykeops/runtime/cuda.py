@@ -20,7 +20,9 @@ from ..formula.slicing import components
 from . import abi
 
 SLICE_ABOVE, OUTPUT_SLICE = 32, 16
-_WORKSPACE_BYTES = {}  # (library key, nbatch, nout, nred, scheme) -> bytes it asked for
+# (library key, nbatch, nout, nred, scheme, range blocks, most terms of a cluster) -> bytes
+# it asked for
+_WORKSPACE_BYTES = {}
 
 
 def launch_cuda(core, dtype, like, a, backend, ranges=None):
