@@ -259,6 +259,8 @@ def _checked_set(what, names, rows, slices, intervals, nout, nred, out_letter, r
     _check_intervals(what, iname, begin, end, nred, red_letter, where)
     # Within a cluster, nonempty intervals sorted and disjoint (ties keep the smallest j,
     # and an overlap would count its terms twice).
+    if not slices.size:  # no clusters: no interval is read
+        begin = end = begin[:0]
     cluster = np.repeat(np.arange(slices.shape[0]), np.diff(slices, prepend=0))
     nonempty = end > begin
     if not nonempty.all():

@@ -100,3 +100,19 @@ def test_a_structure_with_fewer_than_k_terms_is_not_an_error():
     dense_error = "needs at least K terms"
     with pytest.raises(LazyKeOpsError, match=dense_error):
         Genred("SqDist(X,Y)", ALIASES[:2], reduction_op="ArgKMin", axis=1, opt_arg=11)(x, y)
+
+
+def test_no_clusters_with_intervals_lays_out_to_nothing():
+    """Zero clusters with intervals listed: nothing reads them (it used to be a crash path
+    of the layout's cluster ids), every row reduces over nothing."""
+    from lazykeops.runtime.backends import get_backend
+    from lazykeops.runtime.ranges import block_sparse
+
+    none, no_slices = torch.zeros(0, 2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    iv = torch.tensor([[0, 2]])
+    ranges = block_sparse((none, no_slices, iv, none, no_slices, iv), get_backend("torch"),
+                          "cpu", "a test")
+    for axis, nout, nred in ((1, N, M), (0, M, N)):
+        layout = ranges.layout(axis, nout, nred, ())
+        assert layout.pairs == 0 and layout.max_cluster_terms == 0
+        assert layout.host_bounds.tolist() == [[0, nout]]
