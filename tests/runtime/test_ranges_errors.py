@@ -1,5 +1,6 @@
 """Bad block-sparse ranges (runtime/ranges.py): each gets the project's error naming the
-array at fault and what was expected, raised before anything is compiled."""
+array at fault and what was expected, raised before anything is compiled; and odd but
+valid ranges that must lay out without an error."""
 
 import numpy as np
 import pytest
