@@ -28,14 +28,15 @@ Layout for the engines (csrc/lk_ranges.h, lk_launch.h): per set, the rows partit
 the clusters and the gaps between them (which reduce over nothing): row bounds
 (2K + 2), interval offsets (2K + 2) and the intervals (R, 2), int64, on the data's device;
 on the GPU also the cumulative thread-block counts of the clusters, for the kernel's rows
-per block. Checking reads the arrays on the host (one copy from the GPU); torch tensors
-are checked once per (tensor, version): a later call on the same, unmodified ranges
-reuses the layout, as GeomLoss's Sinkhorn loops do.
+per block. Checks and layout run in torch on the arrays' own device (numpy arrays are
+viewed as CPU tensors), so that GPU ranges are never copied to the host: one small
+synchronisation per half brings back whether every check passed and the layout's sizes;
+only a failed check fetches values, for its message. torch tensors are checked once per
+(tensor, version): a later call on the same, unmodified ranges reuses the layout, as
+GeomLoss's Sinkhorn loops do.
 """
 
 import weakref
-
-import numpy as np
 
 from ..errors import LazyKeOpsError
 
@@ -74,11 +75,13 @@ def block_sparse(ranges, backend, device, what):
 
 
 class BlockSparse:
-    """The six arrays of one `ranges=`, on the host, and their layouts per call shape."""
+    """The six arrays of one `ranges=`, as int64 tensors on the data's device, and their
+    layouts per call shape."""
 
     def __init__(self, ranges, backend, device, what):
+        torch = _torch()
         self.backend, self.device, self.what = backend, device, what
-        host = []
+        arrays = []
         for name, r in zip(NAMES, ranges):
             if not backend.is_array(r):
                 raise _error(what, name, f"must be a {backend.name} integer array",
@@ -86,12 +89,16 @@ class BlockSparse:
             if backend.device(r) != device:
                 raise _error(what, name, f"must be on the data's device {device}",
                              f"an array on {backend.device(r)}")
-            a = backend.to_host(r)
-            if a.dtype.kind not in "iu":
+            dtype = backend.dtype_name(r)
+            if not dtype.startswith(("int", "uint")):
                 raise _error(what, name, "must be an integer array (int32 or int64, as in "
-                             "pykeops)", f"dtype {a.dtype}")
-            host.append(a.astype(np.int64, copy=False))
-        self.host = tuple(host)
+                             "pykeops)", f"dtype {dtype}")
+            # numpy: int64 first, as torch reads few unsigned dtypes, and C order, as it
+            # reads no negative strides.
+            t = r.detach() if isinstance(r, torch.Tensor) else torch.from_numpy(
+                r.astype("int64", order="C", copy=False))
+            arrays.append(t.to(torch.int64))
+        self.arrays = tuple(arrays)
         self._layouts = {}
 
     def layout(self, axis, nout, nred, batch):
@@ -118,40 +125,74 @@ class BlockSparse:
     def _build(self, axis, nout, nred, batch):
         half = slice(0, 3) if axis == 1 else slice(3, 6)
         names = NAMES[half]
-        rows, slices, intervals = self.host[half]
-        rows, slices, intervals = _batched(self.what, names, (rows, slices, intervals), batch)
-        out_letter, red_letter = ("N", "M") if axis == 1 else ("M", "N")
-        sets = []
-        for s in range(rows.shape[0]):
-            where = f" (batch element {s})" if rows.shape[0] > 1 else ""
-            sets.append(_checked_set(self.what, names, rows[s], slices[s], intervals[s], nout,
-                                     nred, out_letter, red_letter, where))
-        return RangeLayout(self.backend, self.device, rows, sets, nout)
+        arrays = _batched(self.what, names, self.arrays[half], batch)
+        letters = ("N", "M") if axis == 1 else ("M", "N")
+        return RangeLayout(self.backend, self.what, names, arrays, (nout, nred), letters)
 
 
 class RangeLayout:
-    """One call's range sets as the engines read them (the module docstring's layout)."""
+    """One call's range sets, checked, as the engines read them (the module docstring's
+    layout). `pairs`: the (row, term) pairs kept; `max_cluster_terms`: the most terms a
+    cluster reduces over."""
 
-    def __init__(self, backend, device, rows, sets, nout):
-        slices, intervals = _joined(sets, rows.shape[1])
-        nsets, nclusters = rows.shape[0], rows.shape[1]
-        bounds = np.concatenate([np.zeros((nsets, 1), np.int64), rows.reshape(nsets, -1),
-                                 np.full((nsets, 1), nout, np.int64)], axis=1)
-        starts = np.concatenate([np.zeros((nsets, 1), np.int64), slices], axis=1)
-        offsets = np.repeat(starts, 2, axis=1)
-        self.host_bounds = bounds
+    def __init__(self, backend, what, names, arrays, sizes, letters):
+        torch = _torch()
+        rows, slices, intervals = arrays
+        nsets, nclusters, nintervals = rows.shape[0], rows.shape[1], intervals.shape[1]
+        nout, nred = sizes
+        (row_begin, row_end), (begin, end) = rows.unbind(-1), intervals.unbind(-1)
+        bad = {  # each check's failures, in the order they are reported
+            "row bounds": (row_begin < 0) | (row_end < row_begin) | (row_end > nout),
+            "row order": rows[:, 1:, 0] < rows[:, :-1, 1],
+            "slice order": torch.cat([slices[:, :1] < 0, slices[:, 1:] < slices[:, :-1]], 1),
+            "slice end": slices[:, -1:] != nintervals,
+            "interval bounds": (begin < 0) | (end < begin) | (end > nred),
+        }
+        # Interval r belongs to cluster k when slices[k - 1] <= r < slices[k]; with no
+        # cluster, no interval is read.
+        index = torch.arange(nintervals, device=rows.device).expand(nsets, nintervals)
+        cluster = torch.searchsorted(slices, index.contiguous(), right=True)
+        nonempty = (end > begin) & (cluster < nclusters)
+        # The end of the cluster's previous nonempty interval (-1: none), by a running
+        # maximum of keys that order by cluster, then end (ends grow within a valid cluster).
+        # Empty intervals key 0, so that the maximum at any point is a nonempty interval's.
+        span = nred + 2
+        run = torch.cummax(torch.where(nonempty, cluster * span + end + 1, 0), 1).values \
+            if nintervals else cluster
+        before = torch.cat([torch.full_like(run[:, :1], -1), run[:, :-1]], 1)
+        previous_end = (before - cluster * span - 1).clamp(min=-1)
+        # Within a cluster, nonempty intervals sorted and disjoint (ties keep the smallest
+        # j, and an overlap would count its terms twice).
+        bad["interval order"] = nonempty & (begin < previous_end)
+        # Touching intervals join: from_matrix gives one interval per kept cluster pair and
+        # neighbouring grid cells are often consecutive (a GeomLoss multiscale layout at 2e4
+        # points has ~440 intervals of ~9 terms per cluster, ~150 once joined, each a tile
+        # of its own, and on the GPU two barriers).
+        starts = nonempty & (begin != previous_end)
+        per_cluster = torch.zeros(nsets, nclusters + 1, dtype=torch.int64, device=rows.device)
+        terms = per_cluster.scatter_add(1, cluster, torch.where(nonempty, end - begin, 0))
+        joined = per_cluster.scatter_add(1, cluster, starts.to(torch.int64))[:, :nclusters]
+        terms = terms[:, :nclusters]
+        zero = torch.zeros((), dtype=torch.int64, device=rows.device)
+        stats = torch.stack([*(b.any() for b in bad.values()),
+                             joined.sum(1).max() if nsets else zero,
+                             (terms * (row_end - row_begin)).sum(),
+                             terms.max() if terms.numel() else zero]).tolist()
+        failed = [name for name, flag in zip(bad, stats) if flag]
+        if failed:
+            raise _explained(what, names, failed[0], bad[failed[0]], arrays, cluster, nonempty,
+                             sizes, letters)
+        width, self.pairs, self.max_cluster_terms = stats[len(bad):]
+        column = lambda value: torch.full((nsets, 1), value, dtype=torch.int64,
+                                          device=rows.device)
+        starts_at = torch.cat([column(0), joined.cumsum(1)], 1)
+        bounds = torch.cat([column(0), rows.reshape(nsets, 2 * nclusters), column(nout)], 1)
+        self.arrays = [_host_or_device(backend, a.contiguous()) for a in (
+            bounds, starts_at.repeat_interleave(2, 1),
+            _joined_intervals(starts, begin, run, cluster, span, width))]
+        self.backend, self.bounds, self.nout = backend, bounds, nout
         self.nsets, self.nclusters = nsets, 2 * nclusters + 1
-        self.nintervals = intervals.shape[1]
-        lengths = intervals[..., 1] - intervals[..., 0]
-        ends = np.concatenate([np.zeros((nsets, 1), np.int64), np.cumsum(lengths, axis=1)], axis=1)
-        terms = np.take_along_axis(ends, offsets[:, 1:], 1) - \
-            np.take_along_axis(ends, offsets[:, :-1], 1)  # per cluster
-        self.max_cluster_terms = int(terms.max()) if terms.size else 0
-        self.pairs = int((terms * np.diff(bounds, axis=1)).sum())  # (row, term) pairs kept
-        self.backend, self.device = backend, device
-        self.arrays = [backend.from_host(np.require(a, requirements=["C", "W"]), device)
-                       for a in (bounds, offsets, intervals if intervals.size else
-                                 np.zeros((nsets, 1, 2), np.int64))]
+        self.nintervals = max(width, 1)
         self._blocks = {}
 
     def fill(self, a):
@@ -162,40 +203,47 @@ class RangeLayout:
         a.max_cluster_terms = self.max_cluster_terms
 
     def fill_cuda(self, a, block_rows):
-        """Also the thread blocks of a CUDA kernel of `block_rows` rows per block."""
+        """Also the thread blocks of a CUDA kernel of `block_rows` rows per block: each
+        cluster's, cumulative, and a grid for the set with the most, bounded without a
+        synchronisation (blocks past a set's last do nothing): the ceilings add at most
+        block_rows - 1 rows per cluster."""
         blocks = self._blocks.get(block_rows)
         if blocks is None:
-            sizes = np.diff(self.host_bounds, axis=1)
-            ends = np.cumsum((sizes + block_rows - 1) // block_rows, axis=1)
-            blocks = self._blocks[block_rows] = (
-                self.backend.from_host(np.require(ends, requirements=["C", "W"]), self.device),
-                int(ends[:, -1].max()))
+            sizes = self.bounds[:, 1:] - self.bounds[:, :-1]
+            ends = ((sizes + block_rows - 1) // block_rows).cumsum(1).contiguous()
+            grid = (self.nout + self.nclusters * (block_rows - 1)) // block_rows
+            blocks = self._blocks[block_rows] = (ends, grid)
         a.block_ends, a.range_blocks = self.backend.data_ptr(blocks[0]), blocks[1]
 
 
-def _joined(sets, nclusters):
-    """Each set's cluster slices and intervals (_checked_set's nonempty ones) with the
-    touching intervals of a cluster joined, the sets padded with empty intervals to one
-    width. from_matrix gives one interval per kept cluster pair, and neighbouring grid
-    cells are often consecutive: a GeomLoss multiscale layout at 2e4 points has ~440
-    intervals of ~9 terms per cluster, ~150 once joined, each a tile of its own (and on
-    the GPU two barriers)."""
-    joined = []
-    for cluster, begin, end in sets:
-        first = np.ones(begin.shape[0], bool)  # the intervals that start a joined one
-        np.not_equal(cluster[1:], cluster[:-1], out=first[1:])
-        first[1:] |= begin[1:] != end[:-1]
-        starts = np.flatnonzero(first)
-        last = np.empty_like(starts)
-        last[:-1], last[-1:] = starts[1:] - 1, begin.shape[0] - 1
-        counts = np.bincount(cluster[starts], minlength=nclusters)
-        joined.append((np.cumsum(counts), np.stack([begin[starts], end[last]], axis=1)))
-    width = max(j.shape[0] for _, j in joined)
-    slices = np.stack([c for c, _ in joined]).astype(np.int64)
-    intervals = np.zeros((len(joined), width, 2), np.int64)
-    for s, (_, j) in enumerate(joined):
-        intervals[s, :j.shape[0]] = j
-    return slices, intervals
+def _torch():
+    import torch  # here, not at import: numpy users pay for torch only with ranges
+
+    return torch
+
+
+def _host_or_device(backend, t):
+    """A layout tensor as the backend's array (numpy's shares the CPU tensor's memory)."""
+    return t.numpy() if backend.name == "numpy" else t
+
+
+def _joined_intervals(starts, begin, run, cluster, span, width):
+    """(sets, width, 2): each set's joined intervals, those that start at `starts` and run
+    to the end of the last nonempty interval before the next start (read from the running
+    maximum `run`), padded with [0, 0)."""
+    torch = _torch()
+    nsets, nintervals = begin.shape
+    if not width:
+        return torch.zeros(nsets, 1, 2, dtype=torch.int64, device=begin.device)
+    seen = starts.to(torch.int64).cumsum(1)
+    rank = torch.arange(1, width + 2, device=begin.device).expand(nsets, width + 1)
+    at = torch.searchsorted(seen, rank.contiguous())  # where joined interval g starts
+    first, following = at[:, :width].clamp(max=nintervals - 1), at[:, 1:]
+    last_key = run.gather(1, (following - 1).clamp(min=0))
+    joined = torch.stack([begin.gather(1, first),
+                          last_key - cluster.gather(1, first) * span - 1], -1)
+    real = (rank[:, :width] <= seen[:, -1:]).unsqueeze(-1)  # sets with fewer: padding
+    return torch.where(real, joined, 0)
 
 
 def _error(what, name, expected, got):
@@ -203,17 +251,18 @@ def _error(what, name, expected, got):
 
 
 def _batched(what, names, arrays, batch):
-    """The three arrays of one half as (sets, K, 2), (sets, K), (sets, R, 2)."""
+    """The three tensors of one half as (sets, K, 2), (sets, K), (sets, R, 2)."""
+    torch = _torch()
     inner = (2, 1, 2)
     for name, a, n in zip(names, arrays, inner):
         if a.ndim < n or (n == 2 and a.shape[-1] != 2):
             expected = "(..., K, 2)" if name.startswith("ranges") else \
                 "(..., K)" if name.startswith("slices") else "(..., R, 2)"
-            raise _error(what, name, f"must have shape {expected}", f"shape {a.shape}")
-    own = [a.shape[:a.ndim - n] for a, n in zip(arrays, inner)]
+            raise _error(what, name, f"must have shape {expected}", f"shape {tuple(a.shape)}")
+    own = [tuple(a.shape[:a.ndim - n]) for a, n in zip(arrays, inner)]
     if arrays[0].shape[-2] != arrays[1].shape[-1]:
         raise _error(what, names[1], f"must have one entry per cluster of {names[0]} "
-                     f"({arrays[0].shape[-2]})", f"shape {arrays[1].shape}")
+                     f"({arrays[0].shape[-2]})", f"shape {tuple(arrays[1].shape)}")
     if len(set(own)) > 1:
         shown = ", ".join(f"{n}: {s}" for n, s in zip(names, own))
         raise _error(what, names[0], "and the other arrays of its half must share their batch "
@@ -222,65 +271,41 @@ def _batched(what, names, arrays, batch):
     if not own or all(s == 1 for s in own):
         return tuple(a.reshape(1, *a.shape[a.ndim - n:]) for a, n in zip(arrays, inner))
     try:
-        full = np.broadcast_shapes(own, batch)
-    except ValueError:
+        full = tuple(torch.broadcast_shapes(own, batch))
+    except RuntimeError:
         full = None
     if full != tuple(batch):
         raise _error(what, names[0], f"must have batch dims that broadcast to the call's "
                      f"{tuple(batch)} (or none)", f"batch dims {own}")
-    return tuple(np.broadcast_to(a, (*batch, *a.shape[a.ndim - n:])).reshape(
-        -1, *a.shape[a.ndim - n:]) for a, n in zip(arrays, inner))
+    return tuple(a.expand(*batch, *a.shape[a.ndim - n:]).reshape(-1, *a.shape[a.ndim - n:])
+                 for a, n in zip(arrays, inner))
 
 
-def _checked_set(what, names, rows, slices, intervals, nout, nred, out_letter, red_letter,
-                 where):
-    """Checks one range set; returns its nonempty intervals as (cluster, begin, end)."""
+def _explained(what, names, check, bad, arrays, cluster, nonempty, sizes, letters):
+    """The error of the first failure of `check` (RangeLayout's names), read from the host."""
     rname, sname, iname = names
-    _check_intervals(what, rname, rows[:, 0], rows[:, 1], nout, out_letter, where)
-    if rows.shape[0] > 1:
-        bad = np.nonzero(rows[1:, 0] < rows[:-1, 1])[0]
-        if bad.size:
-            k = int(bad[0])
-            raise _error(what, rname, f"must list disjoint clusters in increasing order{where}",
-                         f"cluster {k} {rows[k].tolist()} then {k + 1} {rows[k + 1].tolist()}")
-    nint = intervals.shape[0]
-    if slices.size:
-        bad = np.nonzero(np.diff(slices) < 0)[0]
-        if slices[0] < 0 or bad.size:
-            k = 0 if slices[0] < 0 else int(bad[0]) + 1
-            raise _error(what, sname, f"must be nondecreasing from 0{where}",
-                         f"slices[{k}] = {int(slices[k])}")
-        if slices[-1] != nint:
-            raise _error(what, sname, f"must end at the number of intervals of {iname} "
-                         f"({nint}){where}", f"a last entry {int(slices[-1])}")
-    # One-dimensional copies of the columns: numpy computes on them several times faster
-    # than on the (R, 2) array's (a GeomLoss layout has a million intervals).
-    begin, end = intervals[:, 0].copy(), intervals[:, 1].copy()
-    _check_intervals(what, iname, begin, end, nred, red_letter, where)
-    # Within a cluster, nonempty intervals sorted and disjoint (ties keep the smallest j,
-    # and an overlap would count its terms twice).
-    if not slices.size:  # no clusters: no interval is read
-        begin = end = begin[:0]
-    cluster = np.repeat(np.arange(slices.shape[0]), np.diff(slices, prepend=0))
-    nonempty = end > begin
-    if not nonempty.all():
-        index = np.flatnonzero(nonempty)
-        cluster, begin, end = cluster[index], begin[index], end[index]
-    else:
-        index = None
-    bad = np.flatnonzero((cluster[1:] == cluster[:-1]) & (begin[1:] < end[:-1]))
-    if bad.size:
-        k = int(bad[0])
-        p, q = (k, k + 1) if index is None else (int(index[k]), int(index[k + 1]))
-        raise _error(what, iname, f"must list each cluster's intervals disjoint and in "
-                     f"increasing order{where}", f"intervals {p} {intervals[p].tolist()} "
-                     f"and {q} {intervals[q].tolist()} of cluster {int(cluster[k])}")
-    return cluster, begin, end
-
-
-def _check_intervals(what, name, begin, end, n, letter, where):
-    bad = np.flatnonzero((begin < 0) | (end < begin) | (end > n))
-    if bad.size:
-        k = int(bad[0])
-        raise _error(what, name, f"must hold intervals [start, end) with 0 <= start <= end <= "
-                     f"{letter} = {n}{where}", f"row {k} = {[int(begin[k]), int(end[k])]}")
+    rows, slices, intervals = (a.cpu() for a in arrays)
+    s, k = (int(v) for v in bad.nonzero()[0].cpu())
+    where = f" (batch element {s})" if rows.shape[0] > 1 else ""
+    if check in ("row bounds", "interval bounds"):
+        name, n, letter = (rname, sizes[0], letters[0]) if check == "row bounds" else \
+            (iname, sizes[1], letters[1])
+        pair = (rows if check == "row bounds" else intervals)[s, k].tolist()
+        return _error(what, name, f"must hold intervals [start, end) with 0 <= start <= end "
+                      f"<= {letter} = {n}{where}", f"row {k} = {pair}")
+    if check == "row order":
+        return _error(what, rname, f"must list disjoint clusters in increasing order{where}",
+                      f"cluster {k} {rows[s, k].tolist()} then {k + 1} "
+                      f"{rows[s, k + 1].tolist()}")
+    if check == "slice order":
+        return _error(what, sname, f"must be nondecreasing from 0{where}",
+                      f"slices[{k}] = {int(slices[s, k])}")
+    if check == "slice end":
+        return _error(what, sname, f"must end at the number of intervals of {iname} "
+                      f"({intervals.shape[1]}){where}", f"a last entry {int(slices[s, -1])}")
+    c = int(cluster[s, k])
+    same = (nonempty[s, :k] & (cluster[s, :k] == c)).nonzero()
+    p = int(same[-1, 0]) if same.numel() else k
+    return _error(what, iname, f"must list each cluster's intervals disjoint and in "
+                  f"increasing order{where}", f"intervals {p} {intervals[s, p].tolist()} "
+                  f"and {k} {intervals[s, k].tolist()} of cluster {c}")

@@ -116,4 +116,4 @@ def test_no_clusters_with_intervals_lays_out_to_nothing():
     for axis, nout, nred in ((1, N, M), (0, M, N)):
         layout = ranges.layout(axis, nout, nred, ())
         assert layout.pairs == 0 and layout.max_cluster_terms == 0
-        assert layout.host_bounds.tolist() == [[0, nout]]
+        assert layout.bounds.tolist() == [[0, nout]]
