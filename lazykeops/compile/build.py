@@ -1,14 +1,17 @@
-"""Compile generated sources with Ninja (through torch.utils.cpp_extension), cache them on
-disk by content hash (layout and trust rules: `cache.py`), and load each library once per
-process.
+"""Compile generated sources, cache them on disk by content hash (layout and trust rules:
+`cache.py`), and load each library once per process.
+
+CPU kernels: one call of the C++ compiler (CXX, else c++) that compiles and links, with
+the engine's prelude precompiled once per machine (`pch.py`). On the 2-core CPU machine a
+new dense Sum took 0.70 s through torch.utils.cpp_extension's Ninja build (writing and
+running the ninja file, linking against torch's libraries, which the plain-C entry point
+does not use), 0.42 s by one direct call, 0.30 s with the precompiled prelude. CUDA
+kernels: nvcc through torch.utils.cpp_extension's Ninja build.
 
 The key hashes named entries (`key_entries`): the source, the engine headers, the
-lazykeops version, the compiler, the flags, torch's version and the CPU (kernels are built
-with -march=native) or the GPU architecture.
-
-Without torch (a numpy user's process where `import torch` fails), CPU kernels are built
-by one direct call of the same compiler with the same flags (`_direct_build`), and the
-key's torch entry reads "no torch"; CUDA kernels need torch (its cpp_extension drives nvcc).
+lazykeops version, the compiler, the flags, torch's version ("no torch" in a numpy user's
+process where `import torch` fails; CUDA kernels need torch, whose cpp_extension drives
+nvcc) and the CPU (kernels are built with -march=native) or the GPU architecture.
 
 Guarantees:
 - Concurrency: a build happens in a private folder inside the cache and is published by
@@ -44,6 +47,7 @@ from pathlib import Path
 from ..errors import CompileError
 from .cache import (cache_dir, discard, keep_failed_source, key_lock, new_build_dir,
                     trusted_library, unwritable, write_manifest)
+from .pch import prelude_header, split_prelude
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 CPU_CFLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-fno-trapping-math",
@@ -162,7 +166,8 @@ def key_entries(source, target="cpu"):
                ("python", sys.version.split()[0]),
                ("target", target)]
     if target == "cpu":
-        entries += [("cflags", " ".join(CPU_CFLAGS + CPU_LDFLAGS)), ("cpu", _cpu_model())]
+        entries += [("cflags", " ".join((CPU_STD, *CPU_CFLAGS, *CPU_LDFLAGS))),
+                    ("cpu", _cpu_model())]
     else:
         entries += [("cuda_flags", " ".join(CUDA_FLAGS)), ("nvcc", _nvcc_version()),
                     ("torch_cuda", torch.version.cuda)]
@@ -240,8 +245,8 @@ def _build(tmp, root, key, entries, source, description, target, interface=None)
         print(f"[lazykeops] compiling {description or key} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
-        if dict(entries).get("torch") == NO_TORCH:
-            _direct_build(f"lk_{key[:16]}", src, tmp)
+        if target == "cpu":
+            _cpu_build(f"lk_{key[:16]}", src, tmp, source)
         else:
             _ninja_build(f"lk_{key[:16]}", src, tmp, **_build_options(target))
     except Exception as err:  # the compiler's message is in the exception text
@@ -258,10 +263,7 @@ def _build(tmp, root, key, entries, source, description, target, interface=None)
 
 
 def _build_options(target):
-    """Compiler and linker flags for torch's Ninja build of a kernel for `target`."""
-    if target == "cpu":
-        return dict(extra_cflags=list(CPU_CFLAGS), extra_cuda_cflags=[],
-                    extra_ldflags=list(CPU_LDFLAGS), with_cuda=False)
+    """Compiler and linker flags for torch's Ninja build of a CUDA kernel for `target`."""
     # nvcc for this GPU's architecture only: "cuda:sm_90" -> compute_90 / sm_90. With an
     # arch flag among the cuda flags, torch adds none of its own (which it would take from
     # TORCH_CUDA_ARCH_LIST or the visible GPUs), so the environment need not be touched;
@@ -297,25 +299,42 @@ def _ninja_build(name, src, folder, **options):
         cpp_extension.load(is_python_module=False, **kwargs)
 
 
-# The C++ standard of a build without torch: the one the engine headers are written to (torch
-# picks its own, c++17 or c++20 by version, for the builds it drives).
-DIRECT_STD = "-std=c++17"
+# The C++ standard of CPU kernels: the one the engine headers are written to.
+CPU_STD = "-std=c++17"
 
 
-def _direct_build(name, src, folder):
-    """Build `<folder>/<name>.so` from the CPU source `src` without torch: one call of the
-    compiler cpp_extension would use (CXX, else c++) with the flags it would be given,
-    compiled and linked at once, not linked against torch's libraries (the kernel's entry
-    point is plain C)."""
-    cxx = os.environ.get("CXX", "c++")
-    cmd = [cxx, "-fPIC", DIRECT_STD, f"-I{CSRC}", *CPU_CFLAGS, str(src), "-shared",
-           *CPU_LDFLAGS, "-o", str(folder / f"{name}.so")]
+def _cpu_compile_cmd():
+    """The compiler and flags of a CPU kernel's compilation, without sources or outputs:
+    the precompiled prelude is built with the same (a .gch is used only under the flags it
+    was built with)."""
+    return [os.environ.get("CXX", "c++"), "-fPIC", CPU_STD, f"-I{CSRC}", *CPU_CFLAGS]
+
+
+def _cpu_build(name, src, folder, source):
+    """Build `<folder>/<name>.so` from the CPU source `src` (the text `source`): one
+    compiler call, compiled and linked at once, not linked against torch's libraries (the
+    kernel's entry point is plain C), with the precompiled prelude when there is one. Should
+    the compiler fail with it, the source is compiled again without: only an error of the
+    source itself is reported."""
+    compile_cmd = _cpu_compile_cmd()
+    prelude = split_prelude(source)
+    header = prelude and prelude_header(prelude, compile_cmd,
+                                        (_headers_digest(), _compiler_version()))
+    cmd = [*compile_cmd, str(src), "-shared", *CPU_LDFLAGS, "-o", str(folder / f"{name}.so")]
+    if header is None or _run_compiler(cmd[:len(compile_cmd)] + ["-include", str(header)] +
+                                       cmd[len(compile_cmd):], folder) is not None:
+        error = _run_compiler(cmd, folder)
+        if error is not None:
+            raise RuntimeError(error)
+
+
+def _run_compiler(cmd, folder):
+    """Run a compiler command in `folder`; None on success, else its output."""
     try:
         done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
     except OSError as err:
-        raise RuntimeError(f"{cxx}: error: cannot run the compiler: {err}") from None
-    if done.returncode != 0:
-        raise RuntimeError(done.stdout + done.stderr)
+        return f"{cmd[0]}: error: cannot run the compiler: {err}"
+    return None if done.returncode == 0 else done.stdout + done.stderr
 
 
 def _first_error(text):

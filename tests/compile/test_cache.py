@@ -20,6 +20,11 @@ from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula import make, var
 
+def kernel_entries(cache):
+    """The kernels' entries of a cache (not its precompiled preludes, compile/pch.py)."""
+    return [p for p in cache.iterdir() if p.is_dir() and p.name != "precompiled"]
+
+
 # A child process: computes sum_j (x_i * y_j + c) for a formula unique to this test run,
 # prints whether it built the kernel and whether its result matches numpy.
 CHILD = textwrap.dedent("""
@@ -57,14 +62,14 @@ def test_four_processes_build_a_new_kernel_once(tmp_path):
     results = run_children(tmp_path, 4, unique_constant())
     assert all(r["ok"] for r in results)
     assert sum(r["builds"] for r in results) == 1
-    entries = [p for p in tmp_path.iterdir() if p.is_dir()]
+    entries = kernel_entries(tmp_path)
     assert len(entries) == 1 and (entries[0] / "manifest.json").exists()
 
 
 def test_damaged_library_is_detected_and_rebuilt(tmp_path):
     constant = unique_constant()
     assert run_children(tmp_path, 1, constant)[0]["builds"] == 1
-    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (entry,) = kernel_entries(tmp_path)
     lib = entry / json.loads((entry / "manifest.json").read_text())["library"]
     lib.write_bytes(lib.read_bytes()[: lib.stat().st_size // 3])  # truncated
     again = run_children(tmp_path, 1, constant)[0]
@@ -76,7 +81,7 @@ def test_damaged_library_is_detected_and_rebuilt(tmp_path):
 def test_missing_manifest_is_rebuilt(tmp_path):
     constant = unique_constant()
     run_children(tmp_path, 1, constant)
-    (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    (entry,) = kernel_entries(tmp_path)
     (entry / "manifest.json").write_text("{not json")
     assert run_children(tmp_path, 1, constant)[0] == {"ok": True, "builds": 1}
 

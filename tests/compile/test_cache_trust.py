@@ -15,12 +15,12 @@ import pytest
 from lazykeops import LazyKeOpsError
 from lazykeops.compile import build
 from lazykeops.compile.cache import elf_is_whole
-from tests.compile.test_cache import run_children, unique_constant
+from tests.compile.test_cache import kernel_entries, run_children, unique_constant
 from tests.compile.test_build_side_effects import tiny_source
 
 
 def _entries(cache):
-    return {p for p in cache.iterdir() if p.is_dir()}
+    return set(kernel_entries(cache))
 
 
 def _library(entry):
