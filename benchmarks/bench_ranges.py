@@ -10,7 +10,8 @@ cluster_ranges_centroids, from_matrix), keeping the cluster pairs whose centroid
 closer than a radius; a band-diagonal kernel on sorted 1-D points (clusters of 256
 consecutive points, each meeting itself and its two neighbours: the mask pykeops's
 users found slower than dense torch); GeomLoss's multiscale Sinkhorn (its ranges come
-from GeomLoss itself). Each library runs in its own child process, on the ranges the
+from GeomLoss itself, and its online mode, over every pair, gives the value it
+approximates). Each library runs in its own child process, on the ranges the
 parent saved (pykeops's with --pykeops-python, e.g. a virtualenv that has it); each time
 is the median of 5 calls after a warm-up (compiles excluded), with a checksum of the
 output so that the two can be compared. N = M = 1e6 on the GPU (1e5 with --quick), 1e5
@@ -129,9 +130,12 @@ def geomloss_worker(library, x, y, quick):
         return
     loss = geomloss.SamplesLoss("sinkhorn", blur=0.01, scaling=0.5, backend="multiscale")
     seconds, value = timed(lambda: loss(x, y), repeats=3)
+    # The same loss over every pair (GeomLoss's online mode), once: the value the multiscale
+    # mode approximates.
+    online = geomloss.SamplesLoss("sinkhorn", blur=0.01, scaling=0.5, backend="online")(x, y)
     torch.set_grad_enabled(True)
     print(json.dumps({"name": "GeomLoss multiscale Sinkhorn", "sparse": seconds, "dense": None,
-                      "checksum": float(value)}), flush=True)
+                      "checksum": float(value), "online": float(online)}), flush=True)
 
 
 def run_child(library, path, quick, sparse_config=None, dense=True, python=sys.executable):
@@ -196,6 +200,11 @@ def print_table(ours, theirs, n, data, config):
         print(f"| {name} | {ms(a['sparse'])} | {ms(a['dense'])} | "
               f"{ms(p['sparse']) if p else '-'} | {ms(p['dense']) if p else '-'} | {ratio} | "
               f"{a['checksum']:.6g}, {p['checksum'] if p else float('nan'):.6g} |")
+    for library, results in (("lazykeops", ours), ("pykeops", theirs)):
+        entry = results.get("GeomLoss multiscale Sinkhorn")
+        if entry:
+            print(f"GeomLoss on {library}: multiscale {entry['checksum']:.8g}, online "
+                  f"{entry['online']:.8g}, difference {entry['checksum'] - entry['online']:.3g}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ columns of the output (formula/slicing.py keeps each kernel from computing the o
 """
 
 import ctypes
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 from ..formula.slicing import components
 from . import abi
@@ -33,7 +35,9 @@ def launch_cuda(core, dtype, like, a, backend, ranges=None):
     a.scheme = abi.SCHEMES[backend]
     target = B.target(B.device(like))
     with context:
-        for start, part in output_slices(core) or ((0, core),):
+        parts = output_slices(core) or ((0, core),)
+        build_kernels([part for _, part in parts], dtype, target, ranges is not None)
+        for start, part in parts:
             lib = part.kernel(dtype, target, block_sparse=ranges is not None)
             a.vals_width, a.vals_offset = core.nvals, start if core.nvals else 0
             a.idx_width, a.idx_offset = core.nidx, start if core.nidx else 0
@@ -60,6 +64,19 @@ def launch_cuda(core, dtype, like, a, backend, ranges=None):
             if status:
                 return status
     return abi.OK
+
+
+def build_kernels(cores, dtype, target, block_sparse):
+    """Build the CUDA kernels of `cores` (with their output slices) that are not loaded yet,
+    side by side: each is one nvcc process of a few seconds, and the kernels a call needs
+    together (the slices of one output, the two gradient Sums of a backward pass) then cost
+    the user one wait instead of a queue of them."""
+    parts = [part for core in cores for _, part in (output_slices(core) or ((0, core),))]
+    missing = [p for p in parts if (dtype, target, block_sparse) not in p._kernels]
+    if len(missing) > 1:
+        with ThreadPoolExecutor(min(len(missing), os.cpu_count() or 1)) as pool:
+            for _ in pool.map(lambda p: p.kernel(dtype, target, block_sparse), missing):
+                pass  # an error of any build is raised here
 
 
 def output_slices(core):

@@ -9,6 +9,7 @@ from ..formula import CAT_I, CAT_J, CAT_P, make, var
 from ..formula import autodiff
 from ..formula.aliases import Alias
 from ..formula.reductions import REDUCTIONS
+from ..runtime.cuda import build_kernels
 from ..runtime.genred import GenredCore
 from .autograd import call
 
@@ -117,6 +118,10 @@ def _sumlike_backward(core, args, out, G, wanted, ranges):
     row_side = tuple(p for p in wanted if core.aliases[p].cat in (out_cat, CAT_P))
     col_side = tuple(p for p in wanted if p not in row_side)
     if ("cuda" if G.is_cuda else "cpu") not in DUAL_SUM.devices:  # two Sums instead
+        if G.is_cuda and row_side and col_side:  # their first builds side by side
+            build_kernels([_grad_core(core, row_side, ()), _grad_core(core, (), col_side)],
+                          core.backend.dtype_name(G), core.backend.target(core.backend.device(G)),
+                          ranges is not None)
         rows = _one_side(core, args, extras_data, row_side, (), ranges) if row_side else None
         cols = _one_side(core, args, extras_data, (), col_side, ranges) if col_side else None
     else:
@@ -134,9 +139,12 @@ def _sumlike_backward(core, args, out, G, wanted, ranges):
 
 
 def _one_side(core, args, extras_data, row_side, col_side, ranges):
-    grad_core = _derived(core, ("grad", row_side, col_side),
-                         lambda: _sumlike_grad_core(core, row_side, col_side))
-    return call(grad_core, [*args, *extras_data], ranges=ranges)
+    return call(_grad_core(core, row_side, col_side), [*args, *extras_data], ranges=ranges)
+
+
+def _grad_core(core, row_side, col_side):
+    return _derived(core, ("grad", row_side, col_side),
+                    lambda: _sumlike_grad_core(core, row_side, col_side))
 
 
 def _sumlike_grad_core(core, row_side, col_side):
