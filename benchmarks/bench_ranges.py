@@ -2,7 +2,7 @@
 against the same reductions without ranges, on the GPU (default) or the CPU.
 
     python benchmarks/bench_ranges.py [--device cpu] [--quick] [--no-pykeops]
-        [--pykeops-python /path/to/python]
+        [--pykeops-python /path/to/python] [--dense-repeats R] [--online | --no-online]
 
 Workloads (float32): a truncated Gaussian conv, a LogSumExp and an ArgKMin (K = 10) on
 3-D points clustered on a grid (lazykeops.torch.cluster: grid_cluster, sort_clusters,
@@ -14,8 +14,10 @@ from GeomLoss itself, and its online mode, over every pair, gives the value it
 approximates). Each library runs in its own child process, on the ranges the
 parent saved (pykeops's with --pykeops-python, e.g. a virtualenv that has it); each time
 is the median of 5 calls after a warm-up (compiles excluded), with a checksum of the
-output so that the two can be compared. N = M = 1e6 on the GPU (1e5 with --quick), 1e5
-on the CPU (2e4 with --quick).
+output so that the two can be compared (dense: the median of --dense-repeats calls, for the
+CPU's long dense runs). N = M = 1e6 on the GPU (1e5 with --quick), 1e5 on the CPU (2e4
+with --quick). GeomLoss's online value: by default on the GPU only (on the CPU machine it
+takes minutes at 2e4 points).
 """
 
 import argparse
@@ -77,7 +79,7 @@ def make_inputs(n, path, device):
                path)
 
 
-def worker(library, path, quick, sparse_config=None, dense=True):
+def worker(library, path, online, sparse_config=None, dense=True, dense_repeats=5):
     """Child process: time each workload with `library`, one JSON line each.
     `sparse_config`: "BLOCK,RPT" of lazykeops's block-sparse kernels (compile/codegen.py:
     SPARSE_CUDA_CONFIG), to compare launch configurations."""
@@ -112,13 +114,13 @@ def worker(library, path, quick, sparse_config=None, dense=True):
         r = band if name.startswith("band") else ranges
         sparse, out = timed(lambda: calls[name](r))
         finite = out[torch.isfinite(out) & (out >= 0 if name.startswith("Arg") else True)]
-        dense_time = timed(lambda: calls[name](None))[0] if dense else None
+        dense_time = timed(lambda: calls[name](None), dense_repeats)[0] if dense else None
         print(json.dumps({"name": name, "sparse": sparse, "dense": dense_time,
                           "checksum": float(finite.double().sum())}), flush=True)
-    geomloss_worker(library, x, y, quick)
+    geomloss_worker(library, x, y, online)
 
 
-def geomloss_worker(library, x, y, quick):
+def geomloss_worker(library, x, y, online):
     if library == "lazykeops":
         import lazykeops
 
@@ -132,15 +134,18 @@ def geomloss_worker(library, x, y, quick):
     seconds, value = timed(lambda: loss(x, y), repeats=3)
     # The same loss over every pair (GeomLoss's online mode), once: the value the multiscale
     # mode approximates.
-    online = geomloss.SamplesLoss("sinkhorn", blur=0.01, scaling=0.5, backend="online")(x, y)
+    if online:
+        online = float(geomloss.SamplesLoss("sinkhorn", blur=0.01, scaling=0.5,
+                                            backend="online")(x, y))
     torch.set_grad_enabled(True)
     print(json.dumps({"name": "GeomLoss multiscale Sinkhorn", "sparse": seconds, "dense": None,
-                      "checksum": float(value), "online": float(online)}), flush=True)
+                      "checksum": float(value), "online": online or None}), flush=True)
 
 
-def run_child(library, path, quick, sparse_config=None, dense=True, python=sys.executable):
-    cmd = [python, __file__, "--worker", library, "--data", path] + \
-        (["--quick"] if quick else []) + \
+def run_child(library, path, online, sparse_config=None, dense=True, python=sys.executable,
+              dense_repeats=5):
+    cmd = [python, __file__, "--worker", library, "--data", path,
+           "--dense-repeats", str(dense_repeats), "--online" if online else "--no-online"] + \
         (["--sparse-config", sparse_config] if sparse_config else []) + \
         ([] if dense else ["--no-dense"])
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -167,18 +172,25 @@ def main():
                              "BLOCK,RPT (default: the library's)")
     parser.add_argument("--sparse-config", help=argparse.SUPPRESS)
     parser.add_argument("--no-dense", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dense-repeats", type=int, default=5)
+    parser.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
+                        help="also GeomLoss's online value (default: on the GPU)")
     args = parser.parse_args()
+    online = args.online if args.online is not None else args.device == "cuda"
     if args.worker:
-        return worker(args.worker, args.data, args.quick, args.sparse_config, not args.no_dense)
+        return worker(args.worker, args.data, online, args.sparse_config, not args.no_dense,
+                      args.dense_repeats)
     n = (10 ** 5 if args.quick else 10 ** 6) if args.device == "cuda" else \
         (2 * 10 ** 4 if args.quick else 10 ** 5)
     path = os.path.join(tempfile.mkdtemp(prefix="lk-ranges-"), "inputs.pt")
     make_inputs(n, path, args.device)
     data = torch.load(path)
-    theirs = {} if args.no_pykeops else run_child("pykeops", path, args.quick,
-                                                    python=args.pykeops_python)
+    theirs = {} if args.no_pykeops else run_child("pykeops", path, online,
+                                                    python=args.pykeops_python,
+                                                    dense_repeats=args.dense_repeats)
     for k, config in enumerate(args.sparse_configs):  # dense times once
-        ours = run_child("lazykeops", path, args.quick, config, dense=k == 0)
+        ours = run_child("lazykeops", path, online, config, dense=k == 0,
+                         dense_repeats=args.dense_repeats)
         print_table(ours, theirs, n, data, config)
 
 
@@ -202,7 +214,7 @@ def print_table(ours, theirs, n, data, config):
               f"{a['checksum']:.6g}, {p['checksum'] if p else float('nan'):.6g} |")
     for library, results in (("lazykeops", ours), ("pykeops", theirs)):
         entry = results.get("GeomLoss multiscale Sinkhorn")
-        if entry:
+        if entry and entry["online"] is not None:
             print(f"GeomLoss on {library}: multiscale {entry['checksum']:.8g}, online "
                   f"{entry['online']:.8g}, difference {entry['checksum'] - entry['online']:.3g}")
 
