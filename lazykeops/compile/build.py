@@ -16,7 +16,10 @@ nvcc) and the CPU (kernels are built with -march=native) or the GPU architecture
 Guarantees:
 - Concurrency: a build happens in a private folder inside the cache and is published by
   one atomic rename, under an exclusive file lock per key, so that several processes asking
-  for the same new kernel build it once and never see a half-written entry.
+  for the same new kernel build it once and never see a half-written entry; threads of one
+  process asking for it wait for each other and load it once.
+- Use: loading an entry sets its folder's mtime, so that `python -m lazykeops cache
+  --prune-older-than DAYS` (cache_admin.py) removes the kernels not used for that long.
 - Trust: an entry is loaded only if its manifest names this key and these key entries, its
   library matches the manifest's sha256 and is a whole ELF file; anything else is removed
   and rebuilt (never dlopen'ed).
@@ -40,6 +43,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -57,8 +61,12 @@ CUDA_FLAGS = ("-O3", "-std=c++17", "-DNDEBUG", "-Xcompiler=-fvisibility=hidden")
 
 # Counters the tests and benchmarks read: how many kernels this process built / loaded.
 stats = {"builds": 0, "loads": 0}
+_STATS_LOCK = threading.Lock()  # bumped from several threads (CUDA side-by-side builds, warm-up)
 
 _LOADED = {}  # key -> KernelLibrary, for this process
+# key -> threading.Lock: threads of this process first asking for one kernel wait for each
+# other, so that it is loaded (and counted) once; the key's file lock orders processes.
+_THREAD_LOCKS = {}
 
 
 class KernelLibrary:
@@ -187,10 +195,18 @@ def load_kernel(source, description="", target="cpu", interface=None):
     key = cache_key(source, target)
     lib = _LOADED.get(key)
     if lib is None:
-        lib = _load_or_build(key, key_entries(source, target), source, description, target,
-                             interface)
-        _LOADED[key] = lib
+        with _THREAD_LOCKS.setdefault(key, threading.Lock()):  # setdefault: atomic in CPython
+            lib = _LOADED.get(key)
+            if lib is None:
+                lib = _load_or_build(key, key_entries(source, target), source, description,
+                                     target, interface)
+                _LOADED[key] = lib
     return lib
+
+
+def _count(name):
+    with _STATS_LOCK:
+        stats[name] += 1
 
 
 def forget_loaded():
@@ -206,7 +222,11 @@ def _try_load(entry, key, entries, target):
         lib = KernelLibrary(path, key, target)
     except (OSError, AttributeError):  # not loadable, or an entry point is missing
         return None
-    stats["loads"] += 1
+    _count("loads")
+    try:  # the folder's mtime says when it was last used, for `python -m lazykeops cache`
+        os.utime(entry)
+    except OSError:  # a read-only cache: the kernel still loads
+        pass
     return lib
 
 
@@ -231,7 +251,7 @@ def _load_or_build(key, entries, source, description, target, interface=None):
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        stats["builds"] += 1
+        _count("builds")
     lib = _try_load(entry, key, entries, target)
     if lib is None:
         raise CompileError(f"kernel {key} was built but cannot be loaded from {entry}")
