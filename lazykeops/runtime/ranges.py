@@ -153,14 +153,15 @@ class RangeLayout:
         index = torch.arange(nintervals, device=rows.device).expand(nsets, nintervals)
         cluster = torch.searchsorted(slices, index.contiguous(), right=True)
         nonempty = (end > begin) & (cluster < nclusters)
-        # The end of the cluster's previous nonempty interval (-1: none), by a running
-        # maximum of keys that order by cluster, then end (ends grow within a valid cluster).
-        # Empty intervals key 0, so that the maximum at any point is a nonempty interval's.
-        span = nred + 2
-        run = torch.cummax(torch.where(nonempty, cluster * span + end + 1, 0), 1).values \
-            if nintervals else cluster
-        before = torch.cat([torch.full_like(run[:, :1], -1), run[:, :-1]], 1)
-        previous_end = (before - cluster * span - 1).clamp(min=-1)
+        # The end of the cluster's previous nonempty interval (-1: none). Checking each
+        # nonempty interval against the previous one is enough: if each starts at or after
+        # the previous one's end, all are sorted and disjoint. (Positions come from ranks
+        # of nonempty intervals by searchsorted: torch.cummax, the obvious running maximum,
+        # took 2.6 ms per call on the H200 for one GeomLoss layout.)
+        seen = nonempty.to(torch.int64).cumsum(1)
+        prev = _last_nonempty(seen, seen - nonempty.to(torch.int64))
+        previous_end = torch.where((prev >= 0) & (cluster.gather(1, prev.clamp(min=0)) ==
+                                                  cluster), end.gather(1, prev.clamp(min=0)), -1)
         # Within a cluster, nonempty intervals sorted and disjoint (ties keep the smallest
         # j, and an overlap would count its terms twice).
         bad["interval order"] = nonempty & (begin < previous_end)
@@ -189,7 +190,7 @@ class RangeLayout:
         bounds = torch.cat([column(0), rows.reshape(nsets, 2 * nclusters), column(nout)], 1)
         self.arrays = [_host_or_device(backend, a.contiguous()) for a in (
             bounds, starts_at.repeat_interleave(2, 1),
-            _joined_intervals(starts, begin, run, cluster, span, width))]
+            _joined_intervals(starts, begin, end, seen, width))]
         self.backend, self.bounds, self.nout = backend, bounds, nout
         self.nsets, self.nclusters = nsets, 2 * nclusters + 1
         self.nintervals = max(width, 1)
@@ -227,22 +228,28 @@ def _host_or_device(backend, t):
     return t.numpy() if backend.name == "numpy" else t
 
 
-def _joined_intervals(starts, begin, run, cluster, span, width):
+def _last_nonempty(seen, ranks):
+    """Where the nonempty interval of each rank in `ranks` lies (-1 for rank 0), `seen`
+    being the running count of nonempty intervals: the first position it reaches it."""
+    torch = _torch()
+    return torch.where(ranks > 0, torch.searchsorted(seen, ranks.contiguous()), -1)
+
+
+def _joined_intervals(starts, begin, end, seen, width):
     """(sets, width, 2): each set's joined intervals, those that start at `starts` and run
-    to the end of the last nonempty interval before the next start (read from the running
-    maximum `run`), padded with [0, 0)."""
+    to the end of the last nonempty interval before the next start (`seen`: the running
+    count of nonempty intervals), padded with [0, 0)."""
     torch = _torch()
     nsets, nintervals = begin.shape
     if not width:
         return torch.zeros(nsets, 1, 2, dtype=torch.int64, device=begin.device)
-    seen = starts.to(torch.int64).cumsum(1)
+    opened = starts.to(torch.int64).cumsum(1)
     rank = torch.arange(1, width + 2, device=begin.device).expand(nsets, width + 1)
-    at = torch.searchsorted(seen, rank.contiguous())  # where joined interval g starts
+    at = torch.searchsorted(opened, rank.contiguous())  # where joined interval g starts
     first, following = at[:, :width].clamp(max=nintervals - 1), at[:, 1:]
-    last_key = run.gather(1, (following - 1).clamp(min=0))
-    joined = torch.stack([begin.gather(1, first),
-                          last_key - cluster.gather(1, first) * span - 1], -1)
-    real = (rank[:, :width] <= seen[:, -1:]).unsqueeze(-1)  # sets with fewer: padding
+    last = _last_nonempty(seen, seen.gather(1, (following - 1).clamp(min=0))).clamp(min=0)
+    joined = torch.stack([begin.gather(1, first), end.gather(1, last)], -1)
+    real = (rank[:, :width] <= opened[:, -1:]).unsqueeze(-1)  # sets with fewer: padding
     return torch.where(real, joined, 0)
 
 
