@@ -3,6 +3,7 @@ against the same reductions without ranges, on the GPU (default) or the CPU.
 
     python benchmarks/bench_ranges.py [--device cpu] [--quick] [--no-pykeops]
         [--pykeops-python /path/to/python] [--dense-repeats R] [--online | --no-online]
+        [--no-geomloss]
 
 Workloads (float32): a truncated Gaussian conv, a LogSumExp and an ArgKMin (K = 10) on
 3-D points clustered on a grid (lazykeops.torch.cluster: grid_cluster, sort_clusters,
@@ -79,7 +80,8 @@ def make_inputs(n, path, device):
                path)
 
 
-def worker(library, path, online, sparse_config=None, dense=True, dense_repeats=5):
+def worker(library, path, online, sparse_config=None, dense=True, dense_repeats=5,
+           geomloss=True):
     """Child process: time each workload with `library`, one JSON line each.
     `sparse_config`: "BLOCK,RPT" of lazykeops's block-sparse kernels (compile/codegen.py:
     SPARSE_CUDA_CONFIG), to compare launch configurations."""
@@ -117,7 +119,8 @@ def worker(library, path, online, sparse_config=None, dense=True, dense_repeats=
         dense_time = timed(lambda: calls[name](None), dense_repeats)[0] if dense else None
         print(json.dumps({"name": name, "sparse": sparse, "dense": dense_time,
                           "checksum": float(finite.double().sum())}), flush=True)
-    geomloss_worker(library, x, y, online)
+    if geomloss:
+        geomloss_worker(library, x, y, online)
 
 
 def geomloss_worker(library, x, y, online):
@@ -143,9 +146,10 @@ def geomloss_worker(library, x, y, online):
 
 
 def run_child(library, path, online, sparse_config=None, dense=True, python=sys.executable,
-              dense_repeats=5):
+              dense_repeats=5, geomloss=True):
     cmd = [python, __file__, "--worker", library, "--data", path,
            "--dense-repeats", str(dense_repeats), "--online" if online else "--no-online"] + \
+        ([] if geomloss else ["--no-geomloss"]) + \
         (["--sparse-config", sparse_config] if sparse_config else []) + \
         ([] if dense else ["--no-dense"])
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -173,13 +177,15 @@ def main():
     parser.add_argument("--sparse-config", help=argparse.SUPPRESS)
     parser.add_argument("--no-dense", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dense-repeats", type=int, default=5)
+    parser.add_argument("--no-geomloss", action="store_true",
+                        help="leave GeomLoss out (at 1e5 on the CPU machine: tens of minutes)")
     parser.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
                         help="also GeomLoss's online value (default: on the GPU)")
     args = parser.parse_args()
     online = args.online if args.online is not None else args.device == "cuda"
     if args.worker:
         return worker(args.worker, args.data, online, args.sparse_config, not args.no_dense,
-                      args.dense_repeats)
+                      args.dense_repeats, not args.no_geomloss)
     n = (10 ** 5 if args.quick else 10 ** 6) if args.device == "cuda" else \
         (2 * 10 ** 4 if args.quick else 10 ** 5)
     path = os.path.join(tempfile.mkdtemp(prefix="lk-ranges-"), "inputs.pt")
@@ -187,10 +193,11 @@ def main():
     data = torch.load(path)
     theirs = {} if args.no_pykeops else run_child("pykeops", path, online,
                                                     python=args.pykeops_python,
-                                                    dense_repeats=args.dense_repeats)
+                                                    dense_repeats=args.dense_repeats,
+                                                    geomloss=not args.no_geomloss)
     for k, config in enumerate(args.sparse_configs):  # dense times once
         ours = run_child("lazykeops", path, online, config, dense=k == 0,
-                         dense_repeats=args.dense_repeats)
+                         dense_repeats=args.dense_repeats, geomloss=not args.no_geomloss)
         print_table(ours, theirs, n, data, config)
 
 
