@@ -2,7 +2,7 @@
 `cache.py`), and load each library once per process.
 
 CPU kernels: one call of the C++ compiler (CXX, else c++) that compiles and links, with
-the engine's prelude precompiled once per machine (`pch.py`). On the 2-core CPU machine a
+the engine's prelude precompiled once per cache (`pch.py`). On the 2-core CPU machine a
 new dense Sum took 0.70 s through torch.utils.cpp_extension's Ninja build (writing and
 running the ninja file, linking against torch's libraries, which the plain-C entry point
 does not use), 0.42 s by one direct call, 0.30 s with the precompiled prelude. CUDA

@@ -36,7 +36,8 @@ def launch_cuda(core, dtype, like, a, backend, ranges=None):
     target = B.target(B.device(like))
     with context:
         parts = output_slices(core) or ((0, core),)
-        build_kernels([part for _, part in parts], dtype, target, ranges is not None)
+        if len(parts) > 1:  # slices: their first builds side by side
+            build_kernels([part for _, part in parts], dtype, target, ranges is not None)
         for start, part in parts:
             lib = part.kernel(dtype, target, block_sparse=ranges is not None)
             a.vals_width, a.vals_offset = core.nvals, start if core.nvals else 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lazykeops.runtime.backends import get_backend
-from lazykeops.runtime.ranges import block_sparse
+from lazykeops.runtime.ranges import RangeLayout, block_sparse
 
 
 def reference(rows, slices, intervals, nout):
@@ -49,10 +49,7 @@ def test_layout_matches_the_plain_reading(seed):
     rows, slices, intervals = random_half(rng, nout, nred)
     as_tensor = lambda a, shape: torch.tensor(a, dtype=torch.int64).reshape(shape)
     half = (as_tensor(rows, (-1, 2)), as_tensor(slices, (-1,)), as_tensor(intervals, (-1, 2)))
-    # The transposed half only has to keep as many pairs: the same half with N, M swapped
-    # would not, so this test reads RangeLayout directly.
-    from lazykeops.runtime.ranges import RangeLayout
-
+    # One half alone (block_sparse would also check a transposed half against it)
     layout = RangeLayout(get_backend("torch"), "a test", ("ranges_i", "slices_i", "redranges_j"),
                          tuple(a.unsqueeze(0) for a in half), (nout, nred), ("N", "M"))
     bounds, offsets, joined, pairs, most = reference(rows, slices, intervals, nout)
