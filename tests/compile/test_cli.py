@@ -148,7 +148,7 @@ def test_prune_removes_old_entries_and_keeps_recent_ones_and_the_preludes(copy):
     old, recent = entries(copy)
     long_ago = time.time() - 40 * DAY
     os.utime(old, (long_ago, long_ago))
-    prelude = next((copy / "precompiled").iterdir())
+    prelude = next(p for p in (copy / "precompiled").iterdir() if p.is_dir())
     for path in (prelude, copy / "precompiled"):
         os.utime(path, (long_ago, long_ago))
     (copy / "failed").mkdir()
