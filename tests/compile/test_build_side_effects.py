@@ -177,11 +177,12 @@ def test_ordinary_warnings_do_not_fail_the_build(cache):
     assert run(build.load_kernel(tiny_source(3, extra=warned), "warned kernel")) == 3
 
 
-# A child pytest session with the repository's conftest, reporting the cache it ran with.
+# A child pytest session with the repository's conftest and options (workers included),
+# reporting the cache it ran with.
 SESSION = textwrap.dedent("""
     import os, sys, pytest
     class Report:
-        def pytest_collection_finish(self, session):
+        def pytest_sessionstart(self, session):
             with open(sys.argv[1], "w") as out:
                 out.write(os.environ["LAZYKEOPS_CACHE_DIR"])
     test = "tests/compile/test_cache.py::test_source_is_deterministic_and_key_changes_with_it"

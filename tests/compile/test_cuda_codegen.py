@@ -2,20 +2,14 @@
 reductions for the CUDA engine and compile them with the local nvcc for sm_90 (no GPU
 needed, so codegen errors show in CI). Skipped where nvcc is absent."""
 
-import shutil
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
-from lazykeops.compile.build import CSRC, CUDA_FLAGS
 from lazykeops.compile.codegen import render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula.aliases import parse_aliases
 from lazykeops.formula.parser import parse_formula
 from lazykeops.formula import var
-
-NVCC = shutil.which("nvcc")
+from tests.compile.nvcc_checks import NVCC, compile_all
 
 ALIASES = ["X = Vi(3)", "Y = Vj(3)", "B = Vj(2)", "G = Pm(1)", "S = Pm(9)"]
 CASES = [
@@ -36,10 +30,6 @@ WIDE_ALIASES = ["X = Vi(1000)", "Y = Vj(1000)", "B = Vj(1)", "W = Pm(1000)"]
 WIDE_CASES = [("Sum", "Exp(-SqDist(X,Y) + Scalprod(W, X)) * B", None, None),
               ("ArgKMin", "SqDist(X,Y)", None, 3),
               ("Sum", "Exp(-SqDist(X,Y)) * Elem(Y, 0) * B", None, None)]
-# torch.utils.cpp_extension compiles with these: half types must work without the implicit
-# conversions they disable.
-TORCH_HALF_FLAGS = ("-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-                    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__")
 
 
 def _spec(red, formula, formula2, k, dtype, alias_texts=ALIASES):
@@ -64,12 +54,6 @@ def test_generated_code_compiles_with_nvcc_for_sm90(tmp_path, dtype):
         path = tmp_path / f"check{n}.cu"
         path.write_text(render_source(spec))
         sources.append(path)
-    # A few at a time: nvcc's start-up dominates these small files, and CI has two cores.
-    def compile_one(path):
-        return subprocess.run([NVCC, *CUDA_FLAGS, *TORCH_HALF_FLAGS, "-arch=sm_90", "-I",
-                               str(CSRC), "-c", str(path), "-o", str(path.with_suffix(".o"))],
-                              capture_output=True, text=True)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for path, res in zip(sources, pool.map(compile_one, sources)):
-            assert res.returncode == 0, f"{path.read_text()}\n{res.stderr}"
+    # The first (a Gaussian sum) with its host launch code, the rest as device code only.
+    for path, returncode, stderr in compile_all(sources):
+        assert returncode == 0, f"{path.read_text()}\n{stderr}"

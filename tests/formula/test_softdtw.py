@@ -4,14 +4,12 @@ formulation with an infinite border, R[0, 0] = 0) and torch.autograd of it: valu
 gradients in x, y and gamma through a Gaussian-of-soft-DTW reduction, a batch, series long
 enough for the checkpointed backward pass, the refusals, and the CUDA emission (nvcc)."""
 
-import shutil
-import subprocess
-
 import pytest
 import torch
 
 from lazykeops.errors import LazyKeOpsError
 from lazykeops.torch import Genred, LazyTensor
+from tests.compile.nvcc_checks import NVCC, compile_all
 
 F64 = dict(dtype=torch.float64)
 
@@ -156,14 +154,11 @@ def test_second_derivatives_are_refused_clearly():
         torch.autograd.grad(gx.sum(), [xl])
 
 
-NVCC = shutil.which("nvcc")
-
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 @pytest.mark.parametrize("dtype", ["float32"])  # the emission does not depend on T (CI time)
 def test_cuda_emission_compiles(tmp_path, dtype):
     """Value and (checkpointed) gradient in one kernel, for sm_90, without a GPU."""
-    from lazykeops.compile.build import CSRC, CUDA_FLAGS
     from lazykeops.compile.codegen import render_source
     from lazykeops.compile.spec import KernelSpec
     from lazykeops.formula import CAT_I, CAT_J, CAT_P, make, var
@@ -175,9 +170,8 @@ def test_cuda_emission_compiles(tmp_path, dtype):
                       target="cuda")
     path = tmp_path / "softdtw.cu"
     path.write_text(render_source(spec))
-    res = subprocess.run([NVCC, *CUDA_FLAGS, "-arch=sm_90", "-I", str(CSRC), "-c", str(path),
-                          "-o", str(path.with_suffix(".o"))], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-3000:]
+    [(_, returncode, stderr)] = compile_all([path], host_first=False)  # device code only
+    assert returncode == 0, stderr[-3000:]
 
 
 def test_numpy_front_end_in_float32():

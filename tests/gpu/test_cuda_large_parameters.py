@@ -9,21 +9,17 @@ ones in shared memory, within the shared memory of an H100 / H200 block. With a 
 (marked gpu): the formula of the report, batch dims, and the chunked kernel (variables of
 200 components), against dense torch float64."""
 
-import shutil
-import subprocess
-
 import pytest
 import torch
 
-from lazykeops.compile.build import CSRC, CUDA_FLAGS
 from lazykeops.compile.codegen import CUDA_TYPES, render_source
 from lazykeops.compile.spec import KernelSpec
 from lazykeops.formula import var
 from lazykeops.formula.aliases import parse_aliases
 from lazykeops.formula.parser import parse_formula
 from lazykeops.torch import Genred
+from tests.compile.nvcc_checks import NVCC, compile_all
 
-NVCC = shutil.which("nvcc")
 on_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA = "cuda"
 
@@ -63,7 +59,7 @@ def test_large_parameters_compile_and_leave_shared_memory(tmp_path, dtype):
     configs = CONFIGS if dtype == "float32" else CONFIGS[:1]
     types = ", ".join(CUDA_TYPES[dtype])
     config = f"lk::Engine<LkFormula, LkReduction, {types}>::C"
-    jobs = []
+    paths = []
     for n, (formula, aliases, shared, chunked) in enumerate(configs):
         checks = [f"static_assert({'' if shared else '!'}{config}::P_IN_SHARED, \"place\");",
                   f"static_assert({config}::SHARED <= {SHARED_LIMIT}, \"shared memory\");",
@@ -71,12 +67,12 @@ def test_large_parameters_compile_and_leave_shared_memory(tmp_path, dtype):
                   "\"kernel\");"]
         path = tmp_path / f"large{n}.cu"
         path.write_text(render_source(_spec(formula, aliases, dtype)) + "\n".join(checks) + "\n")
-        jobs.append((formula, subprocess.Popen(
-            [NVCC, *CUDA_FLAGS, "-arch=sm_90", "-I", str(CSRC), "-c", str(path), "-o",
-             str(path.with_suffix(".o"))], stderr=subprocess.PIPE, text=True)))
-    for formula, job in jobs:
-        _, err = job.communicate()
-        assert job.returncode == 0, f"{formula} ({dtype})\n{err}"
+        paths.append(path)
+    # Device code only: the configurations are the device side's (test_cuda_codegen
+    # compiles the host side).
+    results = compile_all(paths, host_first=False)
+    for (formula, *_), (_, returncode, stderr) in zip(configs, results):
+        assert returncode == 0, f"{formula} ({dtype})\n{stderr}"
 
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 3e-3}
