@@ -74,6 +74,12 @@ def plan_chunks(formulas, args, dtype="float32", target="cuda"):
             return None
     elif width * WORDS.get(dtype, 1) <= WIDE_ABOVE_WORDS:
         return None
+    return plan_over(formulas, args, width, target)
+
+
+def plan_over(formulas, args, width, target="cuda"):
+    """The ChunkPlan of `formulas` taking the variables of `width` components as the wide
+    ones, whatever their width (compile/tensor_cores.py plans narrower ones), or None."""
     wide = frozenset(p for p, (c, d) in enumerate(args) if c != CAT_P and d == width)
     sums = []
     for f in formulas:

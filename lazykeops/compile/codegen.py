@@ -20,6 +20,7 @@ from ..formula.reductions import lookup
 from ..runtime.abi import source_prelude
 from .chunking import CHUNK, WIDE_ABOVE_WORDS, plan_chunks, restricted, restricted_sums
 from .spec import SUM_SCHEMES
+from .tensor_cores import MODES, plan_tensor_cores
 
 CPP_TYPES = {"float32": "float", "float64": "double"}
 # The CUDA engine's (compute type, storage type) per dtype: half precisions are stored as
@@ -95,6 +96,46 @@ def render_formula_struct(formulas, args, chunks=None):
             lines += _render_output_function(chunks, args, offsets, "output_tail",
                                              chunks.width % CHUNK)
     return "\n".join(lines + ["};"])
+
+
+def render_tensor_core_struct(formulas, args, plan):
+    """C++ text of `struct LkFormula` for the tensor-core variant (csrc/lk_cuda_mma.cuh):
+    `eval` on the plan's sums, `tc_parts`, which makes them of a pair's scalar product and
+    (for distances) the squared norms of its centred points, and the plan's constants."""
+    chunks = plan.chunks
+    body = _render_eval_body(formulas, chunks)
+    parts = []
+    for m, (kind, scale) in enumerate(zip(plan.kinds, plan.scales)):
+        value = "(d > T(0) ? d : T(0))" if kind == "dist" else "dot"
+        if kind == "dist":
+            parts.append(f"{{ const T d = xn + yn - T(2) * dot; part[{m}] = "
+                         f"T({scale!r}) * {value}; }}")
+        else:
+            parts.append(f"part[{m}] = T({scale!r}) * dot;")
+    lines = [
+        "struct LkFormula {",
+        f"  static constexpr int NARGS = {len(args)};",
+        f"  static constexpr int CAT[{max(len(args), 1)}] = "
+        f"{{{', '.join(str(c) for c, _ in args)}}};",
+        f"  static constexpr int DIM[{max(len(args), 1)}] = "
+        f"{{{', '.join(str(d) for _, d in args)}}};",
+        f"  static constexpr int DIMOUT = {sum(f.dim for f in formulas)};",
+        f"  static constexpr int WIDE = {chunks.width};",
+        f"  static constexpr int NCHUNKED = {len(chunks.sums)};",
+        f"  static constexpr int TC_MODE = {MODES[plan.mode]};  // {plan.mode}",
+        f"  static constexpr int TC_X = {plan.x}, TC_Y = {plan.y};",
+        f"  static constexpr bool TC_DIST = {'true' if plan.distances else 'false'};",
+        "  template <class T, class In, class Out>",
+        "  LK_HD static LK_INLINE void eval(const In& in, Out out) {",
+        *[f"    {_unrolled(line)}" for line in body],
+        "  }",
+        "  template <class T>",
+        "  LK_HD static LK_INLINE void tc_parts(T dot, T xn, T yn, T* part) {",
+        *[f"    {line}" for line in parts],
+        "  }",
+        "};",
+    ]
+    return "\n".join(lines)
 
 
 def _render_chunk_function(plan, args, name, length):
@@ -239,6 +280,11 @@ def render_source(spec):
     text = " ; ".join(render(f, TEXT_LIMIT) for f in spec.formulas)
     formulas = emitted_formulas(spec)
     chunks = plan_chunks(formulas, spec.args, spec.dtype, spec.target)
+    cores = None
+    if spec.target == "cuda" and spec.tensor_cores:
+        cores = plan_tensor_cores(formulas, spec.args, spec.tensor_cores)
+    struct = render_tensor_core_struct(formulas, spec.args, cores) if cores else \
+        render_formula_struct(formulas, spec.args, chunks)
     if spec.target == "cuda":
         macros = {**(SPARSE_CUDA_CONFIG if spec.block_sparse else {}), **CUDA_TUNING}
         tuning = [f"#define {name} {value}" for name, value in sorted(macros.items())]
@@ -257,7 +303,7 @@ def render_source(spec):
         # An anonymous namespace gives the formula and every template instantiated on it
         # internal linkage: two loaded kernels never bind to each other's code.
         "namespace {",
-        render_formula_struct(formulas, spec.args, chunks),
+        struct,
         "",
         f"using LkReduction = {reduction_policy(spec)};",
         "}  // namespace",

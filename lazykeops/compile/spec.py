@@ -23,7 +23,9 @@ class KernelSpec:
     only for the CUDA engine);
     sum_scheme: key of SUM_SCHEMES; target: the engine, "cpu" or "cuda"; block_sparse:
     the library takes block-sparse ranges (runtime/ranges.py), and only them (a dense
-    library's loops stay exactly what they were)."""
+    library's loops stay exactly what they were); tensor_cores: the operand precision the
+    CUDA engine may use on tensor cores ("tf32", "f16", "bf16"; compile/tensor_cores.py),
+    "" for none."""
 
     formulas: tuple
     args: tuple
@@ -33,6 +35,7 @@ class KernelSpec:
     sum_scheme: str = "auto"
     target: str = "cpu"
     block_sparse: bool = False
+    tensor_cores: str = ""
 
 
 def swap_axis(category):

@@ -28,24 +28,29 @@
 //
 // This header is the host side: which kernel variant serves a formula, the split planner, the
 // launch, and the entry macro. The device side is one kernel skeleton (lk_cuda_kernel.cuh)
-// and its two variants, tiled (lk_cuda_tiles.cuh) and chunked (lk_cuda_chunked.cuh).
+// and its three variants, tiled (lk_cuda_tiles.cuh), chunked (lk_cuda_chunked.cuh) and on
+// tensor cores (lk_cuda_mma.cuh).
 #pragma once
 
 #include <type_traits>
 
 #include "lk_cuda_chunked.cuh"
+#include "lk_cuda_mma.cuh"
 #include "lk_cuda_tiles.cuh"
 
 namespace lk {
 
 // ---------------------------------------------------------------- host side
 // The kernel variant of a formula (its row source and term evaluator, and the sizes it
-// launches with): chunked when it was rendered with WIDE, else tiled; the work source of
+// launches with): on tensor cores when it was rendered with TC_MODE, chunked when with
+// WIDE, else tiled; the work source of
 // a block-sparse library (rendered with LK_BLOCK_SPARSE 1) or of a dense one.
 template <class F, class R, class T, class S>
 struct Engine {
-  using C = std::conditional_t<IsChunked<F>::value, ChunkedVariant<F, R, T, S>,
-                               TiledVariant<F, R, T, S>>;
+  using C = std::conditional_t<
+      IsTensorCore<F>::value, MmaVariant<F, R, T, S>,
+      std::conditional_t<IsChunked<F>::value, ChunkedVariant<F, R, T, S>,
+                         TiledVariant<F, R, T, S>>>;
   using W = std::conditional_t<LK_BLOCK_SPARSE != 0, SparseWork, DenseWork>;
   static auto kernel() { return reduce<F, R, T, S, C, W>; }
 };

@@ -73,7 +73,7 @@ def build_kernels(cores, dtype, target, block_sparse):
     together (the slices of one output, the two gradient Sums of a backward pass) then cost
     the user one wait instead of a queue of them."""
     parts = [part for core in cores for _, part in (output_slices(core) or ((0, core),))]
-    missing = [p for p in parts if (dtype, target, block_sparse) not in p._kernels]
+    missing = [p for p in parts if p.kernel_key(dtype, target, block_sparse) not in p._kernels]
     if len(missing) > 1:
         with ThreadPoolExecutor(min(len(missing), os.cpu_count() or 1)) as pool:
             for _ in pool.map(lambda p: p.kernel(dtype, target, block_sparse), missing):

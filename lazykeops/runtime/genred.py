@@ -15,6 +15,7 @@ import ctypes
 from ..compile.build import load_kernel, nvcc_available
 from ..compile.codegen import check_stack_size, render_source
 from ..compile.spec import DTYPES, SUM_SCHEMES, KernelSpec, swap_axis
+from ..compile.tensor_cores import mode_for
 from ..errors import LazyKeOpsError
 from ..formula import CAT_I, CAT_J, CAT_P, var
 from ..formula.aliases import parse_aliases
@@ -264,10 +265,12 @@ class GenredCore:
     def kernel(self, dtype, target="cpu", block_sparse=False):
         """The loaded library of this reduction for `dtype` on `target` ("cpu" or
         "cuda:sm_XY"), dense or block-sparse, built and cached on first use."""
-        lib = self._kernels.get((dtype, target, block_sparse))
+        key = self.kernel_key(dtype, target, block_sparse)
+        lib = self._kernels.get(key)
         if lib is None:
             spec = KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k,
-                              dtype, self.sum_scheme, target.split(":")[0], block_sparse)
+                              dtype, self.sum_scheme, target.split(":")[0], block_sparse,
+                              key[-1])
             interface = {"abi_version": ABI_VERSION, "dtype": dtype,
                          "arguments": [[a.name, a.cat, a.dim] for a in self.aliases],
                          "axis": self.axis, "outputs": {"values": self.nvals,
@@ -276,5 +279,11 @@ class GenredCore:
                          "block_sparse": block_sparse}
             lib = load_kernel(render_source(spec), f"{self.reduction.name}({self.text})",
                               target, interface)
-            self._kernels[(dtype, target, block_sparse)] = lib
+            self._kernels[key] = lib
         return lib
+
+    @staticmethod
+    def kernel_key(dtype, target, block_sparse):
+        """What selects one of a reduction's libraries: with the tensor cores' operand
+        precision, which follows torch's float32 matmul setting (compile/tensor_cores.py)."""
+        return dtype, target, block_sparse, mode_for(dtype, target)

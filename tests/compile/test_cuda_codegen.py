@@ -32,14 +32,24 @@ WIDE_CASES = [("Sum", "Exp(-SqDist(X,Y) + Scalprod(W, X)) * B", None, None),
               ("Sum", "Exp(-SqDist(X,Y)) * Elem(Y, 0) * B", None, None)]
 
 
-def _spec(red, formula, formula2, k, dtype, alias_texts=ALIASES):
+# Tensor cores (csrc/lk_cuda_mma.cuh): distances (centred, a ragged K: 70 components) and
+# scalar products, one per reduction family; with narrow j-variables and parameters.
+TC_ALIASES = ["X = Vi(70)", "Y = Vj(70)", "B = Vj(3)", "G = Pm(1)"]
+TC_CASES = [("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None),
+            ("LogSumExp", "(X|Y) * G", "B", None),
+            ("ArgMin", "SqNorm2(X-Y)", None, None),
+            ("KMin_ArgKMin", "Sqrt(Sum(Square(X-Y)))", None, 4)]
+TC_MODES = {"float32": "tf32", "float16": "f16", "bfloat16": "bf16"}
+
+
+def _spec(red, formula, formula2, k, dtype, alias_texts=ALIASES, tensor_cores=""):
     aliases = parse_aliases(alias_texts)
     nodes = {a.name: var(a.pos, a.dim, a.cat) for a in aliases}
     formulas = [parse_formula(formula, nodes)]
     if formula2:
         formulas.append(parse_formula(formula2, nodes))
     return KernelSpec(tuple(formulas), tuple((a.cat, a.dim) for a in aliases), red, k, dtype,
-                      target="cuda")
+                      target="cuda", tensor_cores=tensor_cores)
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
@@ -49,6 +59,10 @@ def test_generated_code_compiles_with_nvcc_for_sm90(tmp_path, dtype):
     cases = CASES if dtype == "float32" else [CASES[0], CASES[6], CASES[9]]
     specs = [_spec(*case, dtype) for case in cases] + \
         [_spec(*case, dtype, WIDE_ALIASES) for case in WIDE_CASES]
+    if dtype in TC_MODES:
+        tc = [_spec(*case, dtype, TC_ALIASES, TC_MODES[dtype]) for case in TC_CASES]
+        assert all("TC_MODE" in render_source(spec) for spec in tc)
+        specs += tc if dtype == "float32" else tc[:2]
     sources = []
     for n, spec in enumerate(specs):
         path = tmp_path / f"check{n}.cu"

@@ -26,7 +26,7 @@ def test_slices_and_cores_are_built_once_each_and_then_used():
     before = build.stats["builds"]
     build_kernels([wide.core, narrow.core], "float64", "cpu", False)
     assert build.stats["builds"] == before + 4
-    built = [p._kernels[("float64", "cpu", False)] for p in (*slices, narrow.core)]
+    built = [p._kernels[p.kernel_key("float64", "cpu", False)] for p in (*slices, narrow.core)]
     assert len({lib.key for lib in built}) == 4
     build_kernels([wide.core, narrow.core], "float64", "cpu", False)  # nothing left to build
     assert build.stats["builds"] == before + 4

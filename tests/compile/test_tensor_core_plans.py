@@ -1,0 +1,74 @@
+"""The tensor-core planner (compile/tensor_cores.py): which formulas the CUDA engine
+computes through a matrix product of their wide i- and j-variables, and which it must not."""
+
+import pytest
+
+import torch
+
+from lazykeops.compile.tensor_cores import mode_for, plan_tensor_cores
+from lazykeops.formula import var
+from lazykeops.formula.aliases import parse_aliases
+from lazykeops.formula.parser import parse_formula
+
+ALIASES = ["X = Vi(64)", "Y = Vj(64)", "B = Vj(2)", "G = Pm(1)", "W = Pm(64)", "Z = Vi(64)"]
+
+
+def plan(formula, aliases=ALIASES, mode="tf32"):
+    parsed = parse_aliases(aliases)
+    nodes = {a.name: var(a.pos, a.dim, a.cat) for a in parsed}
+    return plan_tensor_cores((parse_formula(formula, nodes),),
+                             tuple((a.cat, a.dim) for a in parsed), mode)
+
+
+@pytest.mark.parametrize("formula, kind, scale", [
+    ("Exp(-G * SqDist(X,Y)) * B", "dist", 1.0),
+    ("Exp(-SqNorm2(X - Y)) * B", "dist", 1.0),
+    ("Sum(Square(X - Y))", "dist", 1.0),
+    ("Sum(Square(Y - X)) / IntCst(2)", "dist", 1.0),
+    ("Sum(IntCst(3) * (X - Y) * (X - Y))", "dist", 3.0),
+    ("Sqrt(IntCst(5) * Norm2(X - Y)) * B", "dist", 1.0),
+    ("(X | Y) * B", "dot", 1.0),
+    ("Sum(X * Y * IntCst(-2))", "dot", -2.0),
+])
+def test_contractions_of_x_and_y_are_planned_with_their_kind_and_scale(formula, kind, scale):
+    p = plan(formula)
+    assert p is not None and (p.x, p.y) == (0, 1)
+    assert p.kinds == (kind,) and p.scales == (scale,)
+    assert p.distances == (kind == "dist")
+
+
+@pytest.mark.parametrize("formula", [
+    "Exp(-WeightedSqDist(W, X, Y))",   # weights: not in this plan yet
+    "Sum(W * X * Y)",                  # a wide parameter
+    "Sum(X * X * Y)",                  # degree 3
+    "Sum(Square(X - IntCst(2) * Y))",  # not a distance, not a product alone
+    "Sum(Exp(X - Y))",                 # not polynomial
+    "SqDist(X, Y) + (X | Y)",          # a distance and a product: no common centring
+    "Exp(-SqDist(X, Y)) * X",          # X outside its sums
+    "SqDist(Z, Y) + SqDist(X, Y)",     # two wide i-variables
+])
+def test_other_formulas_are_not_planned(formula):
+    assert plan(formula) is None
+
+
+def test_widths_modes_and_dtypes_bound_the_plan():
+    narrow = ["X = Vi(8)", "Y = Vj(8)"]
+    assert plan("SqDist(X, Y)", narrow) is None  # CUDA cores are as fast
+    assert plan("SqDist(X, Y)", ["X = Vi(300)", "Y = Vj(300)"], "f16") is not None
+    assert plan("SqDist(X, Y)", ["X = Vi(300)", "Y = Vj(300)"], "tf32") is None  # shared memory
+    assert plan("SqDist(X, Y)", mode="") is None  # float64, or float32 at "highest"
+
+
+def test_the_mode_follows_the_dtype_the_architecture_and_torchs_setting():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert mode_for("float32", "cuda:sm_90") == ""
+        torch.set_float32_matmul_precision("high")
+        assert mode_for("float32", "cuda:sm_90") == "tf32"
+        assert mode_for("float32", "cuda:sm_75") == "" and mode_for("float32", "cpu") == ""
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert mode_for("float16", "cuda:sm_80") == "f16"
+    assert mode_for("bfloat16", "cuda:sm_90") == "bf16"
+    assert mode_for("float64", "cuda:sm_90") == ""
