@@ -14,25 +14,13 @@ import argparse
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import torch
 
-
-def timed(fn, repeat=5):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from gpu import timed  # benchmarks/ is on sys.path when run as a script
 
 
 def data(n, m, d, e=1):
@@ -123,7 +111,7 @@ def flash_kmeans(w, dtype):
 
     x, c = (t.to(dtype).unsqueeze(0) for t in args_of(w)[:2])
     x_sq = (x.float() ** 2).sum(-1)
-    return timed(lambda: euclid_assign_triton(x, c, x_sq))
+    return timed(lambda: euclid_assign_triton(x, c, x_sq), 5)
 
 
 # (LK_TC_BLOCK, LK_TC_TILE) tried by --tune on the first and fourth workloads.
@@ -145,7 +133,7 @@ def tune():
                 codegen.CUDA_TUNING.update({"LK_TC_BLOCK": block, "LK_TC_TILE": tile})
                 routine, args = routine_of(Genred, w), args_of(w, dtype)
                 try:
-                    cells.append(f"{timed(lambda: routine(*args)) * 1e3:.3g}")
+                    cells.append(f"{timed(lambda: routine(*args), 5) * 1e3:.3g}")
                 except LazyKeOpsError:  # past the shared memory of a block
                     cells.append("-")
             print(f"| {w[0]} | {w[6]} | {str(dtype)[6:]} | " + " | ".join(cells) + " |",
@@ -176,11 +164,11 @@ def main():
         cells["highest"] = timed(lambda: routine(*args), 3)
         torch.set_float32_matmul_precision("high")
         out = routine(*args)
-        cells["tf32"] = timed(lambda: routine(*args))
+        cells["tf32"] = timed(lambda: routine(*args), 5)
         cells["tf32 dev"] = deviation(w, out, ref)
         half = args_of(w, torch.float16)
         out = routine(*half)
-        cells["f16"] = timed(lambda: routine(*half))
+        cells["f16"] = timed(lambda: routine(*half), 5)
         cells["f16 dev"] = deviation(w, out, ref)
         cells["dense tf32"] = timed(dense(w, args), 3)
         torch.set_float32_matmul_precision("highest")

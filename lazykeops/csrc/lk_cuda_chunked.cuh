@@ -63,17 +63,7 @@ struct ChunkTerms {
     T* ywide = ynarrow + C::TILE * C::DJNP;
     T* xwide = ywide + C::TILE * C::WSTRIDE;
     __syncthreads();
-    static_for<F::NARGS>([&](auto v) {
-      constexpr int V = decltype(v)::value;
-      if constexpr (F::CAT[V] == CAT_J && !is_wide<F>(V)) {
-        constexpr int dim = F::DIM[V], off = narrow_offset<F>(CAT_J, V);
-        const S* src = arg<F, S>(args, V, b) + j0 * dim;
-        for (int e = threadIdx.x; e < n * dim; e += C::BLOCK) {
-          const int jj = e / dim;
-          ynarrow[jj * C::DJNP + off + (e - jj * dim)] = to_compute(src[e]);
-        }
-      }
-    });
+    stage_narrow_terms<F, S, C::BLOCK, C::DJNP>(ynarrow, args, b, j0, n);
     T part[C::TILE][NCH];
     LK_UNROLL for (int jj = 0; jj < C::TILE; ++jj)
       LK_UNROLL for (int m = 0; m < NCH; ++m) part[jj][m] = T(0);

@@ -52,6 +52,25 @@ __device__ LK_INLINE const S* arg(const ArgTable<F>& a, int v, int64_t b) {
   return static_cast<const S*>(a.ptr[v]) + b * a.batch_stride[v];
 }
 
+// The narrow j-variables (NarrowArgs) of terms j0 .. j0 + n - 1 to `dst`, packed in rows of
+// STRIDE compute scalars, read by the whole block with coalesced reads: the tile loads of
+// the chunked and tensor-core variants.
+template <class F, class S, int BLOCK, int STRIDE, class T>
+__device__ LK_INLINE void stage_narrow_terms(T* dst, const ArgTable<F>& args, int64_t b,
+                                             int64_t j0, int n) {
+  static_for<F::NARGS>([&](auto v) {
+    constexpr int V = decltype(v)::value;
+    if constexpr (F::CAT[V] == CAT_J && !is_wide<F>(V)) {
+      constexpr int dim = F::DIM[V], off = narrow_offset<F>(CAT_J, V);
+      const S* src = arg<F, S>(args, V, b) + j0 * dim;
+      for (int e = threadIdx.x; e < n * dim; e += BLOCK) {
+        const int jj = e / dim;
+        dst[jj * STRIDE + off + (e - jj * dim)] = to_compute(src[e]);
+      }
+    }
+  });
+}
+
 // Where the outputs go: output row t (= batch * nout + i) writes its values at
 // vals[t * vstride + voff ...] and its indices at idx[t * istride + ioff ...]. The strides
 // exceed the policy's widths when a wide output is computed in slices of components, one

@@ -218,17 +218,7 @@ struct MmaTerms {
     float* ynorms = shared + C::OFF_NORMS;
     const float* c = shared + C::OFF_CENTRE;
     __syncthreads();  // the previous tile is done with the terms' memory
-    static_for<F::NARGS>([&](auto v) {
-      constexpr int V = decltype(v)::value;
-      if constexpr (F::CAT[V] == CAT_J && !is_wide<F>(V)) {
-        constexpr int dim = F::DIM[V], off = narrow_offset<F>(CAT_J, V);
-        const S* src = arg<F, S>(args, V, b) + j0 * dim;
-        for (int e = threadIdx.x; e < n * dim; e += C::BLOCK) {
-          const int jj = e / dim;
-          ynarrow[jj * C::DJNP + off + (e - jj * dim)] = to_compute(src[e]);
-        }
-      }
-    });
+    stage_narrow_terms<F, S, C::BLOCK, C::DJNP>(ynarrow, args, b, j0, n);
     // The tile's Y, word by word (consecutive threads, consecutive components); terms
     // past n are zeros.
     const S* y = arg<F, S>(args, F::TC_Y, b);
