@@ -67,21 +67,7 @@ def check_stack_size(formulas, outputs, text):
 def render_formula_struct(formulas, args, chunks=None):
     """C++ text of `struct LkFormula` computing the concatenation of `formulas`; with a
     ChunkPlan, `eval` computes the plan's rest, and chunk_full / chunk_tail its sums."""
-    cats = ", ".join(str(c) for c, _ in args) or "0"
-    dims = ", ".join(str(d) for _, d in args) or "0"
-    dimout = sum(f.dim for f in formulas)
-    body = _render_eval_body(formulas, chunks)
-    lines = [
-        "struct LkFormula {",
-        f"  static constexpr int NARGS = {len(args)};",
-        f"  static constexpr int CAT[{max(len(args), 1)}] = {{{cats}}};",
-        f"  static constexpr int DIM[{max(len(args), 1)}] = {{{dims}}};",
-        f"  static constexpr int DIMOUT = {dimout};",
-        "  template <class T, class In, class Out>",
-        "  LK_HD static LK_INLINE void eval(const In& in, Out out) {",
-        *[f"    {_unrolled(line)}" for line in body],
-        "  }",
-    ]
+    lines = _struct_head(formulas, args, chunks)
     if chunks:
         lines += [f"  static constexpr int WIDE = {chunks.width};",
                   f"  static constexpr int NCHUNKED = {len(chunks.sums)};"]
@@ -98,37 +84,40 @@ def render_formula_struct(formulas, args, chunks=None):
     return "\n".join(lines + ["};"])
 
 
+def _struct_head(formulas, args, chunks):
+    """The first lines of `struct LkFormula`: the argument table, DIMOUT and `eval`."""
+    cats = ", ".join(str(c) for c, _ in args) or "0"
+    dims = ", ".join(str(d) for _, d in args) or "0"
+    return [
+        "struct LkFormula {",
+        f"  static constexpr int NARGS = {len(args)};",
+        f"  static constexpr int CAT[{max(len(args), 1)}] = {{{cats}}};",
+        f"  static constexpr int DIM[{max(len(args), 1)}] = {{{dims}}};",
+        f"  static constexpr int DIMOUT = {sum(f.dim for f in formulas)};",
+        "  template <class T, class In, class Out>",
+        "  LK_HD static LK_INLINE void eval(const In& in, Out out) {",
+        *[f"    {_unrolled(line)}" for line in _render_eval_body(formulas, chunks)],
+        "  }",
+    ]
+
+
 def render_tensor_core_struct(formulas, args, plan):
     """C++ text of `struct LkFormula` for the tensor-core variant (csrc/lk_cuda_mma.cuh):
     `eval` on the plan's sums, `tc_parts`, which makes them of a pair's scalar product and
     (for distances) the squared norms of its centred points, and the plan's constants."""
-    chunks = plan.chunks
-    body = _render_eval_body(formulas, chunks)
     parts = []
     for m, (kind, scale) in enumerate(zip(plan.kinds, plan.scales)):
-        value = "(d > T(0) ? d : T(0))" if kind == "dist" else "dot"
-        if kind == "dist":
-            parts.append(f"{{ const T d = xn + yn - T(2) * dot; part[{m}] = "
-                         f"T({scale!r}) * {value}; }}")
+        if kind == "dist":  # >= 0 although rounding may leave a tiny negative difference
+            parts.append(f"{{ const T d = xn + yn - T(2) * dot; "
+                         f"part[{m}] = T({scale!r}) * (d > T(0) ? d : T(0)); }}")
         else:
             parts.append(f"part[{m}] = T({scale!r}) * dot;")
-    lines = [
-        "struct LkFormula {",
-        f"  static constexpr int NARGS = {len(args)};",
-        f"  static constexpr int CAT[{max(len(args), 1)}] = "
-        f"{{{', '.join(str(c) for c, _ in args)}}};",
-        f"  static constexpr int DIM[{max(len(args), 1)}] = "
-        f"{{{', '.join(str(d) for _, d in args)}}};",
-        f"  static constexpr int DIMOUT = {sum(f.dim for f in formulas)};",
-        f"  static constexpr int WIDE = {chunks.width};",
-        f"  static constexpr int NCHUNKED = {len(chunks.sums)};",
+    lines = _struct_head(formulas, args, plan.chunks) + [
+        f"  static constexpr int WIDE = {plan.chunks.width};",
+        f"  static constexpr int NCHUNKED = {len(plan.chunks.sums)};",
         f"  static constexpr int TC_MODE = {MODES[plan.mode]};  // {plan.mode}",
         f"  static constexpr int TC_X = {plan.x}, TC_Y = {plan.y};",
         f"  static constexpr bool TC_DIST = {'true' if plan.distances else 'false'};",
-        "  template <class T, class In, class Out>",
-        "  LK_HD static LK_INLINE void eval(const In& in, Out out) {",
-        *[f"    {_unrolled(line)}" for line in body],
-        "  }",
         "  template <class T>",
         "  LK_HD static LK_INLINE void tc_parts(T dot, T xn, T yn, T* part) {",
         *[f"    {line}" for line in parts],
