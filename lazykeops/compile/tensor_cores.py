@@ -28,8 +28,9 @@ from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, make
 from .chunking import plan_over
 
 MODES = {"tf32": 1, "f16": 2, "bf16": 3}  # TC_MODE in the generated source
-# Below this many components a pair's distance costs a few FMAs: CUDA cores are as fast.
-MIN_WIDTH = 16
+# Below this many components a pair's distance costs a few FMAs: CUDA cores are as fast
+# (H200, benchmarks/RESULTS.md: D = 16 tensor cores 0.9-1.1x slower, D = 32 1.6-1.7x faster).
+MIN_WIDTH = 32
 # Above, a block's rows do not fit in shared memory at two blocks per SM (32-bit words
 # per row: one per component in TF32, one per two in the halves).
 MAX_WORDS = 160

@@ -52,7 +52,7 @@ def test_other_formulas_are_not_planned(formula):
 
 
 def test_widths_modes_and_dtypes_bound_the_plan():
-    narrow = ["X = Vi(8)", "Y = Vj(8)"]
+    narrow = ["X = Vi(16)", "Y = Vj(16)"]
     assert plan("SqDist(X, Y)", narrow) is None  # CUDA cores are as fast
     assert plan("SqDist(X, Y)", ["X = Vi(300)", "Y = Vj(300)"], "f16") is not None
     assert plan("SqDist(X, Y)", ["X = Vi(300)", "Y = Vj(300)"], "tf32") is None  # shared memory
