@@ -3,11 +3,12 @@ kNN over wide variables, lazykeops at torch's "highest" float32 setting (CUDA co
 "high" (TF32 tensor cores) and on float16 data, against dense torch and Flash-KMeans
 (when importable) in the same run; each with its deviation from the "highest" result.
 
-    python benchmarks/bench_tensor_cores.py [--pykeops] [--tune]
+    python benchmarks/bench_tensor_cores.py [--pykeops] [--tune] [--narrow]
 
 Medians of a few runs after a warm-up (compile excluded). --pykeops adds pykeops 2.3's
 float32 time in a child process (../shared/wheels); --tune times the tile configurations
-(LK_TC_BLOCK x LK_TC_TILE, csrc/lk_cuda_mma.cuh) instead. Prints a table for RESULTS.md.
+(LK_TC_BLOCK x LK_TC_TILE, csrc/lk_cuda_mma.cuh) instead, --narrow each formula with and
+without tensor cores at D = 16 to 48. Prints a table for RESULTS.md.
 """
 
 import argparse
@@ -141,10 +142,33 @@ def tune():
     codegen.CUDA_TUNING.clear()
 
 
+def narrow():
+    """Narrow variables: each formula without and with its tensor-core plan (TF32 for
+    float32 data), at D = 16, 32, 48: where the plan starts to pay (MIN_WIDTH)."""
+    import lazykeops.compile.tensor_cores as tc
+    from lazykeops.torch import Genred
+
+    print("| D | workload | dtype | CUDA cores ms | tensor cores ms |\n|---|---|---|---|---|")
+    for d in (16, 32, 48):
+        for w in (("k-means", "SqDist(X,Y)", "ArgMin", None, 1_000_000, 1024, d),
+                  ("Gaussian conv", "Exp(-SqDist(X,Y)) * B", "Sum", None, 100_000, 100_000, d)):
+            for dtype in (torch.float32, torch.float16):
+                args, cells = args_of(w, dtype), []
+                for precision, min_width in (("highest", 1 << 30), ("high", d)):
+                    torch.set_float32_matmul_precision(precision)
+                    tc.MIN_WIDTH = min_width
+                    routine = routine_of(Genred, w)
+                    routine.core._kernels.clear()  # float16: the same key with and without
+                    cells.append(timed(lambda: routine(*args), 5) * 1e3)
+                print(f"| {d} | {w[0]} | {str(dtype)[6:]} | {cells[0]:.3g} | {cells[1]:.3g} |",
+                      flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pykeops", action="store_true")
     parser.add_argument("--tune", action="store_true", help="time the tile configurations")
+    parser.add_argument("--narrow", action="store_true", help="D = 16..48, with and without")
     parser.add_argument("--pykeops-worker", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.pykeops_worker:
@@ -153,6 +177,8 @@ def main():
     os.environ.setdefault("LAZYKEOPS_CACHE_DIR", tempfile.mkdtemp(prefix="lk-tc-bench-"))
     if opts.tune:
         return tune()
+    if opts.narrow:
+        return narrow()
     from lazykeops.torch import Genred
 
     rows = []
