@@ -24,3 +24,13 @@ def clean_cache():
     from .compile.cache import clean_cache as _clean
 
     _clean()
+
+
+def float32_precision(precision):
+    """A context manager: within it, float32 reductions on the GPU use tensor cores as
+    torch.set_float32_matmul_precision(precision) would allow ("highest": full float32 on
+    CUDA cores; "high" or "medium": TF32), overriding torch's setting for those calls
+    only. See docs/gpu.md, "Tensor cores"."""
+    from .compile.tensor_cores import float32_precision as _precision
+
+    return _precision(precision)

@@ -15,14 +15,18 @@ the block (a distance does not change when both points move): the operands round
 TF32 or to a half precision then lose precision relative to the block's spread, not to
 the distance from the origin.
 
-The operand precision (`mode`) is the caller's: "tf32" for float32 data where torch
-allows it (torch.get_float32_matmul_precision() "high" or "medium"), "f16" / "bf16" for
-half-precision data (their products are exact in the float32 accumulators).
+The operand precision (`mode`, `mode_for`) is the caller's: "tf32" for float32 data where
+torch allows it (torch.get_float32_matmul_precision() "high" or "medium", or the same
+names given to `float32_precision` around the calls), "f16" / "bf16" for half-precision
+data (their products are exact in the float32 accumulators).
 """
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
 
+from ..errors import LazyKeOpsError
 from ..formula.autodiff import substitute
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, make
 from .chunking import plan_over
@@ -53,17 +57,39 @@ class TensorCorePlan:
         return self.kinds[0] == "dist"
 
 
+PRECISIONS = ("highest", "high", "medium")
+_PRECISION = contextvars.ContextVar("lazykeops_float32_precision", default=None)
+
+
+@contextlib.contextmanager
+def float32_precision(precision):
+    """Within the block, float32 reductions take tensor cores as torch's float32 matmul
+    precision `precision` would allow ("highest": never, "high" / "medium": TF32), whatever
+    torch's own setting: the per-call override (lazykeops.float32_precision)."""
+    if precision not in PRECISIONS:
+        raise LazyKeOpsError(f"float32 precision must be one of {PRECISIONS}, got "
+                             f"{precision!r}")
+    token = _PRECISION.set(precision)
+    try:
+        yield
+    finally:
+        _PRECISION.reset(token)
+
+
 def mode_for(dtype, target):
     """The operand precision tensor cores may use for `dtype` data on `target` ("cpu" or
-    "cuda:sm_XY"): "" on the CPU, before sm_80, for float64, and for float32 when
-    torch.get_float32_matmul_precision() is "highest" (its default: full float32 accuracy,
-    as torch's own matmul keeps it)."""
+    "cuda:sm_XY"): "" on the CPU, before sm_80, for float64, and for float32 when the
+    precision (float32_precision's, else torch.get_float32_matmul_precision()) is
+    "highest" (torch's default: full float32 accuracy, as torch's own matmul keeps it)."""
     if not target.startswith("cuda:sm_") or int(target[len("cuda:sm_"):]) < 80:
         return ""
     if dtype == "float32":
-        import torch
+        precision = _PRECISION.get()
+        if precision is None:
+            import torch
 
-        return "tf32" if torch.get_float32_matmul_precision() != "highest" else ""
+            precision = torch.get_float32_matmul_precision()
+        return "tf32" if precision != "highest" else ""
     return {"float16": "f16", "bfloat16": "bf16"}.get(dtype, "")
 
 

@@ -5,6 +5,8 @@ import pytest
 
 import torch
 
+import lazykeops
+from lazykeops import LazyKeOpsError
 from lazykeops.compile.tensor_cores import mode_for, plan_tensor_cores
 from lazykeops.formula import var
 from lazykeops.formula.aliases import parse_aliases
@@ -72,3 +74,24 @@ def test_the_mode_follows_the_dtype_the_architecture_and_torchs_setting():
     assert mode_for("float16", "cuda:sm_80") == "f16"
     assert mode_for("bfloat16", "cuda:sm_90") == "bf16"
     assert mode_for("float64", "cuda:sm_90") == ""
+
+
+def test_float32_precision_overrides_torchs_setting_within_its_block():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        with lazykeops.float32_precision("high"):
+            assert mode_for("float32", "cuda:sm_90") == "tf32"
+            with lazykeops.float32_precision("highest"):
+                assert mode_for("float32", "cuda:sm_90") == ""
+            assert mode_for("float32", "cuda:sm_90") == "tf32"
+            assert mode_for("float16", "cuda:sm_90") == "f16"  # halves: always
+        assert mode_for("float32", "cuda:sm_90") == ""
+        torch.set_float32_matmul_precision("medium")
+        with lazykeops.float32_precision("highest"):
+            assert mode_for("float32", "cuda:sm_90") == ""
+    finally:
+        torch.set_float32_matmul_precision(before)
+    with pytest.raises(LazyKeOpsError, match="one of .*'TF32'"):
+        with lazykeops.float32_precision("TF32"):
+            pass

@@ -7,6 +7,7 @@ device of compute capability 8.0 or more (CI)."""
 import pytest
 import torch
 
+import lazykeops
 from lazykeops.compile.tensor_cores import mode_for, plan_tensor_cores
 from lazykeops.torch import Genred, LazyTensor
 
@@ -113,6 +114,18 @@ def test_highest_keeps_the_cuda_core_path_and_full_accuracy(precision):
     assert not planned(conv, "float32")
     got = conv(*[t.float().to(CUDA) for t in (x, y, b)]).double().cpu()
     torch.testing.assert_close(got, torch.exp(-sqdist(x, y)) @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_override_takes_tf32_under_torchs_highest(precision):
+    precision("highest")
+    x, y, b = points(500, 400)
+    conv = Genred("Exp(-SqDist(X,Y)) * B", aliases_for(1), axis=1)
+    with lazykeops.float32_precision("high"):
+        assert planned(conv, "float32")
+        got = conv(*[t.float().to(CUDA) for t in (x, y, b)]).double().cpu()
+    assert not planned(conv, "float32")
+    want = torch.exp(-sqdist(x, y)) @ b
+    torch.testing.assert_close(got, want, rtol=3e-3, atol=3e-3 * want.abs().max())
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
