@@ -169,9 +169,11 @@ def _cache(args):
         print(f"removed everything in {root}: {entries} kernel entries, "
               f"{cache_admin.human_size(size)}")
     elif args.prune_older_than is not None:
-        removed, freed, kept = cache_admin.prune(root, args.prune_older_than)
-        print(f"removed {removed} kernel entries not used for {args.prune_older_than:g} days "
-              f"({cache_admin.human_size(freed)}); kept {kept}")
+        kernels, preludes = cache_admin.prune(root, args.prune_older_than)
+        for (removed, freed, kept), what in ((kernels, "kernel entries"),
+                                             (preludes, "precompiled preludes")):
+            print(f"removed {removed} {what} not used for {args.prune_older_than:g} days "
+                  f"({cache_admin.human_size(freed)}); kept {kept}")
     else:
         print(cache_admin.describe(root))
     return 0

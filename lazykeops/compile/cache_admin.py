@@ -12,8 +12,9 @@ holds for the whole build), so that an entry being built or replaced is never re
 the pruner waits for the builder, then looks at the mtime again (a fresh build is recent,
 so kept). A process loading an entry takes no lock; should the entry be removed between
 its checks and its dlopen, the load fails and that process rebuilds the kernel.
-Left alone by pruning: the precompiled preludes (a kernel build needs them; pch.py does
-not record their use), failed sources (cache.py keeps the newest few), build folders
+The precompiled preludes are pruned the same way, by the mtime pch.py sets at each use,
+under their own key locks (a build that finds its prelude gone compiles without one).
+Left alone by pruning: failed sources (cache.py keeps the newest few), build folders
 (the next build removes the dead ones) and the `<key>.lock` files (removing a lock file
 another process has open would let two builders hold "the" lock at once).
 """
@@ -141,15 +142,21 @@ def describe(root):
 
 def prune(root, days, now=None):
     """Remove the kernel entries not used for `days` days; returns (removed, bytes freed,
-    kept). Each entry is looked at again under its key lock: one a builder just published
-    or a process just loaded is recent, so kept."""
+    kept), and the same for the precompiled preludes. Each entry is looked at again under
+    its key lock: one a builder just published or a process just used is recent, so
+    kept."""
     cutoff = (time.time() if now is None else now) - days * DAY
+    return (_prune(Path(root), kernel_entries(root), cutoff),
+            _prune(Path(root) / PRECOMPILED, precompiled_preludes(root), cutoff))
+
+
+def _prune(folder, entries, cutoff):
     removed = freed = kept = 0
-    for entry in kernel_entries(root):
+    for entry in entries:
         if entry.mtime >= cutoff:
             kept += 1
             continue
-        with key_lock(Path(root), entry.path.name):  # waits for a builder of this key
+        with key_lock(folder, entry.path.name):  # waits for a builder of this key
             try:
                 if entry.path.stat().st_mtime >= cutoff:  # rebuilt or loaded meanwhile
                     kept += 1

@@ -17,7 +17,10 @@ Cache rules as for kernels (cache.py): the key hashes the prelude, the engine he
 compiler and the flags; built under the key's lock in a private folder, published by one
 rename; a manifest holds the key and the .gch's sha256, checked once per process before
 use. A damaged entry is removed and rebuilt; a prelude the compiler cannot precompile (a
-compiler without PCH support) is simply not used.
+compiler without PCH support) is simply not used. Each use sets the entry's folder mtime,
+as kernel loads do, so that `python -m lazykeops cache --prune-older-than` removes the
+preludes of old engine headers or compilers (cache_admin.py); a kernel build whose prelude
+vanishes under it compiles again without one (build.py).
 """
 
 import hashlib
@@ -65,12 +68,12 @@ def prelude_header(prelude, compile_cmd, key_parts):
         return None  # the kernel's build reports an unwritable cache
     entry = root / key
     if _trusted(entry, key):
-        return entry / "prelude.h"
+        return _used(entry)
     if key in _UNUSABLE:
         return None
     with key_lock(root, key):
         if _trusted(entry, key):
-            return entry / "prelude.h"
+            return _used(entry)
         discard(entry)
         tmp = new_build_dir(root, key)
         try:
@@ -81,6 +84,15 @@ def prelude_header(prelude, compile_cmd, key_parts):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return entry / "prelude.h" if _trusted(entry, key) else None
+
+
+def _used(entry):
+    """The entry's prelude.h, its use recorded in the folder's mtime (the pruner's clock)."""
+    try:
+        os.utime(entry)
+    except OSError:
+        pass  # a read-only cache still serves its preludes
+    return entry / "prelude.h"
 
 
 def _build(folder, key, prelude, compile_cmd):

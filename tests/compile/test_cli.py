@@ -4,8 +4,9 @@ compile/cache_admin.py), run as a user runs them: in a subprocess, on a cache of
 A restricted warm-up (the kernel_product Gaussian, D = 3, float32: its forward and its
 gradient, 2 kernels) builds both, finds both the second time, and a user's call of that
 spelling afterwards builds nothing; the listing counts and sizes what is there; pruning
-removes the entries not used for DAYS, keeps the recent ones, the precompiled preludes and
-failed sources, and waits for a builder holding an entry's lock; loading an entry marks it
+removes the entries and precompiled preludes not used for DAYS, keeps the recent ones and
+failed sources, and waits for a builder holding an entry's lock; a build after pruning
+rebuilds the prelude, and a build marks the prelude it uses; loading an entry marks it
 used; a failed build is reported (status 1) and listed; bad arguments exit with status 2 and a
 message before anything touches the cache."""
 
@@ -144,27 +145,38 @@ def test_the_listing(warm):
     assert f"total                : {human_size(size_of(cache))}" in out
 
 
-def test_prune_removes_old_entries_and_keeps_recent_ones_and_the_preludes(copy):
+def test_prune_removes_old_entries_and_preludes_and_keeps_recent_ones(copy):
     old, recent = entries(copy)
     long_ago = time.time() - 40 * DAY
     os.utime(old, (long_ago, long_ago))
-    prelude = next(p for p in (copy / "precompiled").iterdir() if p.is_dir())
-    for path in (prelude, copy / "precompiled"):
-        os.utime(path, (long_ago, long_ago))
+    (prelude,) = [p for p in (copy / "precompiled").iterdir() if p.is_dir()]
+    os.utime(prelude, (long_ago, long_ago))
     (copy / "failed").mkdir()
     failed = copy / "failed" / "0123456789ab-x.cpp"
     failed.write_text("int broken(")
     os.utime(failed, (long_ago, long_ago))
 
-    freed = human_size(size_of(old))
+    freed, prelude_size = human_size(size_of(old)), human_size(size_of(prelude))
     done = lazykeops(copy, "cache", "--prune-older-than", "30")
     assert done.returncode == 0, done.stderr
     assert f"removed 1 kernel entries not used for 30 days ({freed}); kept 1" in done.stdout
-    assert entries(copy) == [recent]
-    assert (prelude / "prelude.h.gch").is_file() and failed.is_file()
+    assert (f"removed 1 precompiled preludes not used for 30 days ({prelude_size}); kept 0"
+            in done.stdout)
+    assert entries(copy) == [recent] and not prelude.exists() and failed.is_file()
     listing = lazykeops(copy, "cache").stdout
     assert "kernels              : 1 entries" in listing
     assert "failed sources       : 1" in listing
+
+
+def test_a_build_rebuilds_a_pruned_prelude_and_marks_a_prelude_it_uses(copy):
+    (prelude,) = [p for p in (copy / "precompiled").iterdir() if p.is_dir()]
+    shutil.rmtree(prelude)
+    assert user_call(copy, dim=2)[0] == 2  # forward and gradient, built after the prune
+    assert (prelude / "prelude.h.gch").is_file()
+    long_ago = time.time() - 40 * DAY
+    os.utime(prelude, (long_ago, long_ago))
+    assert user_call(copy, dim=4)[0] == 2
+    assert prelude.stat().st_mtime > time.time() - DAY  # used, so kept by a prune
 
 
 def _blocked_on(lock_file, timeout=120):
