@@ -19,6 +19,8 @@ any mismatch. They are compiled once per module, concurrently, with the project'
 that module exists, and its engine constants (compile/codegen.py: engine_defines).
 """
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -111,11 +113,27 @@ def _nvcc():
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
     """{program: (compile status, compiler output)}, every program compiled concurrently
-    (one compiler call each), and {program: (exit status, stdout + stderr)} once run."""
+    (one compiler call each), and {program: (exit status, stdout + stderr)} once run; once
+    per test session: pytest-xdist workers share the first one's results (the folder above
+    their own temporary folders is the session's)."""
     cxx = _cxx()
     if cxx is None:
         pytest.skip("no C++ compiler (g++)")
-    folder = tmp_path_factory.mktemp("engine_headers")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    with open(root / "engine_headers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = root / "engine_headers.json"
+        if not results.exists():
+            folder = root / "engine_headers"
+            folder.mkdir(exist_ok=True)  # a worker that failed before may have left it
+            results.write_text(json.dumps(_build_and_run(cxx, folder)))
+        compiled, ran = json.loads(results.read_text())
+    return ({k: tuple(v) for k, v in compiled.items()}, {k: tuple(v) for k, v in ran.items()})
+
+
+def _build_and_run(cxx, folder):
     prelude = _prelude(folder) + _engine_defines()
     jobs = {}
     for name in CASES:
