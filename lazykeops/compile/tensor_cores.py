@@ -35,8 +35,10 @@ MODES = {"tf32": 1, "f16": 2, "bf16": 3}  # TC_MODE in the generated source
 # Below this many components a pair's distance costs a few FMAs: CUDA cores are as fast
 # (H200, benchmarks/RESULTS.md: D = 16 tensor cores 0.9-1.1x slower, D = 32 1.6-1.7x faster).
 MIN_WIDTH = 32
-# Above, a block's rows do not fit in shared memory at two blocks per SM (32-bit words
-# per row: one per component in TF32, one per two in the halves).
+# 32-bit words per row of X or Y (one per component in TF32, one per two in the halves):
+# the variant keeps a block's whole rows in shared memory, 128 rows of 160 words taking
+# 122 KB with a tile and its products (of 227 KB per block on the H100 / H200); wider
+# variables keep the chunked path (compile/chunking.py).
 MAX_WORDS = 160
 
 
@@ -103,7 +105,7 @@ def plan_tensor_cores(formulas, args, mode):
     if width < MIN_WIDTH or words > MAX_WORDS:
         return None
     used = {v.params[0] for f in formulas for v in f.variables()}
-    wide = [(p, args[p][0]) for p in sorted(used) if args[p] == (args[p][0], width)]
+    wide = [(p, args[p][0]) for p in sorted(used) if args[p][1] == width]
     if sorted(c for _, c in wide) != [CAT_I, CAT_J]:
         return None
     x = next(p for p, c in wide if c == CAT_I)

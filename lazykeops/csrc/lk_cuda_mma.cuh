@@ -38,18 +38,17 @@ struct IsTensorCore<F, std::void_t<decltype(F::TC_MODE)>> : std::true_type {};
 
 enum { TC_TF32 = 1, TC_F16 = 2, TC_BF16 = 3 };
 
-// One operand type: components per 32-bit word, the rounding of a float to it (returned
-// as the word, and the rounded value through `value`), and the MMA of a 16 x 8 tile.
+// One operand type: components per 32-bit word, the rounding of floats to it (as a word),
+// and the MMA of a 16 x 8 tile.
 template <int MODE>
 struct MmaOperand;
 
 template <>
 struct MmaOperand<TC_TF32> {
   static constexpr int PER_WORD = 1, K = 8;
-  __device__ static LK_INLINE uint32_t round(float v, float* value) {
+  __device__ static LK_INLINE uint32_t round(const float* v) {
     uint32_t w;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(w) : "f"(v));
-    value[0] = __uint_as_float(w);
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(w) : "f"(v[0]));
     return w;
   }
   __device__ static LK_INLINE void mma(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
@@ -67,10 +66,8 @@ struct HalfOperand {
   using H = std::conditional_t<MODE == TC_F16, __half, __nv_bfloat16>;
   using H2 = std::conditional_t<MODE == TC_F16, __half2, __nv_bfloat162>;
   // Two components in one word, the first in the low half (the MMA's order).
-  __device__ static LK_INLINE uint32_t round(const float* v, float* value) {
+  __device__ static LK_INLINE uint32_t round(const float* v) {
     const H lo = to_storage<H>(v[0]), hi = to_storage<H>(v[1]);
-    value[0] = to_compute(lo);
-    value[1] = to_compute(hi);
     H2 pair;
     pair.x = lo;
     pair.y = hi;
@@ -151,20 +148,41 @@ __device__ LK_INLINE float centre(const S* x_block_first, int k) {
   else return 0.f;
 }
 
-// A row of D components, centred and rounded, written as WORDS words (zeros past D);
-// returns the squared norm of the rounded values. `get(k)` reads component k (centred).
+// Word w of a row of D components (zeros past D), rounded; `get(k)` reads component k,
+// centred.
+template <class Op, int D, class Get>
+__device__ LK_INLINE uint32_t rounded_word(int w, Get get) {
+  float v[Op::PER_WORD];
+  for (int h = 0; h < Op::PER_WORD; ++h) {
+    const int k = w * Op::PER_WORD + h;
+    v[h] = k < D ? get(k) : 0.f;
+  }
+  return Op::round(v);
+}
+
+// The sum of the squares of the components a word holds.
+template <class Op>
+__device__ LK_INLINE float word_norm(uint32_t word) {
+  if constexpr (Op::PER_WORD == 1) {
+    const float v = __uint_as_float(word);
+    return v * v;
+  } else {
+    using H2 = typename Op::H2;
+    const H2 pair = *reinterpret_cast<const H2*>(&word);
+    const float lo = to_compute(pair.x), hi = to_compute(pair.y);
+    return lo * lo + hi * hi;
+  }
+}
+
+// A row of D components, centred and rounded, written as WORDS words; returns the squared
+// norm of the rounded values.
 template <class Op, int D, int WORDS, class Get>
 __device__ LK_INLINE float write_row(uint32_t* dst, Get get) {
   float norm = 0.f;
   for (int w = 0; w < WORDS; ++w) {
-    float v[2], r[2];
-    for (int h = 0; h < Op::PER_WORD; ++h) {
-      const int k = w * Op::PER_WORD + h;
-      v[h] = k < D ? get(k) : 0.f;
-    }
-    if constexpr (Op::PER_WORD == 1) dst[w] = Op::round(v[0], r);
-    else dst[w] = Op::round(v, r);
-    for (int h = 0; h < Op::PER_WORD; ++h) norm += r[h] * r[h];
+    const uint32_t word = rounded_word<Op, D>(w, get);
+    dst[w] = word;
+    norm += word_norm<Op>(word);
   }
   return norm;
 }
@@ -225,13 +243,9 @@ struct MmaTerms {
     for (int e = threadIdx.x; e < TILE * C::WORDS; e += C::BLOCK) {
       const int jj = e / C::WORDS, w = e - jj * C::WORDS;
       const S* row = y + (j0 + jj) * C::D;
-      float v[2], r[2];
-      for (int h = 0; h < Op::PER_WORD; ++h) {
-        const int k = w * Op::PER_WORD + h;
-        v[h] = jj < n && k < C::D ? to_compute(row[k]) - (F::TC_DIST ? c[k] : 0.f) : 0.f;
-      }
-      if constexpr (Op::PER_WORD == 1) ys[jj * C::STRIDE + w] = Op::round(v[0], r);
-      else ys[jj * C::STRIDE + w] = Op::round(v, r);
+      ys[jj * C::STRIDE + w] = rounded_word<Op, C::D>(w, [&](int k) {
+        return jj < n ? to_compute(row[k]) - (F::TC_DIST ? c[k] : 0.f) : 0.f;
+      });
     }
     __syncthreads();
     if constexpr (F::TC_DIST) {
@@ -239,18 +253,7 @@ struct MmaTerms {
       constexpr int LANES = C::BLOCK / TILE;
       const int jj = threadIdx.x / LANES, part = threadIdx.x % LANES;
       float s = 0.f;
-      for (int w = part; w < C::WORDS; w += LANES) {
-        const uint32_t word = ys[jj * C::STRIDE + w];
-        if constexpr (Op::PER_WORD == 1) {
-          const float v = __uint_as_float(word);
-          s += v * v;
-        } else {
-          using H2 = typename Op::H2;
-          const H2 pair = *reinterpret_cast<const H2*>(&word);
-          const float lo = to_compute(pair.x), hi = to_compute(pair.y);
-          s += lo * lo + hi * hi;
-        }
-      }
+      for (int w = part; w < C::WORDS; w += LANES) s += word_norm<Op>(ys[jj * C::STRIDE + w]);
       for (int o = LANES / 2; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
       if (part == 0) ynorms[jj] = s;
     }

@@ -154,7 +154,6 @@ def test_second_derivatives_are_refused_clearly():
         torch.autograd.grad(gx.sum(), [xl])
 
 
-
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 @pytest.mark.parametrize("dtype", ["float32"])  # the emission does not depend on T (CI time)
 def test_cuda_emission_compiles(tmp_path, dtype):
