@@ -7,7 +7,7 @@ kNN over wide variables, lazykeops at torch's "highest" float32 setting (CUDA co
 
 Medians of a few runs after a warm-up (compile excluded). --pykeops adds pykeops 2.3's
 float32 time in a child process (../shared/wheels); --tune times the tile configurations
-(LK_TC_BLOCK x LK_TC_TILE, csrc/lk_cuda_mma.cuh) instead, --narrow each formula with and
+(the macros of csrc/lk_cuda_mma.cuh, e.g. --tune LK_TC_MT=2,LK_TC_TILE=32 --rows 0,5) instead, --narrow each formula with and
 without tensor cores at D = 16 to 48. Prints a table for RESULTS.md.
 """
 
@@ -115,23 +115,26 @@ def flash_kmeans(w, dtype):
     return timed(lambda: euclid_assign_triton(x, c, x_sq), 5)
 
 
-# (LK_TC_BLOCK, LK_TC_TILE) tried by --tune on the first and fourth workloads.
-CONFIGS = [(128, 32), (256, 32), (256, 64)]
+# Configurations tried by --tune (macros of csrc/lk_cuda_mma.cuh; {} is the default).
+CONFIGS = [{}, {"LK_TC_MT": 2, "LK_TC_TILE": 32}, {"LK_TC_TILE": 32}, {"LK_TC_WARPS": 4}]
 
 
-def tune():
+def tune(configs, rows):
+    """Each workload of `rows` (indices into WORKLOADS) under each configuration."""
     from lazykeops import LazyKeOpsError
     from lazykeops.compile import codegen
     from lazykeops.torch import Genred
 
     torch.set_float32_matmul_precision("high")
-    print("| workload | D | dtype | " + " | ".join(f"{b} x {t}" for b, t in CONFIGS) +
-          " |\n|---|---|---|" + "---|" * len(CONFIGS))
-    for w in (WORKLOADS[0], WORKLOADS[1], WORKLOADS[3]):
+    names = [" ".join(f"{k[6:]}={v}" for k, v in c.items()) or "default" for c in configs]
+    print("| workload | D | dtype | " + " | ".join(names) + " |\n|---|---|---|" +
+          "---|" * len(configs))
+    for w in (WORKLOADS[r] for r in rows):
         for dtype in (torch.float32, torch.float16):
             cells = []
-            for block, tile in CONFIGS:
-                codegen.CUDA_TUNING.update({"LK_TC_BLOCK": block, "LK_TC_TILE": tile})
+            for config in configs:
+                codegen.CUDA_TUNING.clear()
+                codegen.CUDA_TUNING.update(config)
                 routine, args = routine_of(Genred, w), args_of(w, dtype)
                 try:
                     cells.append(f"{timed(lambda: routine(*args), 5) * 1e3:.3g}")
@@ -167,7 +170,9 @@ def narrow():
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pykeops", action="store_true")
-    parser.add_argument("--tune", action="store_true", help="time the tile configurations")
+    parser.add_argument("--tune", nargs="*", metavar="MACRO=V,...",
+                        help="time tile configurations (default: CONFIGS)")
+    parser.add_argument("--rows", default="0,1,3", help="--tune's workloads (WORKLOADS indices)")
     parser.add_argument("--narrow", action="store_true", help="D = 16..48, with and without")
     parser.add_argument("--pykeops-worker", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -175,8 +180,10 @@ def main():
         return pykeops_worker()
     os.environ.setdefault("LAZYKEOPS_VERBOSE", "0")
     os.environ.setdefault("LAZYKEOPS_CACHE_DIR", tempfile.mkdtemp(prefix="lk-tc-bench-"))
-    if opts.tune:
-        return tune()
+    if opts.tune is not None:
+        configs = [dict((kv.split("=")[0], int(kv.split("=")[1])) for kv in c.split(",") if kv)
+                   for c in opts.tune] or CONFIGS
+        return tune(configs, [int(r) for r in opts.rows.split(",")])
     if opts.narrow:
         return narrow()
     from lazykeops.torch import Genred

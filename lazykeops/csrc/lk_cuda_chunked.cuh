@@ -24,6 +24,9 @@ struct ChunkConfig {
   static constexpr int CL = CHUNK;
   static constexpr int BLOCK = LK_CUDA_BLOCK;
   static constexpr int RPT = 1;
+  static constexpr int ROWS = BLOCK;
+  using Layout = StridedRows<BLOCK>;
+  static constexpr int MIN_BLOCKS = 1;
   static constexpr int TILE = 32;  // terms per tile: TILE * NCHUNKED partial sums per thread
   static constexpr int PAD = 16 / sizeof(T);
   static constexpr int DIN = narrow_offset<F>(CAT_I, F::NARGS);
@@ -53,8 +56,11 @@ struct ChunkTerms {
 
   template <class Rows, class P, class Push>
   __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b,
-                                        int64_t row0, int64_t row_end, int64_t nred, int64_t j0,
-                                        int n, const Rows& rows, P params, Push push) {
+                                        int64_t row0, int64_t row_end, int64_t nred,
+                                        const TermTile& t, const Rows& rows, P params,
+                                        Push push) {
+    const int64_t j0 = t.j0;
+    const int n = t.n;
     constexpr int W = F::WIDE, CL = C::CL, NCH = F::NCHUNKED;
     using X = decltype(rows.in(0));
     using Y = Packed<T, NarrowArgs>;
@@ -122,7 +128,7 @@ struct ChunkTerms {
 template <class F, class R, class T, class S>
 struct ChunkedVariant : ChunkConfig<F, R, T> {
   using C = ChunkConfig<F, R, T>;
-  using Rows = RegisterRows<F, T, S, C::RPT, C::BLOCK, NarrowArgs>;
+  using Rows = RegisterRows<F, T, S, C::RPT, typename C::Layout, NarrowArgs>;
   using Terms = ChunkTerms<F, C, T, S>;
 };
 

@@ -61,8 +61,7 @@ constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at 
 // Output rows per thread block.
 template <class F, class R, class T, class S>
 constexpr int64_t block_rows() {
-  using C = typename Engine<F, R, T, S>::C;
-  return (int64_t)C::BLOCK * C::RPT;
+  return Engine<F, R, T, S>::C::ROWS;
 }
 
 // Thread blocks per batch: of all rows (dense), or what runtime/ranges.py counted for the

@@ -4,17 +4,19 @@
 //
 // reduce<F, R, T, S, K> owns the loops: batches over gridDim.z, the block's rows (RPT per
 // thread), the policy's State and Acc per row, the walk over the block's terms in tiles
-// (its share of them in the split scheme), folding, and writing the outputs (or the split
-// scheme's partial States). A block's rows and terms come from the work source W
+// (its share of them in the split scheme), folding, the merge of the States of lanes that
+// share a row, and writing the outputs (or the split scheme's partial States). A block's rows and terms come from the work source W
 // (DenseWork: rows rb * ROWS .. and all of j; SparseWork: a piece of one cluster of a
 // block-sparse reduction and its intervals, lk_ranges.h). The variant K (lk_cuda_tiles.cuh: TiledVariant,
 // lk_cuda_chunked.cuh: ChunkedVariant) fills in:
+//   K::Layout  where a thread's RPT rows lie in the block's ROWS rows, and how many lanes
+//              share each (StridedRows below; lk_cuda_mma.cuh: FragmentRows).
 //   K::Rows    the row source: where a thread's rows keep their i-variables for the batch
-//              (RegisterRows, GlobalRows below); `stage<V>(src, first_row, row_end)`, `in(r)`.
+//              (RegisterRows, GlobalRows below); `stage<V>(src, row0, row_end)`, `in(r)`.
 //   K::Terms   the term evaluator: `TILE`, `SHARED_SCALARS` (shared memory it uses before
-//              the parameters) and `tile(...)`, which loads terms j0 .. j0+n-1 and calls
-//              push(r, f, j) with each term's value f for each row r of the thread.
-//   and the sizes BLOCK, RPT, SHARED, P_IN_SHARED that the host side launches with.
+//              the parameters) and `tile(...)`, which loads the terms of a TermTile and
+//              calls push(r, f, j) with each term's value f for each row r of the thread.
+//   and the sizes BLOCK, ROWS, RPT, SHARED, P_IN_SHARED that the host side launches with.
 #pragma once
 
 #include <cstdint>
@@ -119,24 +121,33 @@ struct Params {
 };
 
 // ---------------------------------------------------------------- row sources
-// A thread's rows are first_row + r * BLOCK, r < RPT. Rows past the block's end (the
-// output's, or its cluster's) compute on its last row and are never written.
+// A thread's row r < RPT is row0 + Layout::offset(r) of its block; LANES consecutive lanes
+// share each row, each reducing part of its terms (their States are merged before one of
+// them writes). Rows past the block's end (the output's, or its cluster's) compute on its
+// last row and are never written.
 LK_HD LK_INLINE int64_t clamp_row(int64_t i, int64_t row_end) {
   return i < row_end ? i : row_end - 1;
 }
 
-// The i-variables that layout L selects, packed in registers, RPT rows.
-template <class F, class T, class S, int RPT, int BLOCK, class L>
+// Row r of thread t is row t + r * BLOCK: a thread per row, RPT blocks of rows.
+template <int BLOCK>
+struct StridedRows {
+  static constexpr int LANES = 1;
+  __device__ static LK_INLINE int offset(int r) { return threadIdx.x + r * BLOCK; }
+};
+
+// The i-variables that layout L selects, packed in registers, RPT rows placed by Layout.
+template <class F, class T, class S, int RPT, class Layout, class L>
 struct RegisterRows {
   static constexpr int D = L::template offset<F>(CAT_I, F::NARGS);
   T x[RPT][D > 0 ? D : 1];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t row_end) {
+  __device__ LK_INLINE void stage(const S* src, int64_t row0, int64_t row_end) {
     if constexpr (L::template holds<F>(V)) {
       constexpr int dim = F::DIM[V], off = L::template offset<F>(CAT_I, V);
       for (int r = 0; r < RPT; ++r) {
-        const int64_t i = clamp_row(first_row + r * BLOCK, row_end);
+        const int64_t i = clamp_row(row0 + Layout::offset(r), row_end);
         for (int k = 0; k < dim; ++k) x[r][off + k] = to_compute(src[i * dim + k]);
       }
     }
@@ -147,14 +158,14 @@ struct RegisterRows {
 // The i-variables read from global memory (cached) at each use: for rows too wide for
 // registers, whose copy in a thread's local memory would reserve the row's scalars for
 // every thread the GPU can hold.
-template <class F, class T, class S, int RPT, int BLOCK>
+template <class F, class T, class S, int RPT, class Layout>
 struct GlobalRows {
   const S* row[RPT][F::NARGS > 0 ? F::NARGS : 1];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t row_end) {
+  __device__ LK_INLINE void stage(const S* src, int64_t row0, int64_t row_end) {
     for (int r = 0; r < RPT; ++r)
-      row[r][V] = src + clamp_row(first_row + r * BLOCK, row_end) * F::DIM[V];
+      row[r][V] = src + clamp_row(row0 + Layout::offset(r), row_end) * F::DIM[V];
   }
   __device__ LK_INLINE Pointers<T, S> in(int r) const { return {row[r]}; }
 };
@@ -219,29 +230,54 @@ struct SparseWork {
 };
 
 // ---------------------------------------------------------------- the kernel
+// One tile of a block's terms: j0 .. j0 + n - 1, whether it is the first of its piece of
+// terms, and how many terms the piece's next tile has (0: none), for a term evaluator that
+// loads a tile ahead (lk_cuda_mma.cuh).
+struct TermTile {
+  int64_t j0;
+  int n;
+  bool first;
+  int next;
+};
+
+// `st` merged with the States of the other lanes of its group of LANES consecutive lanes
+// (a power of two), by butterfly shuffles of its 32-bit words: every lane of the group ends
+// with the merge of all.
+template <class R, int LANES>
+__device__ LK_INLINE void merge_lanes(typename R::State& st) {
+  using State = typename R::State;
+  static_assert(sizeof(State) % 4 == 0, "States are shuffled in 32-bit words");
+  for (int o = 1; o < LANES; o *= 2) {
+    State other;
+    const uint32_t* mine = reinterpret_cast<const uint32_t*>(&st);
+    uint32_t* theirs = reinterpret_cast<uint32_t*>(&other);
+    for (int w = 0; w < (int)(sizeof(State) / 4); ++w)
+      theirs[w] = __shfl_xor_sync(0xffffffffu, mine[w], o);
+    R::merge(st, other);
+  }
+}
+
 template <class F, class R, class T, class S, class K, class W>
-__global__ void __launch_bounds__(LK_CUDA_BLOCK)
+__global__ void __launch_bounds__(LK_CUDA_BLOCK, K::MIN_BLOCKS)
 reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Outputs<S> out,
        typename R::State* partial) {
   using Terms = typename K::Terms;
+  using Layout = typename K::Layout;
   using Acc = typename R::template Acc<T>;
   constexpr int RPT = K::RPT;
   extern __shared__ __align__(16) unsigned char shared_raw[];
   T* shared = reinterpret_cast<T*>(shared_raw);
 
-  // A dense block's work is the same for every batch: found once, out of the loop (and its
-  // first row too: computed in the loop, it cost 8 more registers on sm_90).
+  // A dense block's work is the same for every batch: found once, out of the loop.
   const typename W::Block fixed = [&] {
     if constexpr (W::PER_BATCH) return typename W::Block{};
-    else return work.template block<K::BLOCK * RPT>(0, nout, nred);
+    else return work.template block<K::ROWS>(0, nout, nred);
   }();
-  const int64_t fixed_first_row = fixed.row0 + threadIdx.x;
   for (int64_t b = blockIdx.z; b < nbatch; b += gridDim.z) {
     __syncthreads();  // the previous batch is done with the shared memory
     const typename W::Block blk =
-        W::PER_BATCH ? work.template block<K::BLOCK * RPT>(b, nout, nred) : fixed;
+        W::PER_BATCH ? work.template block<K::ROWS>(b, nout, nred) : fixed;
     if (!blk.active) continue;  // the same for every thread of the block
-    const int64_t first_row = W::PER_BATCH ? blk.row0 + threadIdx.x : fixed_first_row;
     typename K::Rows rows;
     Params<F, T, S, K::P_IN_SHARED, K::BLOCK> params;
     params.shared = shared + Terms::SHARED_SCALARS;
@@ -249,7 +285,7 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Out
       constexpr int V = decltype(v)::value;
       const S* src = arg<F, S>(args, V, b);
       if constexpr (F::CAT[V] == CAT_P) params.template stage<V>(src);
-      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, first_row, blk.row_end);
+      else if constexpr (F::CAT[V] == CAT_I) rows.template stage<V>(src, blk.row0, blk.row_end);
     });
     typename R::State st[RPT];
     Acc acc[RPT];
@@ -267,7 +303,9 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Out
     blk.walk([&](int64_t jbeg, int64_t jend) {
       for (int64_t j0 = jbeg; j0 < jend; j0 += Terms::TILE) {
         const int n = (int)(jend - j0 < Terms::TILE ? jend - j0 : Terms::TILE);
-        Terms::tile(shared, args, b, blk.row0, blk.row_end, nred, j0, n, rows, params.in(),
+        const int64_t after = jend - j0 - n;
+        const TermTile tile{j0, n, j0 == jbeg, (int)(after < Terms::TILE ? after : Terms::TILE)};
+        Terms::tile(shared, args, b, blk.row0, blk.row_end, nred, tile, rows, params.in(),
                     [&](int r, const T* f, int64_t j) { R::acc_push(acc[r], f, j); });
         if constexpr (R::ACC_PER_TILE) {
           for (int r = 0; r < RPT; ++r) {
@@ -278,9 +316,13 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Out
       }
     });
     for (int r = 0; r < RPT; ++r) {
-      const int64_t i = first_row + r * K::BLOCK;
-      if (i >= blk.row_end) continue;
       if constexpr (!R::ACC_PER_TILE) R::acc_fold(st[r], acc[r]);
+      if constexpr (Layout::LANES > 1) {
+        merge_lanes<R, Layout::LANES>(st[r]);  // every lane takes part, in range or not
+        if (threadIdx.x % Layout::LANES != 0) continue;
+      }
+      const int64_t i = blk.row0 + Layout::offset(r);
+      if (i >= blk.row_end) continue;
       if (partial)
         partial[(b * gridDim.y + blockIdx.y) * nout + i] = st[r];
       else

@@ -9,19 +9,21 @@
 // WIDE = D, NCHUNKED sums, `tc_parts(dot, xn, yn, part)` (the sums of a pair from its
 // scalar product and norms) and an `eval` that reads the sums as part<m>().
 //
-// A thread owns one row; a warp owns 32 rows. Once per batch, each thread writes its row
-// of X (centred, rounded to the operand type) to shared memory and keeps its squared norm.
-// For each tile of TILE terms, the block writes the tile's Y (centred, rounded) and its
-// narrow j-variables to shared memory and computes the terms' squared norms; each warp
-// multiplies its 32 rows by the tile (mma.sync m16n8k8 TF32 or m16n8k16 f16/bf16) into
-// 32 x TILE float32 scalar products, which go through the warp's part of shared memory
-// to the rows' threads; each thread then evaluates its row's TILE terms and pushes them
-// to the reduction as the other variants do.
+// As in attention kernels, a warp owns MT tiles of 16 rows, whose X stays in registers as
+// the MMA's A fragments for the whole batch (staged once through shared memory, centred
+// and rounded to the operand type, with the rows' squared norms). The j-variables stream
+// through shared memory in tiles of TILE terms, one tile ahead: while the block computes
+// on a tile, cp.async copies the next one's raw values; then the block centres and rounds
+// its Y (and the terms' squared norms), converts its narrow j-variables, and each warp
+// multiplies its rows by it (mma.sync m16n8k8 TF32 or m16n8k16 f16/bf16). The products
+// stay where the MMA leaves them: each thread holds 2 rows of each 16-row tile and 2 of
+// every 8 terms (FragmentRows), evaluates those pairs and pushes them to its own States;
+// the 4 lanes sharing a row merge their States at the end (the skeleton's merge_lanes).
 //
-// Shared memory is laid out in 32-bit words. Rows of X and Y hold KSTEPS * 8 words (the
-// components, zero-padded to the MMA's K) and 4 more, so that the 32 lanes' fragment
-// reads (row lane / 4, word lane % 4, of a k-step) fall on 32 distinct banks; the rows of
-// scalar products hold TILE + 1 floats, so that a thread reading its own row does too.
+// Shared memory is laid out in 32-bit words. Rounded rows (of X while staging, of the
+// tile's Y) hold KSTEPS * 8 words (the components, zero-padded to the MMA's K) and 4 more,
+// so that the 32 lanes' fragment reads (row lane / 4, word lane % 4, of a k-step) fall on
+// 32 distinct banks; the raw rows of Y are padded the same way for the conversion.
 #pragma once
 
 #include <cstdint>
@@ -91,17 +93,40 @@ struct HalfOperand {
 template <> struct MmaOperand<TC_F16> : HalfOperand<TC_F16> {};
 template <> struct MmaOperand<TC_BF16> : HalfOperand<TC_BF16> {};
 
-// Tuning knobs (benchmarks/bench_tensor_cores.py --tune): rows per block (at most
-// LK_CUDA_BLOCK, the skeleton's launch bound; 0: 256 for rows of up to 128 words, else
-// 128, so that the block's rows fit in shared memory) and terms per tile (8-column MMA
-// tiles). On the H200, k-means assignment and Gaussian conv at D = 64 and 128: 256 x 32
-// 1.1-1.3x faster than 128 x 32, 64-row blocks and 64-term tiles slower.
-#ifndef LK_TC_BLOCK
-#define LK_TC_BLOCK 0
+// Tuning knobs (benchmarks/bench_tensor_cores.py --tune): warps per block (at most
+// LK_CUDA_BLOCK / 32, the skeleton's launch bound), 16-row MMA tiles per warp, terms per
+// tile, and the blocks per SM the registers are budgeted for (0: chosen by MmaConfig).
+#ifndef LK_TC_WARPS
+#define LK_TC_WARPS 8
+#endif
+#ifndef LK_TC_MT
+#define LK_TC_MT 0
 #endif
 #ifndef LK_TC_TILE
 #define LK_TC_TILE 32
 #endif
+#ifndef LK_TC_MIN_BLOCKS
+#define LK_TC_MIN_BLOCKS 0
+#endif
+
+// The rows of a thread: the rows of the MMA accumulator it holds, lane / 4 and lane / 4 + 8
+// of each of its warp's MT tiles of 16 rows; the 4 lanes of a quad share them.
+template <int MT>
+struct FragmentRows {
+  static constexpr int LANES = 4;
+  __device__ static LK_INLINE int offset(int r) {
+    const int lane = threadIdx.x & 31;
+    return (int)(threadIdx.x >> 5) * 16 * MT + (r >> 1) * 16 + (r & 1) * 8 + (lane >> 2);
+  }
+};
+
+template <class F, class S, int TILE>
+LK_HD constexpr int raw_narrow_words(int upto) {  // words of the raw narrow j-variables < upto
+  int w = 0;
+  for (int v = 0; v < upto; ++v)
+    if (F::CAT[v] == CAT_J && !is_wide<F>(v)) w += (TILE * F::DIM[v] * (int)sizeof(S) + 15) / 16 * 4;
+  return w;
+}
 
 template <class F, class R, class T, class S>
 struct MmaConfig {
@@ -110,42 +135,63 @@ struct MmaConfig {
   static constexpr int D = F::WIDE;
   static constexpr int KSTEPS = (D + Op::K - 1) / Op::K;
   static constexpr int WORDS = KSTEPS * 8;   // words of a row the MMAs read
-  static constexpr int ROWS = LK_TC_BLOCK > 0 ? LK_TC_BLOCK : (WORDS <= 128 ? 256 : 128);
-  static constexpr int BLOCK = LK_CUDA_BLOCK < ROWS ? LK_CUDA_BLOCK : ROWS;
-  static constexpr int RPT = 1;
+  static constexpr int WARPS = LK_TC_WARPS * 32 <= LK_CUDA_BLOCK ? LK_TC_WARPS : LK_CUDA_BLOCK / 32;
+  static constexpr int BLOCK = WARPS * 32;
+  // Reduction states of more than 16 words (ArgKMin's lists) take the registers the
+  // fragment epilogue needs (two rows' lists of K = 10 per thread spilled on sm_90): their
+  // products go through shared memory to a thread per row instead (ROW_EPILOGUE), from
+  // warps of 32 rows.
+  static constexpr int ACC_WORDS = (int)(sizeof(typename R::template Acc<float>) / 4);
+  static constexpr bool ROW_EPILOGUE = ACC_WORDS > 16;
+  // Rows of up to 64 words: 32 rows per warp (their A fragments: 64 registers at most);
+  // wider rows, 16. Registers budgeted for 2 blocks per SM (128 per thread), but for the
+  // row epilogue of wider rows (1). On the H200 (bench_tensor_cores.py --tune), k-means
+  // and Gaussian conv at D = 64 (TF32 and f16) and D = 128 (f16), and kNN at D = 128
+  // (f16) took 0.75-0.9x the time of 16 rows per warp; a Gaussian conv at D = 128 (TF32)
+  // with 130 registers (1 block) 1.6x the time of 128; kNN at D = 128 (TF32) spilled
+  // within 128 registers, 1.4x the time.
+  static constexpr bool NARROW_ROWS = WORDS <= 64;
+  static constexpr int MT = ROW_EPILOGUE ? 2 : LK_TC_MT > 0 ? LK_TC_MT : NARROW_ROWS ? 2 : 1;
+  static constexpr int ROWS = WARPS * 16 * MT;
+  static constexpr int RPT = ROW_EPILOGUE ? 1 : 2 * MT;
+  using Layout = std::conditional_t<ROW_EPILOGUE, StridedRows<BLOCK>, FragmentRows<MT>>;
+  static constexpr int MIN_BLOCKS =
+      LK_TC_MIN_BLOCKS > 0 ? LK_TC_MIN_BLOCKS : ROW_EPILOGUE && !NARROW_ROWS ? 1 : 2;
   static constexpr int TILE = LK_TC_TILE;
-  static_assert(BLOCK % 32 == 0 && TILE % 8 == 0 && BLOCK % TILE == 0,
-                "a warp owns 32 rows; a tile is 8-column MMA tiles, BLOCK / TILE threads per "
-                "term's norm");
-  static constexpr int STRIDE = WORDS + 4;   // words between rows (bank spread)
-  static constexpr int DOTS = TILE + 1;      // floats between rows of scalar products
+  static constexpr int NT = TILE / 8;        // 8-column MMA tiles
+  // Threads per row when rounding the tile's Y and the block's X (their norms: shuffles).
+  static constexpr int Y_LANES = BLOCK / TILE;
+  static constexpr int X_LANES = BLOCK >= ROWS ? BLOCK / ROWS : 1;
+  static_assert(TILE % 8 == 0 && BLOCK % TILE == 0 && Y_LANES <= 32 &&
+                    (Y_LANES & (Y_LANES - 1)) == 0 && (X_LANES & (X_LANES - 1)) == 0,
+                "a tile is 8-column MMA tiles, a power of two of threads per term");
+  static constexpr int STRIDE = WORDS + 4;   // words between rounded rows (bank spread)
+  static constexpr int RAW_STRIDE = ((D * (int)sizeof(S) + 15) / 16 + 1) * 16;  // bytes
   static constexpr int DJN = narrow_offset<F>(CAT_J, F::NARGS);
   static constexpr int DJNP = (DJN + 3) / 4 * 4;
   static constexpr int DP = packed_size<F>(CAT_P);
   static constexpr bool P_IN_SHARED = params_in_shared<F, T>();
   static constexpr int DPS = P_IN_SHARED ? DP : 0;
-  // Shared memory, in 32-bit words, in this order: the tile's narrow j-variables, its Y
-  // rows, the block's X rows, the scalar products, the tile's squared norms, the centre;
-  // then the parameters.
+  // Shared memory, in 32-bit words, in this order: the tile's narrow j-variables (in T),
+  // its rounded Y, the raw copy of the next tile (Y, then each narrow j-variable) - the
+  // block's rounded X in their place while it is staged -, the terms' squared norms, the
+  // rows', the centre, the products (ROW_EPILOGUE); then the parameters.
   static constexpr int OFF_Y = TILE * DJNP;
-  static constexpr int OFF_X = OFF_Y + TILE * STRIDE;
-  static constexpr int OFF_DOTS = OFF_X + BLOCK * STRIDE;
-  static constexpr int OFF_NORMS = OFF_DOTS + BLOCK * DOTS;
-  static constexpr int OFF_CENTRE = OFF_NORMS + TILE;
-  static constexpr int WORDS_BEFORE_PARAMS = OFF_CENTRE + (F::TC_DIST ? D : 0);
+  static constexpr int OFF_RAW = OFF_Y + TILE * STRIDE;
+  static constexpr int OFF_RAW_NARROW = OFF_RAW + TILE * RAW_STRIDE / 4;
+  static constexpr int TILE_WORDS = OFF_RAW_NARROW + raw_narrow_words<F, S, TILE>(F::NARGS) - OFF_Y;
+  static constexpr int OFF_NORMS = OFF_Y + (ROWS * STRIDE > TILE_WORDS ? ROWS * STRIDE : TILE_WORDS);
+  static constexpr int OFF_XNORMS = OFF_NORMS + TILE;
+  static constexpr int OFF_CENTRE = OFF_XNORMS + ROWS;
+  static constexpr int OFF_DOTS = OFF_CENTRE + (F::TC_DIST ? D : 0);
+  static constexpr int DOTS = TILE + 1;  // floats between rows of products (ROW_EPILOGUE)
+  static constexpr int WORDS_BEFORE_PARAMS = OFF_DOTS + (ROW_EPILOGUE ? ROWS * DOTS : 0);
   static constexpr size_t SHARED = ((size_t)WORDS_BEFORE_PARAMS + DPS) * sizeof(T);
 };
 
 __device__ LK_INLINE uint32_t* shared_words() {
   extern __shared__ __align__(16) unsigned char shared_raw[];
   return reinterpret_cast<uint32_t*>(shared_raw);
-}
-
-// Component k of the centre: the block's first row of X (distances), else 0.
-template <class F, class S>
-__device__ LK_INLINE float centre(const S* x_block_first, int k) {
-  if constexpr (F::TC_DIST) return to_compute(x_block_first[k]);
-  else return 0.f;
 }
 
 // Word w of a row of D components (zeros past D), rounded; `get(k)` reads component k,
@@ -174,42 +220,108 @@ __device__ LK_INLINE float word_norm(uint32_t word) {
   }
 }
 
-// A row of D components, centred and rounded, written as WORDS words; returns the squared
-// norm of the rounded values.
-template <class Op, int D, int WORDS, class Get>
-__device__ LK_INLINE float write_row(uint32_t* dst, Get get) {
-  float norm = 0.f;
-  for (int w = 0; w < WORDS; ++w) {
-    const uint32_t word = rounded_word<Op, D>(w, get);
-    dst[w] = word;
-    norm += word_norm<Op>(word);
+// Rows 0 .. count - 1 rounded to `dst` (rows of STRIDE words; rows past `valid` zeros) and
+// their squared norms (of the rounded values) to `norms`; get(r, k) reads component k of
+// row r, centred. LANES consecutive threads per row, which sum the norm by shuffles: with
+// count * LANES a multiple of 32 (or LANES = 1), every lane of a warp takes part.
+template <class C, int LANES, class Get>
+__device__ LK_INLINE void round_rows(uint32_t* dst, float* norms, int count, int valid, Get get) {
+  using Op = typename C::Op;
+  for (int e = threadIdx.x; e < count * LANES; e += C::BLOCK) {
+    const int r = e / LANES, part = e - r * LANES;
+    float norm = 0.f;
+    for (int w = part; w < C::WORDS; w += LANES) {
+      const uint32_t word =
+          r < valid ? rounded_word<Op, C::D>(w, [&](int k) { return get(r, k); }) : 0u;
+      dst[r * C::STRIDE + w] = word;
+      norm += word_norm<Op>(word);
+    }
+    for (int o = LANES / 2; o > 0; o /= 2) norm += __shfl_xor_sync(0xffffffffu, norm, o);
+    if (part == 0) norms[r] = norm;
   }
-  return norm;
 }
 
-// The row source: the narrow i-variables in registers, X in shared memory (written once
-// per batch by the row's own thread) and its squared norm.
+// Asynchronous copies to shared memory (sm_80): complete for the block after
+// cp_async_wait() and a __syncthreads().
+__device__ LK_INLINE void cp_async_16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(
+                   (unsigned)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
+}
+__device__ LK_INLINE void cp_async_4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(
+                   (unsigned)__cvta_generic_to_shared(dst)), "l"(src) : "memory");
+}
+__device__ LK_INLINE void cp_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// `rows` consecutive rows of `row_bytes` bytes from global memory to shared rows
+// `dst_stride` bytes apart (16-byte aligned), by the block: in 16- or 4-byte cp.async
+// chunks where the source's alignment allows (the same for every thread), byte by byte
+// past the last whole chunk of a row and for sources aligned on less (half data of an odd
+// width: plain stores, complete at the same point).
+template <int BLOCK>
+__device__ LK_INLINE void copy_rows(unsigned char* dst, int dst_stride, const unsigned char* src,
+                                    int row_bytes, int rows) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(src);
+  const bool one = rows == 1;
+  const int ch = at % 16 == 0 && (one || row_bytes % 16 == 0) ? 16
+                 : at % 4 == 0 && (one || row_bytes % 4 == 0) ? 4 : 1;
+  const int chunks = row_bytes / ch, per_row = chunks + (row_bytes - chunks * ch);
+  for (int e = threadIdx.x; e < rows * per_row; e += BLOCK) {
+    const int r = e / per_row, c = e - r * per_row;
+    unsigned char* d = dst + r * dst_stride;
+    const unsigned char* s = src + (int64_t)r * row_bytes;
+    if (c >= chunks) {
+      const int byte = chunks * ch + (c - chunks);
+      d[byte] = s[byte];
+    } else if (ch == 16) {
+      cp_async_16(d + c * 16, s + c * 16);
+    } else if (ch == 4) {
+      cp_async_4(d + c * 4, s + c * 4);
+    } else {
+      d[c] = s[c];
+    }
+  }
+}
+
+// The row source: the narrow i-variables in registers; X as the A fragments of the warp's
+// MMA tiles (registers), staged once per batch, and its rows' squared norms.
 template <class F, class C, class T, class S>
 struct MmaRows {
-  RegisterRows<F, T, S, 1, C::BLOCK, NarrowArgs> narrow;
-  float xn;
+  RegisterRows<F, T, S, C::RPT, typename C::Layout, NarrowArgs> narrow;
+  uint32_t a[C::MT][C::KSTEPS][4];
+  float xn[C::RPT];
 
   template <int V>
-  __device__ LK_INLINE void stage(const S* src, int64_t first_row, int64_t row_end) {
+  __device__ LK_INLINE void stage(const S* src, int64_t row0, int64_t row_end) {
     if constexpr (V == F::TC_X) {
-      const int64_t row0 = first_row - threadIdx.x;
-      const S* first = src + row0 * C::D;
-      const S* mine = src + clamp_row(first_row, row_end) * C::D;
       uint32_t* words = shared_words();
+      uint32_t* xs = words + C::OFF_Y;
+      float* norms = reinterpret_cast<float*>(words + C::OFF_XNORMS);
+      float* c = reinterpret_cast<float*>(words + C::OFF_CENTRE);
       if constexpr (F::TC_DIST) {
-        float* c = reinterpret_cast<float*>(words + C::OFF_CENTRE);
-        for (int k = threadIdx.x; k < C::D; k += C::BLOCK) c[k] = to_compute(first[k]);
+        for (int k = threadIdx.x; k < C::D; k += C::BLOCK) c[k] = to_compute(src[row0 * C::D + k]);
+        __syncthreads();
       }
-      xn = write_row<typename C::Op, C::D, C::WORDS>(
-          words + C::OFF_X + threadIdx.x * C::STRIDE,
-          [&](int k) { return to_compute(mine[k]) - centre<F>(first, k); });
+      round_rows<C, C::X_LANES>(xs, norms, C::ROWS, C::ROWS, [&](int r, int k) {
+        const float v = to_compute(src[clamp_row(row0 + r, row_end) * C::D + k]);
+        return F::TC_DIST ? v - c[k] : v;
+      });
+      __syncthreads();
+      const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+      const int first = (int)(threadIdx.x >> 5) * 16 * C::MT;
+      LK_UNROLL for (int mt = 0; mt < C::MT; ++mt)
+        LK_UNROLL for (int s = 0; s < C::KSTEPS; ++s) {
+          const uint32_t* r0 = xs + (first + mt * 16 + g) * C::STRIDE + s * 8 + t;
+          const uint32_t* r8 = r0 + 8 * C::STRIDE;
+          a[mt][s][0] = r0[0];
+          a[mt][s][1] = r8[0];
+          a[mt][s][2] = r0[4];
+          a[mt][s][3] = r8[4];
+        }
+      LK_UNROLL for (int r = 0; r < C::RPT; ++r) xn[r] = norms[C::Layout::offset(r)];
+      __syncthreads();  // the staging memory is the tiles' from here
     } else {
-      narrow.template stage<V>(src, first_row, row_end);
+      narrow.template stage<V>(src, row0, row_end);
     }
   }
   __device__ LK_INLINE auto in(int r) const { return narrow.in(r); }
@@ -220,9 +332,27 @@ struct MmaTerms {
   static constexpr int TILE = C::TILE;
   static constexpr int SHARED_SCALARS = C::WORDS_BEFORE_PARAMS;
 
+  // Starts the copy of terms j0 .. j0 + n - 1 of every j-variable to the raw buffers.
+  __device__ static LK_INLINE void fetch(uint32_t* words, const ArgTable<F>& args, int64_t b,
+                                         int64_t j0, int n) {
+    unsigned char* raw = reinterpret_cast<unsigned char*>(words);
+    static_for<F::NARGS>([&](auto v) {
+      constexpr int V = decltype(v)::value;
+      if constexpr (F::CAT[V] == CAT_J) {
+        constexpr int dim = F::DIM[V];
+        const auto* src = reinterpret_cast<const unsigned char*>(arg<F, S>(args, V, b) + j0 * dim);
+        if constexpr (V == F::TC_Y)
+          copy_rows<C::BLOCK>(raw + 4 * C::OFF_RAW, C::RAW_STRIDE, src, dim * (int)sizeof(S), n);
+        else if constexpr (!is_wide<F>(V))
+          copy_rows<C::BLOCK>(raw + 4 * (C::OFF_RAW_NARROW + raw_narrow_words<F, S, TILE>(V)), 0,
+                              src, n * dim * (int)sizeof(S), 1);
+      }
+    });
+  }
+
   template <class Rows, class P, class Push>
   __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b,
-                                        int64_t, int64_t, int64_t nred, int64_t j0, int n,
+                                        int64_t, int64_t, int64_t, const TermTile& t,
                                         const Rows& rows, P params, Push push) {
     using Op = typename C::Op;
     using X = decltype(rows.in(0));
@@ -231,76 +361,79 @@ struct MmaTerms {
     uint32_t* words = reinterpret_cast<uint32_t*>(shared);
     T* ynarrow = shared;
     uint32_t* ys = words + C::OFF_Y;
-    const uint32_t* xs = words + C::OFF_X;
-    float* dots = shared + C::OFF_DOTS;
     float* ynorms = shared + C::OFF_NORMS;
     const float* c = shared + C::OFF_CENTRE;
-    __syncthreads();  // the previous tile is done with the terms' memory
-    stage_narrow_terms<F, S, C::BLOCK, C::DJNP>(ynarrow, args, b, j0, n);
-    // The tile's Y, word by word (consecutive threads, consecutive components); terms
-    // past n are zeros.
-    const S* y = arg<F, S>(args, F::TC_Y, b);
-    for (int e = threadIdx.x; e < TILE * C::WORDS; e += C::BLOCK) {
-      const int jj = e / C::WORDS, w = e - jj * C::WORDS;
-      const S* row = y + (j0 + jj) * C::D;
-      ys[jj * C::STRIDE + w] = rounded_word<Op, C::D>(w, [&](int k) {
-        return jj < n ? to_compute(row[k]) - (F::TC_DIST ? c[k] : 0.f) : 0.f;
-      });
-    }
-    __syncthreads();
-    if constexpr (F::TC_DIST) {
-      // The terms' squared norms, BLOCK / TILE consecutive threads per term.
-      constexpr int LANES = C::BLOCK / TILE;
-      const int jj = threadIdx.x / LANES, part = threadIdx.x % LANES;
-      float s = 0.f;
-      for (int w = part; w < C::WORDS; w += LANES) s += word_norm<Op>(ys[jj * C::STRIDE + w]);
-      for (int o = LANES / 2; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
-      if (part == 0) ynorms[jj] = s;
-    }
-    // This warp's 32 rows times the tile: two 16-row and four 8-column MMA tiles.
-    const int lane = threadIdx.x & 31, warp_row = threadIdx.x - lane;
-    const int g = lane >> 2, t = lane & 3;
-    float acc[2][TILE / 8][4];
-    LK_UNROLL for (int mt = 0; mt < 2; ++mt)
-      LK_UNROLL for (int nt = 0; nt < TILE / 8; ++nt)
-        LK_UNROLL for (int q = 0; q < 4; ++q) acc[mt][nt][q] = 0.f;
-    LK_UNROLL for (int s = 0; s < C::KSTEPS; ++s) {
-      const int kw = s * 8 + t;
-      uint32_t a[2][4];
-      LK_UNROLL for (int mt = 0; mt < 2; ++mt) {
-        const uint32_t* r0 = xs + (warp_row + mt * 16 + g) * C::STRIDE + kw;
-        const uint32_t* r8 = r0 + 8 * C::STRIDE;
-        a[mt][0] = r0[0];
-        a[mt][1] = r8[0];
-        a[mt][2] = r0[4];
-        a[mt][3] = r8[4];
+    // A piece's first tile was not fetched ahead. The raw buffers are free: the last tile
+    // converted them before its second barrier.
+    if (t.first) fetch(words, args, b, t.j0, t.n);
+    cp_async_wait();
+    __syncthreads();  // this tile's raw values are in; every warp is done with the last tile
+    static_for<F::NARGS>([&](auto v) {
+      constexpr int V = decltype(v)::value;
+      if constexpr (F::CAT[V] == CAT_J && !is_wide<F>(V)) {
+        constexpr int dim = F::DIM[V], off = narrow_offset<F>(CAT_J, V);
+        const S* raw = reinterpret_cast<const S*>(words + C::OFF_RAW_NARROW +
+                                                  raw_narrow_words<F, S, TILE>(V));
+        for (int e = threadIdx.x; e < t.n * dim; e += C::BLOCK) {
+          const int jj = e / dim;
+          ynarrow[jj * C::DJNP + off + (e - jj * dim)] = to_compute(raw[e]);
+        }
       }
-      LK_UNROLL for (int nt = 0; nt < TILE / 8; ++nt) {
-        const uint32_t* col = ys + (nt * 8 + g) * C::STRIDE + kw;
+    });
+    const unsigned char* yraw = reinterpret_cast<const unsigned char*>(words + C::OFF_RAW);
+    round_rows<C, C::Y_LANES>(ys, ynorms, TILE, t.n, [&](int jj, int k) {
+      const float v = to_compute(reinterpret_cast<const S*>(yraw + jj * C::RAW_STRIDE)[k]);
+      return F::TC_DIST ? v - c[k] : v;
+    });
+    __syncthreads();  // the tile is rounded; its raw buffers are free
+    if (t.next > 0) fetch(words, args, b, t.j0 + t.n, t.next);
+    // The warp's rows times the tile, as MT x NT MMA tiles of 16 x 8.
+    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+    float acc[C::MT][C::NT][4];
+    LK_UNROLL for (int mt = 0; mt < C::MT; ++mt)
+      LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
+        LK_UNROLL for (int k = 0; k < 4; ++k) acc[mt][nt][k] = 0.f;
+    LK_UNROLL for (int s = 0; s < C::KSTEPS; ++s)
+      LK_UNROLL for (int nt = 0; nt < C::NT; ++nt) {
+        const uint32_t* col = ys + (nt * 8 + g) * C::STRIDE + s * 8 + q;
         const uint32_t b0 = col[0], b1 = col[4];
-        LK_UNROLL for (int mt = 0; mt < 2; ++mt) Op::mma(acc[mt][nt], a[mt], b0, b1);
+        LK_UNROLL for (int mt = 0; mt < C::MT; ++mt) Op::mma(acc[mt][nt], rows.a[mt][s], b0, b1);
       }
-    }
-    LK_UNROLL for (int mt = 0; mt < 2; ++mt)
-      LK_UNROLL for (int nt = 0; nt < TILE / 8; ++nt) {
-        float* r0 = dots + (warp_row + mt * 16 + g) * C::DOTS + nt * 8 + 2 * t;
-        float* r8 = r0 + 8 * C::DOTS;
-        r0[0] = acc[mt][nt][0];
-        r0[1] = acc[mt][nt][1];
-        r8[0] = acc[mt][nt][2];
-        r8[1] = acc[mt][nt][3];
-      }
-    __syncthreads();  // the scalar products of this warp, the norms of every term
-    const float* mine = dots + threadIdx.x * C::DOTS;
-    LK_UNROLL for (int jj = 0; jj < TILE; ++jj) {
-      if (jj < n) {
-        T part[F::NCHUNKED];
-        F::template tc_parts<T>(mine[jj], rows.xn, F::TC_DIST ? ynorms[jj] : 0.f, part);
-        T f[F::DIMOUT];
-        F::template eval<T>(
-            In{{rows.in(0), Y{ynarrow + jj * C::DJNP}, params}, nullptr, nullptr, 0, part}, f);
-        push(0, f, j0 + jj);
-      }
+    auto pair = [&](int r, int jj, float dot) {
+      T part[F::NCHUNKED];
+      F::template tc_parts<T>(dot, rows.xn[r], F::TC_DIST ? ynorms[jj] : 0.f, part);
+      T f[F::DIMOUT];
+      F::template eval<T>(
+          In{{rows.in(r), Y{ynarrow + jj * C::DJNP}, params}, nullptr, nullptr, 0, part}, f);
+      push(r, f, t.j0 + jj);
+    };
+    if constexpr (C::ROW_EPILOGUE) {
+      // The products to the rows' threads through shared memory (read after this
+      // barrier; written again after the next tile's first).
+      float* dots = shared + C::OFF_DOTS;
+      const int first = (int)(threadIdx.x >> 5) * 32;
+      LK_UNROLL for (int mt = 0; mt < 2; ++mt)
+        LK_UNROLL for (int nt = 0; nt < C::NT; ++nt) {
+          float* r0 = dots + (first + mt * 16 + g) * C::DOTS + nt * 8 + 2 * q;
+          float* r8 = r0 + 8 * C::DOTS;
+          r0[0] = acc[mt][nt][0];
+          r0[1] = acc[mt][nt][1];
+          r8[0] = acc[mt][nt][2];
+          r8[1] = acc[mt][nt][3];
+        }
+      __syncthreads();
+      const float* mine = dots + threadIdx.x * C::DOTS;
+      LK_UNROLL for (int jj = 0; jj < TILE; ++jj)
+        if (jj < t.n) pair(0, jj, mine[jj]);
+    } else {
+      // The thread's pairs: each of its rows (acc[r / 2][.][2 * (r % 2) + .]) with terms
+      // 8 * nt + 2 * q and the next, in increasing j; a row after the other.
+      LK_UNROLL for (int r = 0; r < C::RPT; ++r)
+        LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
+          LK_UNROLL for (int h = 0; h < 2; ++h) {
+            const int jj = nt * 8 + 2 * q + h;
+            if (jj < t.n) pair(r, jj, acc[r >> 1][nt][2 * (r & 1) + h]);
+          }
     }
   }
 };

@@ -37,6 +37,9 @@ struct CudaConfig {
   // Two rows per thread while their i-variables and accumulators stay small in registers.
   static constexpr int ACC = (int)(sizeof(typename R::template Acc<T>) / sizeof(T));
   static constexpr int RPT = LK_CUDA_RPT > 0 ? LK_CUDA_RPT : (DI + ACC + F::DIMOUT <= 24) ? 2 : 1;
+  static constexpr int ROWS = BLOCK * RPT;
+  using Layout = StridedRows<BLOCK>;
+  static constexpr int MIN_BLOCKS = 1;
   // Wider i-variables are read from global memory (cached) at each use (GlobalRows).
   static constexpr bool X_IN_REGISTERS = DI * RPT * (int)sizeof(T) <= LK_CUDA_X_REGISTERS * 4;
   static constexpr bool P_IN_SHARED = params_in_shared<F, T>();
@@ -76,8 +79,10 @@ struct TileTerms {
 
   template <class Rows, class P, class Push>
   __device__ static LK_INLINE void tile(T* shared, const ArgTable<F>& args, int64_t b, int64_t,
-                                        int64_t, int64_t, int64_t j0, int n, const Rows& rows,
+                                        int64_t, int64_t, const TermTile& t, const Rows& rows,
                                         P params, Push push) {
+    const int64_t j0 = t.j0;
+    const int n = t.n;
     __syncthreads();
     load_tile<F, C, T, S>(shared, args, b, j0, n);
     __syncthreads();
@@ -103,8 +108,8 @@ template <class F, class R, class T, class S>
 struct TiledVariant : CudaConfig<F, R, T> {
   using C = CudaConfig<F, R, T>;
   using Rows = std::conditional_t<C::X_IN_REGISTERS,
-                                  RegisterRows<F, T, S, C::RPT, C::BLOCK, AllArgs>,
-                                  GlobalRows<F, T, S, C::RPT, C::BLOCK>>;
+                                  RegisterRows<F, T, S, C::RPT, typename C::Layout, AllArgs>,
+                                  GlobalRows<F, T, S, C::RPT, typename C::Layout>>;
   using Terms = TileTerms<F, C, T, S>;
 };
 

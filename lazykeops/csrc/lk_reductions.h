@@ -344,13 +344,29 @@ struct KMinRed {
     bool shifting = false;
     LK_UNROLL for (int k = 0; k < K; ++k) shift(a, d, k, cv, ci, shifting);
   }
-  // The same insertion, not unrolled, for folds (once per GPU thread, or per split): the
-  // State is then indexed at run time and stays in local memory, out of the registers the
-  // term loop needs. (Unrolled, the fold held both lists in registers: 88 instead of 64
-  // for ArgKMin K = 10 on sm_90, half the occupancy and 1.3x the time.)
+  // Whether slot (cv, ci) goes before slot (v, i): a smaller value, or the same and an
+  // earlier term (numbers before NaN terms, each in order of j).
+  LK_HD static LK_INLINE bool precedes(double cv, int64_t ci, double v, int64_t i) {
+    if (cv != v || i == EMPTY) return cv < v || i == EMPTY;
+    const bool cnan = ci < EMPTY, nan = i < EMPTY;
+    if (cnan != nan) return nan;
+    return cnan ? ci > i : ci < i;
+  }
+  // The insertion of folds, by `precedes`: lists folded out of the order of j (the lanes of
+  // a tensor-core row, lk_cuda_mma.cuh) still order equal values by index. Not unrolled
+  // (once per GPU thread, or per split): the State is then indexed at run time and stays
+  // in local memory, out of the registers the term loop needs. (Unrolled, the fold held
+  // both lists in registers: 88 instead of 64 for ArgKMin K = 10 on sm_90, half the
+  // occupancy and 1.3x the time.)
   LK_HD static void enter_looped(State& st, int d, double cv, int64_t ci) {
     bool shifting = false;
-    LK_NO_UNROLL for (int k = 0; k < K; ++k) shift(st, d, k, cv, ci, shifting);
+    LK_NO_UNROLL for (int k = 0; k < K; ++k) {
+      shifting = shifting || precedes(cv, ci, st.v[d][k], st.i[d][k]);
+      if (shifting) {
+        double tv = st.v[d][k]; st.v[d][k] = cv; cv = tv;
+        int64_t ti = st.i[d][k]; st.i[d][k] = ci; ci = ti;
+      }
+    }
   }
   template <class T, class Row>
   LK_HD static LK_INLINE void acc_push(Acc<T>& a, const Row& r, int64_t j) {
@@ -363,14 +379,14 @@ struct KMinRed {
     }
   }
   LK_HD static void init(State& st) { acc_init(st); }
-  // Another list's slots in order; NaN terms of a later range go after this one's.
-  // Ranges are folded in order of j, so equal values keep the smaller index first.
+  // Another list's slots in order, each placed by value then index (`precedes`).
   template <class S>
   LK_HD static LK_INLINE void acc_fold(State& st, const Acc<S>& a) {
     for (int d = 0; d < D; ++d)
       for (int k = 0; k < K && a.i[d][k] != EMPTY; ++k) {
         const double v = a.i[d][k] >= 0 ? double(a.v[d][k]) : largest<double>();
-        if (v < st.v[d][K - 1]) enter_looped(st, d, v, a.i[d][k]);
+        if (precedes(v, a.i[d][k], st.v[d][K - 1], st.i[d][K - 1]))
+          enter_looped(st, d, v, a.i[d][k]);
       }
   }
   LK_HD static void merge(State& st, const State& o) { acc_fold(st, o); }

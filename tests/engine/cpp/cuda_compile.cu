@@ -107,7 +107,8 @@ static_assert(lk::TiledVariant<Gaussian, lk::SumRed<2, lk::BlockSum>, float, flo
               "Gaussian's rows in registers");
 static_assert(std::is_same_v<lk::TiledVariant<WideGlobal, lk::SumRed<1, lk::KahanSum>, double,
                                              double>::Rows,
-                             lk::GlobalRows<WideGlobal, double, double, 1, LK_CUDA_BLOCK>>,
+                             lk::GlobalRows<WideGlobal, double, double, 1,
+                                            lk::StridedRows<LK_CUDA_BLOCK>>>,
               "WideGlobal's rows in global memory");
 
 }  // namespace
