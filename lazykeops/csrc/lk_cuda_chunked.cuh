@@ -26,7 +26,7 @@ struct ChunkConfig {
   static constexpr int RPT = 1;
   static constexpr int ROWS = BLOCK;
   using Layout = StridedRows<BLOCK>;
-  static constexpr int MIN_BLOCKS = 1;
+  static constexpr int MIN_BLOCKS = 0;
   static constexpr int TILE = 32;  // terms per tile: TILE * NCHUNKED partial sums per thread
   static constexpr int PAD = 16 / sizeof(T);
   static constexpr int DIN = narrow_offset<F>(CAT_I, F::NARGS);

@@ -145,7 +145,7 @@ struct MmaConfig {
   static constexpr bool ROW_EPILOGUE = ACC_WORDS > 16;
   // Rows of up to 64 words: 32 rows per warp (their A fragments: 64 registers at most);
   // wider rows, 16. Registers budgeted for 2 blocks per SM (128 per thread), but for the
-  // row epilogue of wider rows (1). On the H200 (bench_tensor_cores.py --tune), k-means
+  // row epilogue of wider rows (0: ptxas's own budget). On the H200 (bench_tensor_cores.py --tune), k-means
   // and Gaussian conv at D = 64 (TF32 and f16) and D = 128 (f16), and kNN at D = 128
   // (f16) took 0.75-0.9x the time of 16 rows per warp; a Gaussian conv at D = 128 (TF32)
   // with 130 registers (1 block) 1.6x the time of 128; kNN at D = 128 (TF32) spilled
@@ -156,7 +156,7 @@ struct MmaConfig {
   static constexpr int RPT = ROW_EPILOGUE ? 1 : 2 * MT;
   using Layout = std::conditional_t<ROW_EPILOGUE, StridedRows<BLOCK>, FragmentRows<MT>>;
   static constexpr int MIN_BLOCKS =
-      LK_TC_MIN_BLOCKS > 0 ? LK_TC_MIN_BLOCKS : ROW_EPILOGUE && !NARROW_ROWS ? 1 : 2;
+      LK_TC_MIN_BLOCKS > 0 ? LK_TC_MIN_BLOCKS : ROW_EPILOGUE && !NARROW_ROWS ? 0 : 2;
   static constexpr int TILE = LK_TC_TILE;
   static constexpr int NT = TILE / 8;        // 8-column MMA tiles
   // Threads per row when rounding the tile's Y and the block's X (their norms: shuffles).

@@ -39,7 +39,7 @@ struct CudaConfig {
   static constexpr int RPT = LK_CUDA_RPT > 0 ? LK_CUDA_RPT : (DI + ACC + F::DIMOUT <= 24) ? 2 : 1;
   static constexpr int ROWS = BLOCK * RPT;
   using Layout = StridedRows<BLOCK>;
-  static constexpr int MIN_BLOCKS = 1;
+  static constexpr int MIN_BLOCKS = 0;
   // Wider i-variables are read from global memory (cached) at each use (GlobalRows).
   static constexpr bool X_IN_REGISTERS = DI * RPT * (int)sizeof(T) <= LK_CUDA_X_REGISTERS * 4;
   static constexpr bool P_IN_SHARED = params_in_shared<F, T>();

@@ -94,6 +94,27 @@ def test_selections_pick_the_nearest_up_to_tf32_rounding(precision, axis):
                                atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_ties_keep_the_smallest_index_across_the_lanes_of_a_row(precision, dtype):
+    # Three exact copies of each term, 333 apart: their distances are equal bit for bit,
+    # reduced by different lanes of a row (columns 8 * nt + 2 * q + h), whose merge must
+    # give the first copy (ArgMin) and the copies in increasing j (KMin's fold).
+    precision("high")
+    x, y, _ = points(1000, 333)
+    xs, ys = x.to(CUDA, dtype), y.repeat(3, 1).to(CUDA, dtype)
+    argmin = Genred("SqDist(X,Y)", aliases_for(1, False), reduction_op="ArgMin", axis=1)
+    assert planned(argmin, str(dtype)[6:])
+    assert argmin(xs, ys).max().item() < 333
+    kmin = Genred("SqDist(X,Y)", aliases_for(1, False), reduction_op="KMin_ArgKMin", axis=1,
+                  opt_arg=3)
+    values, idx = kmin(xs, ys)
+    idx = idx.long().cpu()
+    copies = (idx % 333 == idx[:, :1] % 333).all(1)
+    assert copies.float().mean() > 0.99
+    assert (values[copies] == values[copies][:, :1]).all()
+    assert (idx[copies] == idx[copies][:, :1] + torch.tensor([0, 333, 666])).all()
+
+
 def test_far_from_the_origin_is_as_accurate_as_near_it(precision):
     precision("high")
     conv = Genred("Exp(-SqDist(X,Y)) * B", aliases_for(1), axis=1)
