@@ -3,12 +3,13 @@ kNN over wide variables, lazykeops at torch's "highest" float32 setting (CUDA co
 "high" (TF32 tensor cores) and on float16 data, against dense torch and Flash-KMeans
 (when importable) in the same run; each with its deviation from the "highest" result.
 
-    python benchmarks/bench_tensor_cores.py [--pykeops] [--tune] [--narrow]
+    python benchmarks/bench_tensor_cores.py [--pykeops] [--tune [CONFIG ...] [--rows R,...]] [--narrow]
 
 Medians of a few runs after a warm-up (compile excluded). --pykeops adds pykeops 2.3's
-float32 time in a child process (../shared/wheels); --tune times the tile configurations
-(the macros of csrc/lk_cuda_mma.cuh, e.g. --tune LK_TC_MT=2,LK_TC_TILE=32 --rows 0,5) instead, --narrow each formula with and
-without tensor cores at D = 16 to 48. Prints a table for RESULTS.md.
+float32 time in a child process (../shared/wheels); --tune times tile configurations
+instead (the macros of csrc/lk_cuda_mma.cuh, e.g. `--tune "" LK_TC_MT=1,LK_TC_TILE=64
+--rows 0,5`: the default and one other, on WORKLOADS 0 and 5), --narrow each formula with
+and without tensor cores at D = 16 to 48. Prints a table for RESULTS.md.
 """
 
 import argparse
@@ -115,8 +116,8 @@ def flash_kmeans(w, dtype):
     return timed(lambda: euclid_assign_triton(x, c, x_sq), 5)
 
 
-# Configurations tried by --tune (macros of csrc/lk_cuda_mma.cuh; {} is the default).
-CONFIGS = [{}, {"LK_TC_MT": 2, "LK_TC_TILE": 32}, {"LK_TC_TILE": 32}, {"LK_TC_WARPS": 4}]
+# Configurations tried by a bare --tune (macros of csrc/lk_cuda_mma.cuh; {}: the default).
+CONFIGS = [{}, {"LK_TC_MT": 1}, {"LK_TC_TILE": 64}, {"LK_TC_MIN_BLOCKS": 1}, {"LK_TC_WARPS": 4}]
 
 
 def tune(configs, rows):
