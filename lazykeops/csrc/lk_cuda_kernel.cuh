@@ -5,10 +5,11 @@
 // reduce<F, R, T, S, K> owns the loops: batches over gridDim.z, the block's rows (RPT per
 // thread), the policy's State and Acc per row, the walk over the block's terms in tiles
 // (its share of them in the split scheme), folding, the merge of the States of lanes that
-// share a row, and writing the outputs (or the split scheme's partial States). A block's rows and terms come from the work source W
-// (DenseWork: rows rb * ROWS .. and all of j; SparseWork: a piece of one cluster of a
-// block-sparse reduction and its intervals, lk_ranges.h). The variant K (lk_cuda_tiles.cuh: TiledVariant,
-// lk_cuda_chunked.cuh: ChunkedVariant) fills in:
+// share a row, and writing the outputs (or the split scheme's partial States). A block's
+// rows and terms come from the work source W (DenseWork: rows rb * ROWS .. and all of j;
+// SparseWork: a piece of one cluster of a block-sparse reduction and its intervals,
+// lk_ranges.h). The variant K (lk_cuda_tiles.cuh: TiledVariant, lk_cuda_chunked.cuh:
+// ChunkedVariant, lk_cuda_mma.cuh: MmaVariant) fills in:
 //   K::Layout  where a thread's RPT rows lie in the block's ROWS rows, and how many lanes
 //              share each (StridedRows below; lk_cuda_mma.cuh: FragmentRows).
 //   K::Rows    the row source: where a thread's rows keep their i-variables for the batch
@@ -57,8 +58,8 @@ __device__ LK_INLINE const S* arg(const ArgTable<F>& a, int v, int64_t b) {
 }
 
 // The narrow j-variables (NarrowArgs) of terms j0 .. j0 + n - 1 to `dst`, packed in rows of
-// STRIDE compute scalars, read by the whole block with coalesced reads: the tile loads of
-// the chunked and tensor-core variants.
+// STRIDE compute scalars, read by the whole block with coalesced reads: the chunked
+// variant's tile loads.
 template <class F, class S, int BLOCK, int STRIDE, class T>
 __device__ LK_INLINE void stage_narrow_terms(T* dst, const ArgTable<F>& args, int64_t b,
                                              int64_t j0, int n) {

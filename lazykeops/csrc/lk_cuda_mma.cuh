@@ -120,11 +120,14 @@ struct FragmentRows {
   }
 };
 
+// Words of the raw tiles of the narrow j-variables before position `upto` (each rounded up
+// to 16 bytes).
 template <class F, class S, int TILE>
-LK_HD constexpr int raw_narrow_words(int upto) {  // words of the raw narrow j-variables < upto
+LK_HD constexpr int raw_narrow_words(int upto) {
   int w = 0;
   for (int v = 0; v < upto; ++v)
-    if (F::CAT[v] == CAT_J && !is_wide<F>(v)) w += (TILE * F::DIM[v] * (int)sizeof(S) + 15) / 16 * 4;
+    if (F::CAT[v] == CAT_J && !is_wide<F>(v))
+      w += (TILE * F::DIM[v] * (int)sizeof(S) + 15) / 16 * 4;
   return w;
 }
 
@@ -145,11 +148,11 @@ struct MmaConfig {
   static constexpr bool ROW_EPILOGUE = ACC_WORDS > 16;
   // Rows of up to 64 words: 32 rows per warp (their A fragments: 64 registers at most);
   // wider rows, 16. Registers budgeted for 2 blocks per SM (128 per thread), but for the
-  // row epilogue of wider rows (0: ptxas's own budget). On the H200 (bench_tensor_cores.py --tune), k-means
-  // and Gaussian conv at D = 64 (TF32 and f16) and D = 128 (f16), and kNN at D = 128
-  // (f16) took 0.75-0.9x the time of 16 rows per warp; a Gaussian conv at D = 128 (TF32)
-  // with 130 registers (1 block) 1.6x the time of 128; kNN at D = 128 (TF32) spilled
-  // within 128 registers, 1.4x the time.
+  // row epilogue of wider rows (0: ptxas's own budget). On the H200
+  // (bench_tensor_cores.py --tune), k-means and Gaussian conv at D = 64 (TF32 and f16)
+  // and D = 128 (f16), and kNN at D = 128 (f16) took 0.75-0.9x the time of 16 rows per
+  // warp; a Gaussian conv at D = 128 (TF32) with 130 registers (1 block) 1.6x the time of
+  // 128; kNN at D = 128 (TF32) spilled within 128 registers, 1.4x the time.
   static constexpr bool NARROW_ROWS = WORDS <= 64;
   static constexpr int MT = ROW_EPILOGUE ? 2 : LK_TC_MT > 0 ? LK_TC_MT : NARROW_ROWS ? 2 : 1;
   static constexpr int ROWS = WARPS * 16 * MT;
@@ -180,7 +183,8 @@ struct MmaConfig {
   static constexpr int OFF_RAW = OFF_Y + TILE * STRIDE;
   static constexpr int OFF_RAW_NARROW = OFF_RAW + TILE * RAW_STRIDE / 4;
   static constexpr int TILE_WORDS = OFF_RAW_NARROW + raw_narrow_words<F, S, TILE>(F::NARGS) - OFF_Y;
-  static constexpr int OFF_NORMS = OFF_Y + (ROWS * STRIDE > TILE_WORDS ? ROWS * STRIDE : TILE_WORDS);
+  static constexpr int X_WORDS = ROWS * STRIDE;
+  static constexpr int OFF_NORMS = OFF_Y + (X_WORDS > TILE_WORDS ? X_WORDS : TILE_WORDS);
   static constexpr int OFF_XNORMS = OFF_NORMS + TILE;
   static constexpr int OFF_CENTRE = OFF_XNORMS + ROWS;
   static constexpr int OFF_DOTS = OFF_CENTRE + (F::TC_DIST ? D : 0);

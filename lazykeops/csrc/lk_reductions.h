@@ -327,6 +327,11 @@ struct KMinRed {
     for (int d = 0; d < D; ++d)
       for (int k = 0; k < K; ++k) { a.v[d][k] = inf<T>(); a.i[d][k] = EMPTY; }
   }
+  template <class T>
+  LK_HD static LK_INLINE void swap_slot(Acc<T>& a, int d, int k, T& cv, int64_t& ci) {
+    T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
+    int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
+  }
   // Slot (cv, ci) enters component d's list after the slots that come before it (equal
   // values of smaller index, NaN terms of smaller index) and shifts the rest: at slot k,
   // once a slot holding more was met, the two swap.
@@ -334,10 +339,7 @@ struct KMinRed {
   LK_HD static LK_INLINE void shift(Acc<T>& a, int d, int k, T& cv, int64_t& ci,
                                     bool& shifting) {
     shifting = shifting || cv < a.v[d][k];
-    if (shifting) {
-      T tv = a.v[d][k]; a.v[d][k] = cv; cv = tv;
-      int64_t ti = a.i[d][k]; a.i[d][k] = ci; ci = ti;
-    }
+    if (shifting) swap_slot(a, d, k, cv, ci);
   }
   template <class T>
   LK_HD static LK_INLINE void enter(Acc<T>& a, int d, T cv, int64_t ci) {
@@ -347,7 +349,8 @@ struct KMinRed {
   // Whether slot (cv, ci) goes before slot (v, i): a smaller value, or the same and an
   // earlier term (numbers before NaN terms, each in order of j).
   LK_HD static LK_INLINE bool precedes(double cv, int64_t ci, double v, int64_t i) {
-    if (cv != v || i == EMPTY) return cv < v || i == EMPTY;
+    if (i == EMPTY) return true;
+    if (cv != v) return cv < v;
     const bool cnan = ci < EMPTY, nan = i < EMPTY;
     if (cnan != nan) return nan;
     return cnan ? ci > i : ci < i;
@@ -362,10 +365,7 @@ struct KMinRed {
     bool shifting = false;
     LK_NO_UNROLL for (int k = 0; k < K; ++k) {
       shifting = shifting || precedes(cv, ci, st.v[d][k], st.i[d][k]);
-      if (shifting) {
-        double tv = st.v[d][k]; st.v[d][k] = cv; cv = tv;
-        int64_t ti = st.i[d][k]; st.i[d][k] = ci; ci = ti;
-      }
+      if (shifting) swap_slot(st, d, k, cv, ci);
     }
   }
   template <class T, class Row>

@@ -7,6 +7,9 @@
 //   *_split     the same over j split in ranges (one of a single term, one empty, as the
 //               CUDA split scheme makes when nsplit does not divide nred), whose States are
 //               combined by merge in order of j (merge_splits)
+//   acc_lanes*  the acc path split among 4 lanes as the tensor-core kernel's fragment
+//               epilogue splits a row (lane (j / 2) % 4 takes term j), whose States are
+//               merged by the butterfly of merge_lanes, seen from lane 0 and from lane 3
 // in float and double, over integer-valued terms with ties whose exp overflows (values
 // near 1000), the same with a few NaN terms, and terms that are mostly NaN.
 #include "harness.h"
@@ -95,6 +98,39 @@ void run_path(const std::vector<T>& terms, bool split, std::vector<T>& vals,
   vals.assign(R::VALS > 0 ? R::VALS : 1, T(-12345));
   idx.assign(R::IDXS > 0 ? R::IDXS : 1, -12345);
   R::finalize(st, vals.data(), idx.data());
+}
+
+// The States of 4 lanes, lane (j / 2) % 4 pushing term j, merged as merge_lanes does on
+// lane `writer`: with its partner at distance 1, then with that pair's partner pair.
+template <class R, class T>
+void run_lanes(const std::vector<T>& terms, int writer, std::vector<T>& vals,
+               std::vector<int64_t>& idx) {
+  typename R::State st[4];
+  for (int lane = 0; lane < 4; ++lane) {
+    typename R::template Acc<T> acc;
+    R::init(st[lane]);
+    R::acc_init(acc);
+    for (int64_t t0 = 0; t0 < M; t0 += ACC_TILE) {
+      for (int64_t j = t0; j < std::min<int64_t>(M, t0 + ACC_TILE); ++j)
+        if ((j / 2) % 4 == lane) R::acc_push(acc, terms.data() + j * W, j);
+      if constexpr (R::ACC_PER_TILE) {
+        R::acc_fold(st[lane], acc);
+        R::acc_init(acc);
+      }
+    }
+    if constexpr (!R::ACC_PER_TILE) R::acc_fold(st[lane], acc);
+  }
+  for (int o = 1; o < 4; o *= 2) {
+    typename R::State next[4];
+    for (int lane = 0; lane < 4; ++lane) {
+      next[lane] = st[lane];
+      R::merge(next[lane], st[lane ^ o]);
+    }
+    for (int lane = 0; lane < 4; ++lane) st[lane] = next[lane];
+  }
+  vals.assign(R::VALS > 0 ? R::VALS : 1, T(-12345));
+  idx.assign(R::IDXS > 0 ? R::IDXS : 1, -12345);
+  R::finalize(st[writer], vals.data(), idx.data());
 }
 
 // ---------------------------------------------------------------- naive references
@@ -190,12 +226,13 @@ void check(const std::string& name, const char* data, Expected (*naive)(const Te
   const Terms exact(tt.begin(), tt.end());  // the terms as T holds them
   const Expected want = naive(exact);
   const double rtol = sizeof(T) == 4 ? 2e-6 : 1e-13;
-  const char* paths[] = {"tile", "tile_split", "acc", "acc_split"};
-  for (int p = 0; p < 4; ++p) {
+  const char* paths[] = {"tile", "tile_split", "acc", "acc_split", "acc_lanes0", "acc_lanes3"};
+  for (int p = 0; p < 6; ++p) {
     std::vector<T> vals;
     std::vector<int64_t> idx;
     if (p < 2) run_path<R, T, false>(tt, p == 1, vals, idx);
-    else run_path<R, T, true>(tt, p == 3, vals, idx);
+    else if (p < 4) run_path<R, T, true>(tt, p == 3, vals, idx);
+    else run_lanes<R, T>(tt, p == 4 ? 0 : 3, vals, idx);
     const std::string what = std::string(paths[p]) + ".vals";
     for (int k = 0; k < R::VALS; ++k) c.close(what.c_str(), k, vals[k], want.vals[k], R::IDXS ? 0 : rtol);
     const std::string iwhat = std::string(paths[p]) + ".idx";
