@@ -263,9 +263,15 @@ def engine_defines():
     return [f"#define {name} {value}" for name, value in constants.items()]
 
 
-def render_source(spec):
-    """The whole translation unit of a kernel, for the engine of spec.target."""
+def render_source(spec, device_only=False):
+    """The whole translation unit of a kernel, for the engine of spec.target; with
+    `device_only` (CUDA), the device code alone, for NVRTC (compile/nvrtc.py): no ABI
+    prelude and host entry points, the launch sizes instead, and no anonymous namespace
+    (the module is loaded on its own)."""
     header, entry = ENGINES[spec.target]
+    if device_only:
+        assert spec.target == "cuda", "device code is CUDA's"
+        entry = "LK_CUDA_DEVICE_ENTRY"
     text = " ; ".join(render(f, TEXT_LIMIT) for f in spec.formulas)
     formulas = emitted_formulas(spec)
     chunks = plan_chunks(formulas, spec.args, spec.dtype, spec.target)
@@ -283,7 +289,7 @@ def render_source(spec):
     return "\n".join([
         f"// lazykeops kernel: {spec.reduction} over {text}",
         f"// arguments (category, dim): {list(spec.args)}",
-        source_prelude(),
+        *([] if device_only else [source_prelude()]),
         *engine_defines(),
         f"#define LK_BLOCK_SPARSE {int(spec.block_sparse)}",
         *tuning,
@@ -291,11 +297,11 @@ def render_source(spec):
         "",
         # An anonymous namespace gives the formula and every template instantiated on it
         # internal linkage: two loaded kernels never bind to each other's code.
-        "namespace {",
+        *([] if device_only else ["namespace {"]),
         struct,
         "",
         f"using LkReduction = {reduction_policy(spec)};",
-        "}  // namespace",
+        *([] if device_only else ["}  // namespace"]),
         "",
         f"{entry}({types})",
         "",

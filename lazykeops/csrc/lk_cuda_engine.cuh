@@ -32,7 +32,7 @@
 // tensor cores (lk_cuda_mma.cuh).
 #pragma once
 
-#include <type_traits>
+#include "lk_std.h"
 
 #include "lk_cuda_chunked.cuh"
 #include "lk_cuda_mma.cuh"
@@ -55,6 +55,7 @@ struct Engine {
   static auto kernel() { return reduce<F, R, T, S, C, W>; }
 };
 
+#ifndef __CUDACC_RTC__  // the host side below: not for NVRTC, which compiles device code
 enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
 constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at most
 
@@ -160,6 +161,8 @@ int cuda_launch(const LkLaunch* a, int64_t nsplit) {
   return cudaGetLastError() == cudaSuccess ? LK_STATUS_OK : LK_STATUS_FAILED;
 }
 
+#endif  // __CUDACC_RTC__
+
 }  // namespace lk
 
 // The entry points each generated CUDA library exports, called through ctypes with the
@@ -189,3 +192,14 @@ int cuda_launch(const LkLaunch* a, int64_t nsplit) {
   extern "C" __attribute__((visibility("default"))) int64_t lk_block_rows() {          \
     return lk::block_rows<LkFormula, LkReduction, T, S>();                              \
   }
+
+// The device-only translation unit that NVRTC compiles (compile/nvrtc.py: the kernels by
+// name expressions) ends with this: the launch sizes a host side built once reads from
+// the module, in the order of compile/nvrtc.py's SIZES.
+#define LK_CUDA_DEVICE_ENTRY(T, S)                                                       \
+  extern "C" __constant__ long long lk_sizes[] = {                                       \
+      lk::Engine<LkFormula, LkReduction, T, S>::C::BLOCK,                                \
+      lk::Engine<LkFormula, LkReduction, T, S>::C::ROWS,                                 \
+      (long long)lk::Engine<LkFormula, LkReduction, T, S>::C::SHARED,                    \
+      lk::Engine<LkFormula, LkReduction, T, S>::C::Terms::TILE,                          \
+      (long long)sizeof(LkReduction::State), LkReduction::ACC_PER_TILE, LK_BLOCK_SPARSE};

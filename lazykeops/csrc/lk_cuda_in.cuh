@@ -14,7 +14,9 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#ifndef __CUDACC_RTC__  // NVRTC declares the CUDA built-ins itself
 #include <cuda_runtime.h>
+#endif
 
 #include "lk_layout.h"
 #include "lk_math.h"

@@ -22,8 +22,7 @@
 //   ptxas take 80 registers instead of 48 for a LogSumExp at D = 3, 1.04x the time).
 #pragma once
 
-#include <cstdint>
-#include <type_traits>
+#include "lk_std.h"
 
 #include "lk_cuda_in.cuh"
 #include "lk_layout.h"

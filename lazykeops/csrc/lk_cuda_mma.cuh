@@ -26,8 +26,7 @@
 // 32 distinct banks; the raw rows of Y are padded the same way for the conversion.
 #pragma once
 
-#include <cstdint>
-#include <type_traits>
+#include "lk_std.h"
 
 #include "lk_cuda_kernel.cuh"
 

@@ -5,8 +5,7 @@
 // of up to LK_CUDA_X_REGISTERS words, global memory past it.
 #pragma once
 
-#include <cstdint>
-#include <type_traits>
+#include "lk_std.h"
 
 #include "lk_cuda_kernel.cuh"
 

@@ -6,8 +6,7 @@
 // other: packed_offset gives where argument `pos` starts among those of its category.
 #pragma once
 
-#include <type_traits>
-#include <utility>
+#include "lk_std.h"
 
 #include "lk_math.h"  // LK_HD
 

@@ -7,10 +7,7 @@
 // to <cmath>. On the device they go to CUDA's math library.
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-#include <limits>
-#include <type_traits>
+#include "lk_std.h"
 
 // LK_UNROLL precedes every loop of a generated formula: fully unrolled loops let the
 // CPU engine vectorise its loop over j (gcc gives up on a loop nest holding inner loops).

@@ -8,11 +8,13 @@
 // [0, nred): the engines walk both the same way.
 #pragma once
 
-#include <algorithm>
-#include <cstdint>
-#include <vector>
-
 #include "lk_math.h"  // LK_HD
+#include "lk_std.h"
+
+#ifndef __CUDACC_RTC__  // the CPU engine's part (NVRTC compiles device code only)
+#include <algorithm>
+#include <vector>
+#endif
 
 namespace lk {
 
@@ -68,6 +70,7 @@ struct RangeSets {
   }
 };
 
+#ifndef __CUDACC_RTC__
 // CPU engine: rows [i0, i0 + nb) of one cluster (all rows: dense) and their terms.
 struct RowBlock {
   int64_t i0;
@@ -94,5 +97,6 @@ int64_t sparse_row_blocks(const RangeSets& rs, int64_t b, int64_t nred,
   }
   return pairs;
 }
+#endif
 
 }  // namespace lk

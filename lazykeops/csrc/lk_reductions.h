@@ -37,9 +37,7 @@
 // accumulator); NaN is sorted out in the rare branches and when states are folded.
 #pragma once
 
-#include <cstdint>
-#include <limits>
-#include <type_traits>
+#include "lk_std.h"
 
 #include "lk_math.h"
 

@@ -268,9 +268,7 @@ class GenredCore:
         key = self.kernel_key(dtype, target, block_sparse)
         lib = self._kernels.get(key)
         if lib is None:
-            spec = KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k,
-                              dtype, self.sum_scheme, target.split(":")[0], block_sparse,
-                              key[-1])
+            spec = self.kernel_spec(dtype, target, block_sparse)
             interface = {"abi_version": ABI_VERSION, "dtype": dtype,
                          "arguments": [[a.name, a.cat, a.dim] for a in self.aliases],
                          "axis": self.axis, "outputs": {"values": self.nvals,
@@ -281,6 +279,12 @@ class GenredCore:
                               target, interface)
             self._kernels[key] = lib
         return lib
+
+    def kernel_spec(self, dtype, target="cpu", block_sparse=False):
+        """The KernelSpec of this reduction's library for `dtype` on `target`."""
+        mode = self.kernel_key(dtype, target, block_sparse)[-1]
+        return KernelSpec(self.formulas, self.engine_args, self.reduction.name, self.k, dtype,
+                          self.sum_scheme, target.split(":")[0], block_sparse, mode)
 
     @staticmethod
     def kernel_key(dtype, target, block_sparse):

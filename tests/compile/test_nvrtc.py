@@ -1,0 +1,47 @@
+"""NVRTC compiles the device code of generated CUDA sources (compile/nvrtc.py): every
+codegen case (tiled, chunked, tensor-core variants, each dtype) to an sm_90 cubin with its
+kernels' lowered names, and a refused source raises NvrtcError with the compiler's first
+error. No GPU needed; skipped where no libnvrtc is found (CI: the CPU wheel of torch comes
+without it; `pip install nvidia-cuda-nvrtc` brings it)."""
+
+import pytest
+
+from lazykeops.compile import nvrtc
+from lazykeops.compile.codegen import render_source
+from tests.compile.test_cuda_codegen import (CASES, TC_ALIASES, TC_CASES, TC_MODES,
+                                             WIDE_ALIASES, WIDE_CASES, _spec)
+
+pytestmark = pytest.mark.skipif(not nvrtc.available(), reason="no libnvrtc")
+
+
+def specs(dtype):
+    cases = CASES if dtype == "float32" else [CASES[0], CASES[6], CASES[9]]
+    out = [_spec(*case, dtype) for case in cases]
+    out += [_spec(*case, dtype, WIDE_ALIASES) for case in WIDE_CASES[:2]]
+    if dtype in TC_MODES:
+        out += [_spec(*case, dtype, TC_ALIASES, TC_MODES[dtype]) for case in TC_CASES[:2]]
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_device_sources_compile_to_cubins(dtype):
+    for spec in specs(dtype):
+        source = render_source(spec, device_only=True)
+        assert "LK_CUDA_ENTRY" not in source and "namespace {" not in source
+        names = nvrtc.kernel_names(spec)
+        compiled = nvrtc.compile_cubin(source, names, "90")
+        assert compiled.cubin[:4] == b"\x7fELF", source
+        reduce_name, merge_name = (compiled.lowered[n] for n in names)
+        assert reduce_name.startswith("_ZN2lk6reduce") and merge_name.startswith("_ZN2lk12merge")
+
+
+def test_a_refused_source_names_the_first_error():
+    spec = _spec("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None, "float32")
+    broken = render_source(spec, device_only=True).replace("using LkReduction", "usin LkReduction")
+    with pytest.raises(nvrtc.NvrtcError, match=r"could not compile gauss\.cu: .*error"):
+        nvrtc.compile_cubin(broken, nvrtc.kernel_names(spec), "90", name="gauss.cu")
+
+
+def test_the_version_is_a_pair_of_numbers():
+    major, minor = nvrtc.version()
+    assert major >= 11 and minor >= 0
