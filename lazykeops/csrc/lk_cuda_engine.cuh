@@ -37,6 +37,9 @@
 #include "lk_cuda_chunked.cuh"
 #include "lk_cuda_mma.cuh"
 #include "lk_cuda_tiles.cuh"
+#ifndef __CUDACC_RTC__
+#include "lk_cuda_plan.h"  // host code
+#endif
 
 namespace lk {
 
@@ -56,8 +59,12 @@ struct Engine {
 };
 
 #ifndef __CUDACC_RTC__  // the host side below: not for NVRTC, which compiles device code
-enum { SCHEME_AUTO = 0, SCHEME_1D = 1, SCHEME_SPLIT = 2 };
-constexpr int64_t WORKSPACE_LIMIT = 64ll << 20;  // bytes of partial States, at most
+// The sizes planning reads (lk_cuda_plan.h).
+template <class F, class R, class T, class S>
+constexpr KernelSizes kernel_sizes() {
+  using C = typename Engine<F, R, T, S>::C;
+  return {C::ROWS, C::TILE, (int64_t)sizeof(typename R::State), R::ACC_PER_TILE};
+}
 
 // Output rows per thread block.
 template <class F, class R, class T, class S>
@@ -65,53 +72,31 @@ constexpr int64_t block_rows() {
   return Engine<F, R, T, S>::C::ROWS;
 }
 
-// Thread blocks per batch: of all rows (dense), or what runtime/ranges.py counted for the
-// clusters of the largest range set (block-sparse).
 template <class F, class R, class T, class S>
-int64_t row_blocks(int64_t nout, const LkLaunch* a) {
-  if (a->row_bounds != nullptr) return a->range_blocks;
-  return (nout + block_rows<F, R, T, S>() - 1) / block_rows<F, R, T, S>();
+int64_t row_blocks(const LkLaunch* a) {
+  return row_blocks_for(kernel_sizes<F, R, T, S>(), a);
 }
 
-// How many j-ranges to split the reduction into. Auto, for sums: split only when the 1D
-// grid has fewer than eight waves of resident blocks, into enough ranges for eight waves
-// (the last, partial wave then costs little); each range of at least two tiles, within
-// WORKSPACE_LIMIT. Forced split: at least two ranges when there are two terms. A
-// block-sparse reduction splits each block's terms: the most a cluster has count here.
+// The split of `a` (plan_splits_for), with the device's resident blocks of this kernel
+// asked once per device (the queries cost microseconds).
 template <class F, class R, class T, class S>
 int64_t plan_splits(const LkLaunch* a) {
-  using C = typename Engine<F, R, T, S>::C;
-  const int64_t nbatch = a->nbatch, nout = a->nout, scheme = a->scheme;
-  const int64_t nred = a->row_bounds != nullptr ? a->max_cluster_terms : a->nred;
-  if (scheme == SCHEME_1D || nout == 0 || nred == 0) return 1;
-  // Resident blocks per device, asked once per device (the queries cost microseconds).
-  static int64_t cached[64] = {0};
-  int dev = 0;
-  cudaGetDevice(&dev);
-  int64_t resident = dev < 64 ? cached[dev] : 0;
-  if (resident == 0) {
-    int sms = 1, per_sm = 1;
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Engine<F, R, T, S>::kernel(),
-                                                  C::BLOCK, C::SHARED);
-    resident = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
-    if (dev < 64) cached[dev] = resident;
-  }
-  const int64_t blocks = row_blocks<F, R, T, S>(nout, a) * (nbatch < 65535 ? nbatch : 65535);
-  // Selections (ACC_PER_TILE false) pay for each range: its list refills from empty, and
-  // while it fills, some thread of every warp inserts at nearly every term. They split
-  // only a GPU less than half busy, into one wave.
-  const int64_t target = R::ACC_PER_TILE ? 8 * resident : resident;
-  const int64_t threshold = R::ACC_PER_TILE ? target : resident / 2;
-  int64_t n = blocks >= threshold ? 1 : (target + blocks - 1) / blocks;
-  const int64_t by_tiles = nred / (2 * C::TILE);
-  n = n < by_tiles ? n : by_tiles;
-  if (scheme == SCHEME_SPLIT) n = n > 2 ? n : 2;
-  const int64_t by_memory = WORKSPACE_LIMIT / ((int64_t)sizeof(typename R::State) * nout * nbatch);
-  n = n < by_memory ? n : by_memory;
-  n = n < nred ? n : nred;
-  n = n < 65535 ? n : 65535;
-  return n > 1 ? n : 1;
+  return plan_splits_for(kernel_sizes<F, R, T, S>(), a, [] {
+    using C = typename Engine<F, R, T, S>::C;
+    static int64_t cached[64] = {0};
+    int dev = 0;
+    cudaGetDevice(&dev);
+    int64_t resident = dev < 64 ? cached[dev] : 0;
+    if (resident == 0) {
+      int sms = 1, per_sm = 1;
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Engine<F, R, T, S>::kernel(),
+                                                    C::BLOCK, C::SHARED);
+      resident = (int64_t)sms * (per_sm > 0 ? per_sm : 1);
+      if (dev < 64) cached[dev] = resident;
+    }
+    return resident;
+  });
 }
 
 // Launches `a` on its stream; LK_STATUS_OK, or LK_STATUS_SHARED_MEMORY if a tile does not
@@ -139,7 +124,7 @@ int cuda_launch(const LkLaunch* a, int64_t nsplit) {
       return LK_STATUS_CUDA_ATTRIBUTE;
   }
   auto* partial = nsplit > 1 ? static_cast<typename R::State*>(a->workspace) : nullptr;
-  const int64_t blocks = row_blocks<F, R, T, S>(nout, a);
+  const int64_t blocks = row_blocks<F, R, T, S>(a);
   if (blocks == 0) return LK_STATUS_OK;  // no row in any cluster (runtime/ranges.py: none)
   if (blocks > 0x7fffffffll) return LK_STATUS_FAILED;
   dim3 grid((unsigned)blocks, (unsigned)nsplit, (unsigned)(nbatch < 65535 ? nbatch : 65535));

@@ -10,7 +10,9 @@ engine below its entry macro, and check it against naive loops of their own.
 - cpu_chunked.cpp: the chunked path (chunk_full / chunk_tail, part, wvar, pvar, chunked
   outputs through scalar and chunk_start) and DualSum's column sums (over two spans too).
 - policies.cpp: every policy's CPU path (tile) and CUDA path (acc_push / acc_fold, and
-  merge over split ranges) run on the host, with ties and NaN terms.
+  merge over split ranges and over the lanes of a tensor-core row) run on the host, with
+  ties and NaN terms.
+- plan.cpp: the CUDA engine's split planner (lk_cuda_plan.h) over hand-given sizes.
 - cuda_compile.cu: with nvcc, the CUDA kernels compile (-c for sm_90; nothing runs).
 
 Each program prints "PASS <case> ..." or "FAIL <case> ..." per case and exits nonzero on
@@ -53,12 +55,17 @@ CASES = {
                     "dualsum_two_spans_2_threads"],
     "policies": [f"{p}_{t}_{d}" for d in ("ties", "nan", "mostly_nan") for t in ("f64", "f32")
                  for p in _POLICIES],
+    "plan": ["one_d_never_splits", "no_rows_no_split", "sums_fill_eight_waves",
+             "busy_gpu_no_split", "selections_one_wave", "selections_half_busy_no_split",
+             "two_tiles_per_range", "forced_split_two", "forced_split_two_terms",
+             "forced_split_one_term", "workspace_limit", "sparse_small_clusters",
+             "sparse_large_cluster", "row_blocks"],
 }
 
 # policies.cpp tests the policies' algorithms, not the CPU engine's vectorised loops (those
 # run in cpu_engine.cpp and cpu_chunked.cpp with the project's -O3): -O2 saves a third of
 # its compile time.
-OPTIMISE = {"policies": ["-O2"]}
+OPTIMISE = {"policies": ["-O2"], "plan": ["-O1"]}
 
 
 def _cpu_flags():
