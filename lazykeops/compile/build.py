@@ -6,7 +6,9 @@ the engine's prelude precompiled once per cache (`pch.py`). On the 2-core CPU ma
 new dense Sum took 0.70 s through torch.utils.cpp_extension's Ninja build (writing and
 running the ninja file, linking against torch's libraries, which the plain-C entry point
 does not use), 0.42 s by one direct call, 0.30 s with the precompiled prelude. CUDA
-kernels: nvcc through torch.utils.cpp_extension's Ninja build.
+kernels: nvcc through torch.utils.cpp_extension's Ninja build, or, with
+LAZYKEOPS_CUDA_COMPILER=nvrtc, NVRTC in-process to a cubin (compile/nvrtc.py, run by
+compile/driver.py's host side).
 
 The key hashes named entries (`key_entries`): the source, the engine headers, the
 lazykeops version, the compiler, the flags, torch's version ("no torch" in a numpy user's
@@ -45,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -156,9 +159,10 @@ def _torch():
     return torch
 
 
-def key_entries(source, target="cpu"):
+def key_entries(source, target="cpu", nvrtc_names=None):
     """The named entries of the cache key, loggable one by one. `target` is "cpu" or
-    "cuda:sm_XY" (the GPU architecture)."""
+    "cuda:sm_XY" (the GPU architecture); `nvrtc_names`: a device-only CUDA source NVRTC
+    compiles (with these kernels), whose key names NVRTC rather than nvcc."""
     from .. import __version__
 
     torch = _torch()
@@ -176,32 +180,56 @@ def key_entries(source, target="cpu"):
     if target == "cpu":
         entries += [("cflags", " ".join((CPU_STD, *CPU_CFLAGS, *CPU_LDFLAGS))),
                     ("cpu", _cpu_model())]
+    elif nvrtc_names is not None:
+        from . import nvrtc
+        entries += [("nvrtc", ".".join(map(str, nvrtc.version()))),
+                    ("nvrtc_options", " ".join(nvrtc.OPTIONS)),
+                    ("cuda_include", nvrtc.cuda_include()),
+                    ("nvrtc_kernels", " ".join(nvrtc_names))]
     else:
         entries += [("cuda_flags", " ".join(CUDA_FLAGS)), ("nvcc", _nvcc_version()),
                     ("torch_cuda", torch.version.cuda)]
     return tuple(entries)
 
 
-def cache_key(source, target="cpu"):
+def cache_key(source, target="cpu", nvrtc_names=None):
     h = hashlib.sha256()
-    for name, value in key_entries(source, target):
+    for name, value in key_entries(source, target, nvrtc_names):
         h.update(f"{name}={value}\n".encode())
     return h.hexdigest()[:32]
 
 
-def load_kernel(source, description="", target="cpu", interface=None):
+def load_kernel(source, description="", target="cpu", interface=None, nvrtc_names=None,
+                library=None):
     """The loaded library for `source`, building it if no valid cache entry exists;
-    `interface` goes into the manifest of a new build (cache.write_manifest)."""
-    key = cache_key(source, target)
+    `interface` goes into the manifest of a new build (cache.write_manifest).
+    `nvrtc_names`: `source` is device code for NVRTC, compiled with these name
+    expressions to a cubin (a CubinLibrary, compile/driver.py). `library`: the class that
+    loads a built entry (path, key, target), KernelLibrary by default."""
+    key = cache_key(source, target, nvrtc_names)
     lib = _LOADED.get(key)
     if lib is None:
         with _THREAD_LOCKS.setdefault(key, threading.Lock()):  # setdefault: atomic in CPython
             lib = _LOADED.get(key)
             if lib is None:
-                lib = _load_or_build(key, key_entries(source, target), source, description,
-                                     target, interface)
+                if library is None and nvrtc_names is not None:
+                    from .driver import CubinLibrary as library
+                build = _Build(source, description, target, interface, nvrtc_names,
+                               library or KernelLibrary)
+                lib = _load_or_build(key, key_entries(source, target, nvrtc_names), build)
                 _LOADED[key] = lib
     return lib
+
+
+@dataclass(frozen=True)
+class _Build:
+    """What to build for a key and how to load it."""
+    source: str
+    description: str
+    target: str
+    interface: object
+    nvrtc_names: object
+    library: type
 
 
 def _count(name):
@@ -213,13 +241,13 @@ def forget_loaded():
     _LOADED.clear()
 
 
-def _try_load(entry, key, entries, target):
+def _try_load(entry, key, entries, build):
     """Load a published cache entry if it is trusted; None if absent or damaged."""
     path = trusted_library(entry, key, entries)
     if path is None:
         return None
     try:
-        lib = KernelLibrary(path, key, target)
+        lib = build.library(path, key, build.target)
     except (OSError, AttributeError):  # not loadable, or an entry point is missing
         return None
     _count("loads")
@@ -230,14 +258,14 @@ def _try_load(entry, key, entries, target):
     return lib
 
 
-def _load_or_build(key, entries, source, description, target, interface=None):
+def _load_or_build(key, entries, build):
     root = cache_dir()
     entry = root / key
-    lib = _try_load(entry, key, entries, target)
+    lib = _try_load(entry, key, entries, build)
     if lib is not None:
         return lib
     with key_lock(root, key):
-        lib = _try_load(entry, key, entries, target)  # another process may have built it
+        lib = _try_load(entry, key, entries, build)  # another process may have built it
         if lib is not None:
             return lib
         try:
@@ -246,19 +274,21 @@ def _load_or_build(key, entries, source, description, target, interface=None):
         except OSError as err:
             raise unwritable(root, err) from None
         try:
-            _build(tmp, root, key, entries, source, description, target, interface)
+            _build(tmp, root, key, entries, build)
             os.rename(tmp, entry)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _count("builds")
-    lib = _try_load(entry, key, entries, target)
+    lib = _try_load(entry, key, entries, build)
     if lib is None:
         raise CompileError(f"kernel {key} was built but cannot be loaded from {entry}")
     return lib
 
 
-def _build(tmp, root, key, entries, source, description, target, interface=None):
+def _build(tmp, root, key, entries, build):
+    source, description, target = build.source, build.description, build.target
+    interface = build.interface
     src = tmp / ("kernel.cpp" if target == "cpu" else "kernel.cu")
     src.write_text(source)
     if verbose():
@@ -267,19 +297,32 @@ def _build(tmp, root, key, entries, source, description, target, interface=None)
     try:
         if target == "cpu":
             _cpu_build(f"lk_{key[:16]}", src, tmp, source)
+        elif build.nvrtc_names is not None:
+            interface = {**(interface or {}),
+                         "kernels": _nvrtc_build(f"lk_{key[:16]}", tmp, build)}
         else:
             _ninja_build(f"lk_{key[:16]}", src, tmp, **_build_options(target))
     except Exception as err:  # the compiler's message is in the exception text
         kept = keep_failed_source(root, key, src)
         raise CompileError(f"compiling {description or 'a kernel'} failed; source kept at "
                            f"{kept}; first error: {_first_error(str(err))}") from None
-    libs = sorted(tmp.glob("*.so"))
+    libs = sorted(tmp.glob("*.so")) + sorted(tmp.glob("*.cubin"))
     if not libs:
         raise CompileError(f"compiling {description or 'a kernel'} produced no library in {tmp}")
     write_manifest(tmp, libs[0], key, entries, description, interface)
     if verbose():
         print(f"[lazykeops] ... done in {time.perf_counter() - start:.2f} s", file=sys.stderr,
               flush=True)
+
+
+def _nvrtc_build(name, folder, build):
+    """`<folder>/<name>.cubin` from the device-only source by NVRTC; the lowered names of
+    its kernels, in the order of build.nvrtc_names."""
+    from . import nvrtc
+    compiled = nvrtc.compile_cubin(build.source, build.nvrtc_names,
+                                   build.target.split("sm_")[1], name=build.description)
+    (folder / f"{name}.cubin").write_bytes(compiled.cubin)
+    return [compiled.lowered[n] for n in build.nvrtc_names]
 
 
 def _build_options(target):

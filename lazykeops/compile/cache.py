@@ -159,22 +159,27 @@ def _sha256(data):
 # header's (type, offset, size), each with the struct that reads them from the entry start.
 _ELF = {1: ("HHIIIIIHHHHHH", "4xI8xI", "4xI8xII"),
         2: ("HHIQQQIHHHHHH", "8xQ16xQ", "4xI16xQQ")}
-_ET_DYN, _SHT_NOBITS = 3, 8
+_ET_EXEC, _ET_DYN, _SHT_NOBITS = 2, 3, 8
+_EM_CUDA = 190  # a cubin's e_machine
 
 
 def elf_is_whole(data):
-    """Whether `data` is a whole ELF shared library: its header, program headers, section
-    header table and the file contents they point to all lie within `data`. dlopen of a
-    truncated library can crash the process (SIGBUS), so it is checked first."""
+    """Whether `data` is a whole ELF shared library, or a whole CUDA cubin (an executable
+    ELF file for a GPU, compile/nvrtc.py): its header, program headers, section header
+    table and the file contents they point to all lie within `data`. dlopen of a truncated
+    library can crash the process (SIGBUS), so it is checked first (and the driver is given
+    no truncated cubin either)."""
     if len(data) < 16 or data[:4] != b"\x7fELF" or data[4] not in _ELF or data[5] not in (1, 2):
         return False
     header, segment, section = (struct.Struct(("<" if data[5] == 1 else ">") + layout)
                                 for layout in _ELF[data[4]])
     if len(data) < 16 + header.size:
         return False
-    (e_type, _, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum,
+    (e_type, e_machine, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum,
      _) = header.unpack_from(data, 16)
-    if e_type != _ET_DYN or phnum == 0 or phentsize < segment.size:
+    if not (e_type == _ET_DYN or (e_type == _ET_EXEC and e_machine == _EM_CUDA)):
+        return False
+    if phnum == 0 or phentsize < segment.size:
         return False
     if phoff + phnum * phentsize > len(data):
         return False

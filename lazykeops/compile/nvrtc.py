@@ -4,8 +4,8 @@ without nvcc and its host pass (issue 17's first call on the GPU).
 This module owns finding libnvrtc (the one that comes with torch's CUDA wheels, a CUDA
 toolkit's, or LAZYKEOPS_NVRTC), its version, and one compile: the device-only source of
 codegen.render_source(spec, device_only=True), with the name expressions of its kernels,
-to a cubin and the kernels' lowered (mangled) names. Loading the cubin and launching it
-(the driver API, and a host side built once per machine) is not here yet.
+to a cubin and the kernels' lowered (mangled) names. compile/driver.py loads and launches
+the cubins.
 
 Measured on the 2-core CPU machine (benchmarks/first_call_nvrtc.py): a Gaussian sum at
 D = 3 in 0.15 s and a tensor-core k-means assignment at D = 64 in 0.39 s, against 0.51 s
@@ -23,8 +23,15 @@ from .build import CSRC
 from .codegen import CUDA_TYPES
 
 # lk_sizes[] of a compiled module (csrc/lk_cuda_engine.cuh: LK_CUDA_DEVICE_ENTRY), in order.
+# (lk_cuda_driver.h reads them by these positions.)
 SIZES = ("block", "rows", "shared_bytes", "tile", "state_bytes", "acc_per_tile",
-         "block_sparse")
+         "block_sparse", "nargs")
+
+# The options of every compile, besides the architecture and the include folders (part of
+# the cache key: compile/build.py). -default-device: the engine headers' host-only helpers
+# (the CPU engine's tile loops) are parsed as device functions, never called, rather than
+# refused.
+OPTIONS = ("-std=c++17", "-DNDEBUG", "-default-device")
 
 _LOCK = threading.Lock()
 _LIB = []  # the loaded library, once found (a list: set once under _LOCK)
@@ -104,6 +111,12 @@ def library():
                          ("; tried: " + "; ".join(tried) if tried else ""))
 
 
+def chosen():
+    """Whether CUDA kernels are compiled by NVRTC: LAZYKEOPS_CUDA_COMPILER=nvrtc and a
+    libnvrtc found (else nvcc, the default until NVRTC's kernels are measured on a GPU)."""
+    return os.environ.get("LAZYKEOPS_CUDA_COMPILER", "nvcc") == "nvrtc" and available()
+
+
 def available():
     try:
         library()
@@ -152,10 +165,8 @@ def compile_cubin(source, names, arch, name="lazykeops_kernel.cu", options=()):
         for expr in names:
             _check(lib, lib.nvrtcAddNameExpression(prog, expr.encode()),
                    "nvrtcAddNameExpression")
-        # -default-device: the engine headers' host-only helpers (the CPU engine's tile
-        # loops) are parsed as device functions, never called, rather than refused.
-        opts = [f"--gpu-architecture=sm_{arch}", "-std=c++17", "-DNDEBUG", "-default-device",
-                f"-I{CSRC}", f"-I{cuda_include()}", *options]
+        opts = [f"--gpu-architecture=sm_{arch}", *OPTIONS, f"-I{CSRC}", f"-I{cuda_include()}",
+                *options]
         argv = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
         status = lib.nvrtcCompileProgram(prog, len(opts), argv)
         log = _log(lib, prog)

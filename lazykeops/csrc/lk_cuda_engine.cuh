@@ -187,4 +187,5 @@ int cuda_launch(const LkLaunch* a, int64_t nsplit) {
       lk::Engine<LkFormula, LkReduction, T, S>::C::ROWS,                                 \
       (long long)lk::Engine<LkFormula, LkReduction, T, S>::C::SHARED,                    \
       lk::Engine<LkFormula, LkReduction, T, S>::C::Terms::TILE,                          \
-      (long long)sizeof(LkReduction::State), LkReduction::ACC_PER_TILE, LK_BLOCK_SPARSE};
+      (long long)sizeof(LkReduction::State), LkReduction::ACC_PER_TILE, LK_BLOCK_SPARSE,  \
+      LkFormula::NARGS};

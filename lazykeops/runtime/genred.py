@@ -12,6 +12,7 @@ batch dims broadcast.
 
 import ctypes
 
+from ..compile import nvrtc
 from ..compile.build import load_kernel, nvcc_available
 from ..compile.codegen import check_stack_size, render_source
 from ..compile.spec import DTYPES, SUM_SCHEMES, KernelSpec, swap_axis
@@ -196,9 +197,10 @@ class GenredCore:
         if not device.startswith("cuda"):
             raise LazyKeOpsError(f"formula '{self.text}' got arrays on {device}; lazykeops runs "
                                  "on the CPU and on CUDA GPUs")
-        if not nvcc_available():
+        if not nvcc_available() and not nvrtc.chosen():
             raise LazyKeOpsError(f"formula '{self.text}' got CUDA arrays, but no nvcc was found "
-                                 "(install the CUDA toolkit or set CUDA_HOME)")
+                                 "(install the CUDA toolkit or set CUDA_HOME; or pip install "
+                                 "nvidia-cuda-nvrtc and set LAZYKEOPS_CUDA_COMPILER=nvrtc)")
         if self.ncols:
             raise LazyKeOpsError(f"{self.reduction.name} runs on the CPU only")
 
@@ -275,8 +277,12 @@ class GenredCore:
                                                         "indices": self.nidx,
                                                         "columns": self.ncols},
                          "block_sparse": block_sparse}
-            lib = load_kernel(render_source(spec), f"{self.reduction.name}({self.text})",
-                              target, interface)
+            description = f"{self.reduction.name}({self.text})"
+            if spec.target == "cuda" and nvrtc.chosen():
+                lib = load_kernel(render_source(spec, device_only=True), description, target,
+                                  interface, nvrtc_names=nvrtc.kernel_names(spec))
+            else:
+                lib = load_kernel(render_source(spec), description, target, interface)
             self._kernels[key] = lib
         return lib
 

@@ -153,8 +153,9 @@ def test_cuda_build_passes_the_architecture_without_touching_the_environment(
     folder.mkdir()
     environment = dict(os.environ)
     try:
-        build._build(folder, cache, key, build.key_entries(source, "cuda:sm_90"), source,
-                     "cuda kernel", "cuda:sm_90")
+        build._build(folder, cache, key, build.key_entries(source, "cuda:sm_90"),
+                     build._Build(source, "cuda kernel", "cuda:sm_90", None, None,
+                                  build.KernelLibrary))
     except CompileError as err:
         # torch without CUDA cannot link (no libc10_cuda): compiling is what is checked
         assert "c10_cuda" in str(err) or "torch_cuda" in str(err), str(err)

@@ -1,0 +1,118 @@
+"""Running the cubins NVRTC compiles (compile/nvrtc.py): the CUDA engine's host side for
+them (csrc/lk_cuda_driver.h), built once per machine with the C++ compiler like a CPU
+kernel (it calls the CUDA driver, opened at run time: no CUDA headers or libraries at
+build time), and CubinLibrary, the loaded entry of one formula, with the interface of
+build.KernelLibrary (`launch`, `plan`, `block_rows`, `key`).
+
+A cubin is loaded on each device at its first launch there (the device torch has current
+at the call), in the device's primary context, which torch uses too.
+"""
+
+import ctypes
+import json
+import threading
+
+from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, LkLaunch, new_launch, source_prelude
+from .build import load_kernel
+from .codegen import engine_defines
+from .nvrtc import SIZES
+
+MAX_DEVICES = 64  # lk_cuda_driver.h: MAX_DEVICES
+
+
+class LkKernels(ctypes.Structure):
+    """lk_cuda_driver.h's LkKernels: the cubin, its kernels' names, the loaded modules."""
+    _fields_ = [("cubin", ctypes.c_void_p), ("reduce_name", ctypes.c_char_p),
+                ("merge_name", ctypes.c_char_p), ("loaded", ctypes.c_void_p * MAX_DEVICES)]
+
+
+def host_source():
+    """The host side's translation unit: the ABI prelude, the engine constants, the header
+    and its entry macro."""
+    return "\n".join(["// lazykeops: the CUDA host side for NVRTC's cubins", source_prelude(),
+                      *engine_defines(), '#include "lk_cuda_driver.h"', "", "LK_DRIVER_ENTRY",
+                      ""])
+
+
+class DriverHost:
+    """The loaded host side (a cache entry built from host_source())."""
+
+    def __init__(self, path, key, target):
+        self.path, self.key = path, key
+        dll = ctypes.CDLL(str(path))
+        version, size, kernels = dll.lk_abi_version, dll.lk_launch_bytes, dll.lk_kernels_bytes
+        version.restype = size.restype = kernels.restype = ctypes.c_int64
+        if (version(), size(), kernels()) != (ABI_VERSION, LAUNCH_BYTES,
+                                              ctypes.sizeof(LkKernels)):
+            raise AttributeError(f"{path}: another launch ABI")  # the loader rebuilds it
+        self.launch = dll.lk_driver_launch
+        self.launch.argtypes = [ctypes.POINTER(LkLaunch), ctypes.POINTER(LkKernels), ctypes.c_int]
+        self.launch.restype = ctypes.c_int
+        self.plan = dll.lk_driver_plan
+        self.plan.argtypes = [ctypes.POINTER(LkLaunch), ctypes.POINTER(LkKernels), ctypes.c_int]
+        self.plan.restype = ctypes.c_int64
+        self.sizes = dll.lk_driver_sizes
+        self.sizes.argtypes = [ctypes.POINTER(LkKernels), ctypes.c_int,
+                               ctypes.POINTER(ctypes.c_longlong)]
+        self.sizes.restype = ctypes.c_int
+        self._dll = dll
+
+
+_HOST = []
+_HOST_LOCK = threading.Lock()
+
+
+def host():
+    """The host side, built on first use (cached like a kernel)."""
+    with _HOST_LOCK:
+        if not _HOST:
+            _HOST.append(load_kernel(host_source(), "the CUDA host side for NVRTC's kernels",
+                                     "cpu", library=DriverHost))
+        return _HOST[0]
+
+
+def _current_device():
+    import torch
+    return torch.cuda.current_device()
+
+
+class CubinLibrary:
+    """One formula's cubin, from a cache entry whose manifest names its kernels."""
+
+    def __init__(self, path, key, target):
+        self.path, self.key, self.target = path, key, target
+        try:
+            manifest = json.loads((path.parent / "manifest.json").read_text())
+            reduce_name, merge_name = manifest["interface"]["kernels"]
+        except (KeyError, TypeError, ValueError) as err:  # the loader rebuilds the entry
+            raise AttributeError(f"{path}: no kernel names in the manifest ({err})") from None
+        self._cubin = ctypes.create_string_buffer(path.read_bytes())
+        self._names = (reduce_name.encode(), merge_name.encode())
+        self._kernels = LkKernels(ctypes.cast(self._cubin, ctypes.c_void_p), *self._names)
+        self._host = host()
+        self._block_rows = None
+
+    def launch(self, a_ref):
+        """lk_launch's contract: LK_STATUS_OK, NEEDS_WORKSPACE with the size written, ..."""
+        return self._host.launch(a_ref, ctypes.byref(self._kernels), _current_device())
+
+    def plan(self, nbatch, nout, nred, scheme=0):
+        """The number of j-ranges `launch` splits these sizes into (as KernelLibrary.plan)."""
+        a = new_launch(nbatch, nout, nred)
+        a.scheme = scheme
+        return int(self._host.plan(ctypes.byref(a), ctypes.byref(self._kernels),
+                                   _current_device()))
+
+    def sizes(self):
+        """{name: value} of the module's launch sizes (nvrtc.SIZES), loading it on the
+        current device."""
+        out = (ctypes.c_longlong * len(SIZES))()
+        if self._host.sizes(ctypes.byref(self._kernels), _current_device(), out) != 0:
+            raise RuntimeError(f"the CUDA driver could not load the kernel {self.path}")
+        return dict(zip(SIZES, out))
+
+    @property
+    def block_rows(self):
+        if self._block_rows is None:
+            self._block_rows = self.sizes()["rows"]
+        return self._block_rows
