@@ -45,3 +45,25 @@ def test_a_refused_source_names_the_first_error():
 def test_the_version_is_a_pair_of_numbers():
     major, minor = nvrtc.version()
     assert major >= 11 and minor >= 0
+
+
+def test_a_refused_build_names_the_formula_and_keeps_the_source(tmp_path, monkeypatch):
+    # Through the cache's build (compile/build.py), as a first call compiles: the message
+    # names the formula, the kept source and NVRTC's first error (issue 17 item 6).
+    from pathlib import Path
+
+    from lazykeops.compile import build
+    from lazykeops.errors import CompileError
+
+    monkeypatch.setenv("LAZYKEOPS_CACHE_DIR", str(tmp_path))
+    spec = _spec("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None, "float32")
+    broken = render_source(spec, device_only=True).replace("using LkReduction", "usin LkReduction")
+    with pytest.raises(CompileError) as info:
+        build.load_kernel(broken, "Sum(Exp(-G*SqDist(X,Y)) * B)", "cuda:sm_90",
+                          nvrtc_names=nvrtc.kernel_names(spec))
+    message = str(info.value)
+    assert message.startswith("compiling Sum(Exp(-G*SqDist(X,Y)) * B) failed")
+    assert "first error: NVRTC could not compile Sum(Exp(-G*SqDist(X,Y)) * B): " in message
+    assert "error" in message.split("first error: ")[1]
+    kept = Path(message.split("source kept at ")[1].split(";")[0])
+    assert kept.read_text() == broken and kept.parent == tmp_path / "failed"
