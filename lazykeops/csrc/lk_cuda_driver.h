@@ -55,11 +55,17 @@ struct Api {
   bool ok = false;
 };
 
+// The library that holds the driver's entry points: tests/engine/cpp/driver.cpp defines
+// it as nullptr, the program itself, which defines a recording stand-in for each.
+#ifndef LK_CUDA_DRIVER_LIBRARY
+#define LK_CUDA_DRIVER_LIBRARY "libcuda.so.1"
+#endif
+
 // The driver's entry points, resolved once; `ok` false without a driver.
 inline const Api& api() {
   static const Api a = [] {
     Api r{};
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    void* lib = dlopen(LK_CUDA_DRIVER_LIBRARY, RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) return r;
     auto get = [&](auto& fn, const char* name) {
       fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));

@@ -13,6 +13,8 @@ engine below its entry macro, and check it against naive loops of their own.
   merge over split ranges and over the lanes of a tensor-core row) run on the host, with
   ties and NaN terms.
 - plan.cpp: the CUDA engine's split planner (lk_cuda_plan.h) over hand-given sizes.
+- driver.cpp: the host side for NVRTC's cubins (lk_cuda_driver.h) against a recording
+  stand-in of the CUDA driver: launches, their parameters, the split scheme's workspace.
 - cuda_compile.cu: with nvcc, the CUDA kernels compile (-c for sm_90; nothing runs).
 
 Each program prints "PASS <case> ..." or "FAIL <case> ..." per case and exits nonzero on
@@ -60,12 +62,18 @@ CASES = {
              "two_tiles_per_range", "forced_split_two", "forced_split_two_terms",
              "forced_split_one_term", "workspace_limit", "sparse_small_clusters",
              "sparse_large_cluster", "row_blocks"],
+    "driver": ["dense_1d_launch", "split_asks_for_its_workspace_then_merges",
+               "shared_memory_opt_in_and_limit", "block_sparse_work_and_mismatches",
+               "a_module_per_device"],
 }
 
 # policies.cpp tests the policies' algorithms, not the CPU engine's vectorised loops (those
 # run in cpu_engine.cpp and cpu_chunked.cpp with the project's -O3): -O2 saves a third of
 # its compile time.
-OPTIMISE = {"policies": ["-O2"], "plan": ["-O1"]}
+OPTIMISE = {"policies": ["-O2"], "plan": ["-O1"], "driver": ["-O1"]}
+# driver.cpp defines the CUDA driver's entry points that lk_cuda_driver.h looks up in the
+# program itself.
+LINK = {"driver": ["-rdynamic", "-ldl"]}
 
 
 def _cpu_flags():
@@ -145,7 +153,8 @@ def _build_and_run(cxx, folder):
     jobs = {}
     for name in CASES:
         cmd = [cxx, "-std=c++17", *_cpu_flags(), *OPTIMISE.get(name, []), *prelude,
-               f"-I{CSRC}", f"-I{CPP}", str(CPP / f"{name}.cpp"), "-o", str(folder / name)]
+               f"-I{CSRC}", f"-I{CPP}", str(CPP / f"{name}.cpp"), "-o", str(folder / name),
+               *LINK.get(name, [])]
         jobs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True)
     nvcc = _nvcc()
