@@ -36,10 +36,16 @@ MODES = {"tf32": 1, "f16": 2, "bf16": 3}  # TC_MODE in the generated source
 # (H200, benchmarks/RESULTS.md: D = 16 tensor cores 0.9-1.1x slower, D = 32 1.6-1.7x faster).
 MIN_WIDTH = 32
 # 32-bit words per row of X or Y (one per component in TF32, one per two in the halves):
-# the variant keeps a block's whole rows in shared memory, 128 rows of 160 words taking
-# 122 KB with a tile and its products (of 227 KB per block on the H100 / H200); wider
-# variables keep the chunked path (compile/chunking.py).
+# the variant holds a warp's rows as A fragments in registers (80 per thread at 160 words)
+# and stages a block's rows once in shared memory (128 rows of 164 words: 84 KB of the
+# 227 KB per block of the H100 / H200); wider variables keep the chunked path
+# (compile/chunking.py).
 MAX_WORDS = 160
+# Components of the narrow j-variables a plan takes: each tile holds them twice in shared
+# memory (raw, as copied ahead, and converted), 32 terms x 256 components x 8 bytes = 64 KB
+# beside the 84 KB above; past that the tile would pass the block's limit where the
+# CUDA-core path still runs (around 700 components beside a D = 128 X, Y in TF32).
+MAX_NARROW_J = 256
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,8 @@ def plan_tensor_cores(formulas, args, mode):
         return None
     x = next(p for p, c in wide if c == CAT_I)
     y = next(p for p, c in wide if c == CAT_J)
+    if sum(args[p][1] for p in used if args[p][0] == CAT_J and p != y) > MAX_NARROW_J:
+        return None
     formulas = tuple(_norms_as_sums(f) for f in formulas)
     chunks = plan_over(formulas, args, width)
     if chunks is None or chunks.outputs:

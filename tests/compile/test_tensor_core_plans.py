@@ -59,6 +59,11 @@ def test_widths_modes_and_dtypes_bound_the_plan():
     assert plan("SqDist(X, Y)", ["X = Vi(300)", "Y = Vj(300)"], "f16") is not None
     assert plan("SqDist(X, Y)", ["X = Vi(300)", "Y = Vj(300)"], "tf32") is None  # shared memory
     assert plan("SqDist(X, Y)", mode="") is None  # float64, or float32 at "highest"
+    # Narrow j-variables of up to 256 components in all, beside X and Y (shared memory).
+    weights = ["X = Vi(128)", "Y = Vj(128)", "B = Vj(100)", "C = Vj(100)", "E = Vj(56)"]
+    formula = "Exp(-SqDist(X, Y)) * (B + C) * Sum(E)"
+    assert plan(formula, weights) is not None
+    assert plan(formula, weights[:4] + ["E = Vj(57)"]) is None
 
 
 def test_the_mode_follows_the_dtype_the_architecture_and_torchs_setting():
