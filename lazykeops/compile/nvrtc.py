@@ -7,9 +7,9 @@ codegen.render_source(spec, device_only=True), with the name expressions of its 
 to a cubin and the kernels' lowered (mangled) names. compile/driver.py loads and launches
 the cubins.
 
-Measured on the 2-core CPU machine (benchmarks/first_call_nvrtc.py): a Gaussian sum at
-D = 3 in 0.15 s and a tensor-core k-means assignment at D = 64 in 0.39 s, against 0.51 s
-and 0.72 s for `nvcc -cubin` and about 1.8 s for nvcc with the host pass.
+Measured on the 2-core CPU machine (benchmarks/compile_cuda.py, RESULTS.md): median 0.185 s
+over ten formulas (a Gaussian sum 0.16 s, a tensor-core k-means assignment 0.46 s) against
+0.52 s for `nvcc -cubin` and 1.33 s for nvcc with its host pass.
 """
 
 import ctypes
@@ -41,37 +41,37 @@ class NvrtcError(LazyKeOpsError):
     """A compile NVRTC refused, or no NVRTC to compile with."""
 
 
+def _search(wheel_patterns, home_patterns):
+    """Paths matching the patterns under the nvidia wheels' folders (nvidia-cuda-nvrtc,
+    nvidia-cuda-runtime: what torch's CUDA builds depend on), then under CUDA_HOME,
+    CUDA_PATH and /usr/local/cuda."""
+    try:
+        import nvidia
+        roots = list(nvidia.__path__)
+    except ImportError:
+        roots = []
+    for root in roots:
+        for pattern in wheel_patterns:
+            yield from sorted(glob.glob(os.path.join(root, pattern)))
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home:
+            for pattern in home_patterns:
+                yield from sorted(glob.glob(os.path.join(home, pattern)))
+
+
 def _candidates():
     """Where libnvrtc may be, most specific first."""
     explicit = os.environ.get("LAZYKEOPS_NVRTC")
     if explicit:
         yield explicit
-    try:  # the nvidia-cuda-nvrtc wheel torch's CUDA builds depend on
-        import nvidia
-        for root in nvidia.__path__:
-            yield from sorted(glob.glob(os.path.join(root, "cu*", "lib", "libnvrtc.so.*")))
-            yield from sorted(glob.glob(os.path.join(root, "cuda_nvrtc", "lib", "libnvrtc.so.*")))
-    except ImportError:
-        pass
-    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if home:
-            yield from sorted(glob.glob(os.path.join(home, "lib64", "libnvrtc.so*")))
+    yield from _search(("cu*/lib/libnvrtc.so.*", "cuda_nvrtc/lib/libnvrtc.so.*"),
+                       ("lib64/libnvrtc.so*",))
 
 
 def _headers():
     """Folders that may hold CUDA's device headers (cuda_fp16.h, ...), which NVRTC needs
     from a toolkit or the nvidia-cuda-runtime wheel."""
-    try:
-        import nvidia
-        for root in nvidia.__path__:
-            yield from sorted(glob.glob(os.path.join(root, "cu*", "include")))
-            yield from sorted(glob.glob(os.path.join(root, "cuda_runtime", "include")))
-    except ImportError:
-        pass
-    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
-        if home:
-            yield os.path.join(home, "include")
-            yield from sorted(glob.glob(os.path.join(home, "targets", "*", "include")))
+    yield from _search(("cu*/include", "cuda_runtime/include"), ("include", "targets/*/include"))
 
 
 def cuda_include():
