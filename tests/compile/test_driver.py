@@ -42,3 +42,60 @@ def test_a_cubin_entry_without_a_driver_fails_cleanly():
     again = build.load_kernel(render_source(spec, device_only=True), "gauss", "cuda:sm_90",
                               nvrtc_names=names)
     assert again.key == lib.key and again._names == lib._names
+
+
+def _sections(data):
+    """{name: bytes} of an ELF64 little-endian file's sections."""
+    import struct
+
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3a)
+
+    def header(i):  # (name offset, file offset, size)
+        fields = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        return fields[0], fields[4], fields[5]
+    strings = header(shstrndx)[1]
+    out = {}
+    for i in range(shnum):
+        name, offset, size = header(i)
+        out[data[strings + name:data.index(b"\0", strings + name)].decode()] = \
+            data[offset:offset + size]
+    return out
+
+
+def _parameter_sizes(info):
+    """The kernel's parameter sizes by ordinal, from its .nv.info section's
+    EIATTR_KPARAM_INFO entries (attribute 0x17: index, ordinal, offset, flags whose bits
+    18-31 are the size)."""
+    import struct
+
+    params, pos = {}, 0
+    while pos + 4 <= len(info):
+        fmt, attr = info[pos], info[pos + 1]
+        size = struct.unpack_from("<H", info, pos + 2)[0] if fmt == 4 else 0
+        if attr == 0x17:
+            _, ordinal, _, flags = struct.unpack_from("<IHHI", info, pos + 4)
+            params[ordinal] = (flags >> 18) & 0x3FFF
+        pos += 4 + size
+    return [params[k] for k in sorted(params)]
+
+
+@pytest.mark.skipif(not nvrtc.available(), reason="no libnvrtc")
+@pytest.mark.parametrize("block_sparse", [False, True])
+def test_the_kernels_take_the_parameters_the_host_side_packs(block_sparse):
+    # lk_cuda_driver.h's launch packs (nbatch, nout, nred, work, ArgTable, Outputs,
+    # partial) and the merge's (nbatch, nout, nsplit, partial, Outputs) with these sizes
+    # (tests/engine/cpp/driver.cpp checks their bytes): the compiled kernels agree.
+    import dataclasses
+
+    spec = dataclasses.replace(_spec("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None, "float32"),
+                               block_sparse=block_sparse)
+    nargs = len(spec.args)
+    names = nvrtc.kernel_names(spec)
+    compiled = nvrtc.compile_cubin(render_source(spec, device_only=True), names, "90")
+    sections = _sections(compiled.cubin)
+    reduce_info = sections[".nv.info." + compiled.lowered[names[0]]]
+    merge_info = sections[".nv.info." + compiled.lowered[names[1]]]
+    assert _parameter_sizes(reduce_info) == [8, 8, 8, 56 if block_sparse else 8, 16 * nargs,
+                                             48, 8]
+    assert _parameter_sizes(merge_info) == [8, 8, 4, 8, 48]
