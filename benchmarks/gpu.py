@@ -2,7 +2,7 @@
 float32 unless named, medians of a few runs after a warm-up (compile excluded), with dense
 torch where it fits in memory, and pykeops when it is importable.
 
-    python benchmarks/gpu.py [--quick]
+    python benchmarks/gpu.py [--quick] [--peers]
 
 pykeops runs in a child process (pykeops 2.3 segfaults on CUDA 13 machines): its column
 reads "crashed" when that process dies. Prints a table; copy it to benchmarks/RESULTS.md
@@ -97,6 +97,8 @@ def pykeops_times(quick):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="skip the N = 1e6, D = 64 run")
+    parser.add_argument("--peers", action="store_true",
+                        help="then the tensor-core peers' table (benchmarks/peers.py)")
     parser.add_argument("--pykeops-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pykeops_worker:
@@ -140,6 +142,9 @@ def main():
         dense_text = f"{dense * 1e3:.3g} ms" if dense else ""
         print(f"| {name} | {n:,} | {d} | {seconds * 1e3:.3g} ms | {n * n / seconds / 1e9:,.0f} "
               f"| {pk} | {dense_text} |")
+    if args.peers:
+        import peers  # benchmarks/ is on sys.path when run as a script
+        peers.main([])
 
 
 if __name__ == "__main__":

@@ -127,12 +127,14 @@ def run(library, rows, repeats):
     return times, (None if proc.returncode == 0 else proc.stderr[-2000:])
 
 
-def main():
+def main(argv=None):
+    """The table; `argv`: the options (sys.argv's by default; benchmarks/gpu.py --peers
+    passes none)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", default="kmeans,sinkhorn")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     if opts.worker:
         return worker(opts.worker, opts.rows, opts.repeats)
     results = {}
