@@ -12,6 +12,8 @@ import ctypes
 import json
 import threading
 
+import torch
+
 from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, LkLaunch, new_launch, source_prelude
 from .build import load_kernel
 from .codegen import engine_defines
@@ -71,11 +73,6 @@ def host():
         return _HOST[0]
 
 
-def _current_device():
-    import torch
-    return torch.cuda.current_device()
-
-
 class CubinLibrary:
     """One formula's cubin, from a cache entry whose manifest names its kernels."""
 
@@ -94,20 +91,20 @@ class CubinLibrary:
 
     def launch(self, a_ref):
         """lk_launch's contract: LK_STATUS_OK, NEEDS_WORKSPACE with the size written, ..."""
-        return self._host.launch(a_ref, ctypes.byref(self._kernels), _current_device())
+        return self._host.launch(a_ref, ctypes.byref(self._kernels), torch.cuda.current_device())
 
     def plan(self, nbatch, nout, nred, scheme=0):
         """The number of j-ranges `launch` splits these sizes into (as KernelLibrary.plan)."""
         a = new_launch(nbatch, nout, nred)
         a.scheme = scheme
         return int(self._host.plan(ctypes.byref(a), ctypes.byref(self._kernels),
-                                   _current_device()))
+                                   torch.cuda.current_device()))
 
     def sizes(self):
         """{name: value} of the module's launch sizes (nvrtc.SIZES), loading it on the
         current device."""
         out = (ctypes.c_longlong * len(SIZES))()
-        if self._host.sizes(ctypes.byref(self._kernels), _current_device(), out) != 0:
+        if self._host.sizes(ctypes.byref(self._kernels), torch.cuda.current_device(), out) != 0:
             raise RuntimeError(f"the CUDA driver could not load the kernel {self.path}")
         return dict(zip(SIZES, out))
 

@@ -15,7 +15,6 @@
 
 #include <cstring>
 #include <mutex>
-#include <vector>
 
 #include "lk_cuda_plan.h"
 #include "lk_ranges.h"
@@ -124,15 +123,17 @@ inline bool use_device(int device) {
   static std::mutex lock;
   const Api& d = api();
   if (!d.ok || device < 0 || device >= MAX_DEVICES) return false;
-  CUcontext ctx;
-  {
+  // The lock only until the device's context is known (a launch then takes none).
+  CUcontext ctx = __atomic_load_n(&contexts[device], __ATOMIC_ACQUIRE);
+  if (ctx == nullptr) {
     std::lock_guard<std::mutex> guard(lock);
-    if (contexts[device] == nullptr) {
-      CUdevice dev;
-      if (d.device_get(&dev, device) != 0 || d.primary_ctx_retain(&contexts[device], dev) != 0)
-        return false;
-    }
     ctx = contexts[device];
+    if (ctx == nullptr) {
+      CUdevice dev;
+      if (d.device_get(&dev, device) != 0 || d.primary_ctx_retain(&ctx, dev) != 0)
+        return false;
+      __atomic_store_n(&contexts[device], ctx, __ATOMIC_RELEASE);
+    }
   }
   CUcontext current = nullptr;
   if (d.ctx_get_current(&current) != 0) return false;
@@ -209,11 +210,14 @@ inline int launch(LkLaunch* a, const Loaded& l) {
   const int64_t blocks = row_blocks_for(k, a);
   if (blocks == 0) return LK_STATUS_OK;
   if (blocks > 0x7fffffffll) return LK_STATUS_FAILED;
+  // ArgTable<F>, in a kernel's parameter space (4 KB: far more arguments than a formula
+  // has); no heap allocation per launch.
   const int64_t nargs = l.sizes[S_NARGS] > 0 ? l.sizes[S_NARGS] : 1;
-  std::vector<unsigned char> table(16 * nargs, 0);
+  unsigned char table[4096] = {};
+  if (16 * nargs > (int64_t)sizeof table) return LK_STATUS_FAILED;
   if (l.sizes[S_NARGS] > 0) {
-    std::memcpy(table.data(), a->args, 8 * nargs);
-    std::memcpy(table.data() + 8 * nargs, a->batch_strides, 8 * nargs);
+    std::memcpy(table, a->args, 8 * nargs);
+    std::memcpy(table + 8 * nargs, a->batch_strides, 8 * nargs);
   }
   Outputs out{a->vals, a->idx, a->vals_width, a->vals_offset, a->idx_width, a->idx_offset};
   int64_t per_split = (a->nred + nsplit - 1) / nsplit;  // DenseWork
@@ -222,7 +226,7 @@ inline int launch(LkLaunch* a, const Loaded& l) {
   void* work = l.sizes[S_BLOCK_SPARSE] ? static_cast<void*>(&sets) : &per_split;
   void* partial = nsplit > 1 ? a->workspace : nullptr;
   int64_t nbatch = a->nbatch, nout = a->nout, nred = a->nred;
-  void* params[] = {&nbatch, &nout, &nred, work, table.data(), &out, &partial};
+  void* params[] = {&nbatch, &nout, &nred, work, table, &out, &partial};
   const auto stream = static_cast<CUstream>(a->stream);
   if (d.launch_kernel(l.reduce, (unsigned)blocks, (unsigned)nsplit,
                       (unsigned)(nbatch < 65535 ? nbatch : 65535), (unsigned)l.sizes[S_BLOCK],

@@ -186,6 +186,6 @@ int cuda_launch(const LkLaunch* a, int64_t nsplit) {
       lk::Engine<LkFormula, LkReduction, T, S>::C::BLOCK,                                \
       lk::Engine<LkFormula, LkReduction, T, S>::C::ROWS,                                 \
       (long long)lk::Engine<LkFormula, LkReduction, T, S>::C::SHARED,                    \
-      lk::Engine<LkFormula, LkReduction, T, S>::C::Terms::TILE,                          \
+      lk::Engine<LkFormula, LkReduction, T, S>::C::TILE,                                 \
       (long long)sizeof(LkReduction::State), LkReduction::ACC_PER_TILE, LK_BLOCK_SPARSE,  \
       LkFormula::NARGS};
