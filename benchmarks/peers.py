@@ -18,7 +18,6 @@ Rows:
 
 Medians of `repeats` runs after a warm-up (compile and autotuning excluded). A library
 that is not importable leaves its cells empty. Prints one table for RESULTS.md.
-Written on the CPU machine and not yet run (no device time was left that session).
 """
 
 import argparse

@@ -4,8 +4,8 @@ cache's commands.
 Without a command (`main`): compiles (or loads from the cache) one Gaussian kernel sum,
 runs it on 100,000 points in 3D, checks a sample of rows against dense torch in float64,
 and prints the timings, the engine and the cache directory; then the same on the GPU where
-torch sees one and nvcc is installed (1,000,000 points). Exits with status 1 if a check
-fails.
+torch sees one and a CUDA compiler (NVRTC or nvcc) is found (1,000,000 points). Exits with
+status 1 if a check fails.
 
 `python -m lazykeops warmup [--device cpu|cuda] [--dtypes ...] [--dims ...] [--kinds ...]
 [--apis ...] [--jobs N]` builds the common kernels into the cache ahead of time
@@ -63,11 +63,11 @@ def check(device, n, sample=200):
 def main():
     import torch
 
-    from .compile.build import nvcc_available
     from .compile.cache import cache_dir
+    from .compile.nvrtc import compiler
 
     ok = check("cpu", 100_000)
-    if torch.cuda.is_available() and nvcc_available():
+    if torch.cuda.is_available() and compiler() is not None:
         ok = check("cuda", 1_000_000) and ok
     print(f"cache: {cache_dir()}")
     return 0 if ok else 1

@@ -108,19 +108,20 @@ def check_health():
 
 @lru_cache(maxsize=None)
 def gpu_available():
-    """True where lazykeops can run CUDA kernels: torch sees a GPU and nvcc is installed."""
+    """True where lazykeops can run CUDA kernels: torch sees a GPU and a CUDA compiler
+    (NVRTC or nvcc: compile/nvrtc.py's compiler()) is found."""
     if importlib.util.find_spec("torch") is None:
         return False
     import torch
 
-    from ..compile.build import nvcc_available
+    from ..compile.nvrtc import compiler
 
-    return bool(torch.cuda.is_available()) and nvcc_available()
+    return bool(torch.cuda.is_available()) and compiler() is not None
 
 
 def show_cuda_status():
-    """Print what lazykeops's CUDA path finds: torch's CUDA, the GPUs, nvcc."""
-    from ..compile.build import nvcc_available
+    """Print what lazykeops's CUDA path finds: torch's CUDA, the GPUs, the CUDA compiler."""
+    from ..compile.nvrtc import compiler
 
     if importlib.util.find_spec("torch") is None:
         print("[lazykeops as pyKeOps] torch is not installed: CPU only (numpy)")
@@ -130,9 +131,9 @@ def show_cuda_status():
     gpus = [torch.cuda.get_device_name(k) for k in range(torch.cuda.device_count())] \
         if torch.cuda.is_available() else []
     print(f"[lazykeops as pyKeOps] torch {torch.__version__}, CUDA "
-          f"{torch.version.cuda or 'absent'}; GPUs: {', '.join(gpus) or 'none'}; nvcc: "
-          f"{'found' if nvcc_available() else 'not found'}; CUDA kernels "
-          f"{'available' if gpus and nvcc_available() else 'unavailable: CPU only'}")
+          f"{torch.version.cuda or 'absent'}; GPUs: {', '.join(gpus) or 'none'}; CUDA "
+          f"compiler: {compiler() or 'none found'}; CUDA kernels "
+          f"{'available' if gpus and compiler() else 'unavailable: CPU only'}")
 
 
 def found(module):

@@ -6,9 +6,9 @@ the engine's prelude precompiled once per cache (`pch.py`). On the 2-core CPU ma
 new dense Sum took 0.70 s through torch.utils.cpp_extension's Ninja build (writing and
 running the ninja file, linking against torch's libraries, which the plain-C entry point
 does not use), 0.42 s by one direct call, 0.30 s with the precompiled prelude. CUDA
-kernels: nvcc through torch.utils.cpp_extension's Ninja build, or, with
-LAZYKEOPS_CUDA_COMPILER=nvrtc, NVRTC in-process to a cubin (compile/nvrtc.py, run by
-compile/driver.py's host side).
+kernels (the compiler chosen by compile/nvrtc.py's `compiler()`): NVRTC in-process to a
+cubin (compile/nvrtc.py; compile/driver.py runs it and builds the formula's two entries),
+or nvcc through torch.utils.cpp_extension's Ninja build.
 
 The key hashes named entries (`key_entries`): the source, the engine headers, the
 lazykeops version, the compiler, the flags, torch's version ("no torch" in a numpy user's
@@ -204,16 +204,14 @@ def load_kernel(source, description="", target="cpu", interface=None, nvrtc_name
     """The loaded library for `source`, building it if no valid cache entry exists;
     `interface` goes into the manifest of a new build (cache.write_manifest).
     `nvrtc_names`: `source` is device code for NVRTC, compiled with these name
-    expressions to a cubin (a CubinLibrary, compile/driver.py). `library`: the class that
-    loads a built entry (path, key, target), KernelLibrary by default."""
+    expressions to a cubin (compile/driver.py loads it). `library`: the class that loads a
+    built entry (path, key, target), KernelLibrary by default."""
     key = cache_key(source, target, nvrtc_names)
     lib = _LOADED.get(key)
     if lib is None:
         with _THREAD_LOCKS.setdefault(key, threading.Lock()):  # setdefault: atomic in CPython
             lib = _LOADED.get(key)
             if lib is None:
-                if library is None and nvrtc_names is not None:
-                    from .driver import CubinLibrary as library
                 build = _Build(source, description, target, interface, nvrtc_names,
                                library or KernelLibrary)
                 lib = _load_or_build(key, key_entries(source, target, nvrtc_names), build)

@@ -306,3 +306,18 @@ def render_source(spec, device_only=False):
         f"{entry}({types})",
         "",
     ])
+
+
+def render_merge_source(spec):
+    """The device code of the split scheme's merge for spec's reduction policy, for NVRTC:
+    it depends on the policy and the types alone (csrc/lk_cuda_kernel.cuh: merge_splits),
+    so every formula reduced the same way shares one build (compile/driver.py)."""
+    assert spec.target == "cuda", "the split merge is CUDA's"
+    return "\n".join([
+        f"// lazykeops: the split scheme's merge for {spec.reduction}",
+        *engine_defines(),
+        '#include "lk_cuda_kernel.cuh"',
+        "",
+        f"using LkReduction = {reduction_policy(spec)};",
+        "",
+    ])

@@ -1,30 +1,36 @@
 """Running the cubins NVRTC compiles (compile/nvrtc.py): the CUDA engine's host side for
 them (csrc/lk_cuda_driver.h), built once per machine with the C++ compiler like a CPU
 kernel (it calls the CUDA driver, opened at run time: no CUDA headers or libraries at
-build time), and CubinLibrary, the loaded entry of one formula, with the interface of
+build time), and CubinLibrary, the loaded kernels of one formula, with the interface of
 build.KernelLibrary (`launch`, `plan`, `block_rows`, `key`).
 
-A cubin is loaded on each device at its first launch there (the device torch has current
-at the call), in the device's primary context, which torch uses too.
+A formula's kernels are two cache entries: its reduction, and the split scheme's merge of
+its reduction policy, which depends on the policy and the types alone (every Sum of one
+float32 value shares one), so that a new formula most often compiles its reduction only;
+when both are new they compile side by side (`load_library`). Their cubins are loaded on
+each device at its first launch there (the device torch has current at the call), in the
+device's primary context, which torch uses too.
 """
 
 import ctypes
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, LkLaunch, new_launch, source_prelude
 from .build import load_kernel
-from .codegen import engine_defines
-from .nvrtc import SIZES
+from .codegen import engine_defines, render_merge_source, render_source
+from .nvrtc import SIZES, kernel_names
 
 MAX_DEVICES = 64  # lk_cuda_driver.h: MAX_DEVICES
 
 
 class LkKernels(ctypes.Structure):
-    """lk_cuda_driver.h's LkKernels: the cubin, its kernels' names, the loaded modules."""
-    _fields_ = [("cubin", ctypes.c_void_p), ("reduce_name", ctypes.c_char_p),
+    """lk_cuda_driver.h's LkKernels: the cubins, their kernels' names, the loaded modules."""
+    _fields_ = [("cubin", ctypes.c_void_p), ("merge_cubin", ctypes.c_void_p),
+                ("reduce_name", ctypes.c_char_p),
                 ("merge_name", ctypes.c_char_p), ("loaded", ctypes.c_void_p * MAX_DEVICES)]
 
 
@@ -73,19 +79,57 @@ def host():
         return _HOST[0]
 
 
-class CubinLibrary:
-    """One formula's cubin, from a cache entry whose manifest names its kernels."""
+class CubinEntry:
+    """A cache entry NVRTC built: the cubin and the lowered name of its one kernel, which
+    its manifest records."""
 
     def __init__(self, path, key, target):
         self.path, self.key, self.target = path, key, target
         try:
             manifest = json.loads((path.parent / "manifest.json").read_text())
-            reduce_name, merge_name = manifest["interface"]["kernels"]
+            (name,) = manifest["interface"]["kernels"]
         except (KeyError, TypeError, ValueError) as err:  # the loader rebuilds the entry
-            raise AttributeError(f"{path}: no kernel names in the manifest ({err})") from None
-        self._cubin = ctypes.create_string_buffer(path.read_bytes())
-        self._names = (reduce_name.encode(), merge_name.encode())
-        self._kernels = LkKernels(ctypes.cast(self._cubin, ctypes.c_void_p), *self._names)
+            raise AttributeError(f"{path}: no kernel name in the manifest ({err})") from None
+        self.cubin = ctypes.create_string_buffer(path.read_bytes())
+        self.name = name.encode()
+
+
+_LIBRARIES = {}  # (reduction key, merge key) -> CubinLibrary: one module per device each
+_LIBRARIES_LOCK = threading.Lock()
+
+
+def load_library(spec, description, target, interface):
+    """The CubinLibrary of `spec` for `target` ("cuda:sm_XY"), its two entries loaded from
+    the cache or built; a new merge builds in a second thread while this one builds the
+    reduction (NVRTC runs without the GIL)."""
+    reduce_name, merge_name = kernel_names(spec)
+
+    def merge():
+        return load_kernel(render_merge_source(spec), f"the split merge of {spec.reduction}",
+                           target, {"dtype": spec.dtype}, nvrtc_names=[merge_name],
+                           library=CubinEntry)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        merged = pool.submit(merge)
+        reduction = load_kernel(render_source(spec, device_only=True), description, target,
+                                interface, nvrtc_names=[reduce_name], library=CubinEntry)
+        merged = merged.result()
+    with _LIBRARIES_LOCK:
+        lib = _LIBRARIES.get((reduction.key, merged.key))
+        if lib is None:
+            lib = _LIBRARIES[reduction.key, merged.key] = CubinLibrary(reduction, merged)
+        return lib
+
+
+class CubinLibrary:
+    """One formula's kernels: its reduction's entry and its merge's (CubinEntry)."""
+
+    def __init__(self, reduction, merge):
+        self.path, self.key, self.target = reduction.path, reduction.key, reduction.target
+        self._entries = (reduction, merge)  # their buffers outlive the modules' loads
+        self._kernels = LkKernels(ctypes.cast(reduction.cubin, ctypes.c_void_p),
+                                  ctypes.cast(merge.cubin, ctypes.c_void_p),
+                                  reduction.name, merge.name)
         self._host = host()
         self._block_rows = None
 

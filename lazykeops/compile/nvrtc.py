@@ -1,15 +1,19 @@
 """NVRTC, the CUDA compiler in a library: a formula's device code to a cubin in-process,
 without nvcc and its host pass (issue 17's first call on the GPU).
 
-This module owns finding libnvrtc (the one that comes with torch's CUDA wheels, a CUDA
-toolkit's, or LAZYKEOPS_NVRTC), its version, and one compile: the device-only source of
-codegen.render_source(spec, device_only=True), with the name expressions of its kernels,
-to a cubin and the kernels' lowered (mangled) names. compile/driver.py loads and launches
-the cubins.
+This module owns the choice of the CUDA compiler (`compiler()`: LAZYKEOPS_CUDA_COMPILER,
+NVRTC by default where it is found), finding libnvrtc (the one that comes with torch's CUDA
+wheels, a CUDA toolkit's, or LAZYKEOPS_NVRTC), its version, and one compile: a device-only
+source (codegen.render_source(spec, device_only=True), or the split merge's
+codegen.render_merge_source(spec)) with the name expressions of its kernels, to a cubin
+and the kernels' lowered (mangled) names. compile/driver.py loads and launches the cubins.
 
 Measured on the 2-core CPU machine (benchmarks/compile_cuda.py, RESULTS.md): median 0.185 s
-over ten formulas (a Gaussian sum 0.16 s, a tensor-core k-means assignment 0.46 s) against
-0.52 s for `nvcc -cubin` and 1.33 s for nvcc with its host pass.
+over ten formulas, the reduction and the merge in one program (a Gaussian sum 0.16 s, a
+tensor-core k-means assignment 0.46 s) against 0.52 s for `nvcc -cubin` and 1.33 s for nvcc
+with its host pass; the reduction alone (the merge is shared: compile/driver.py) 0.11 s for
+the Gaussian sum. Options: -Ofc=min ("fast compile") saves a quarter of the time but its
+kernels ran 1.1-2x slower on the H200 (benchmarks/nvrtc_kernels.py).
 """
 
 import ctypes
@@ -111,15 +115,49 @@ def library():
                          ("; tried: " + "; ".join(tried) if tried else ""))
 
 
+COMPILER_SETTINGS = ("auto", "nvrtc", "nvcc")
+
+
+def compiler():
+    """The compiler of this process's CUDA kernels: "nvrtc" or "nvcc", as
+    LAZYKEOPS_CUDA_COMPILER asks: "auto" (the default) takes NVRTC where libnvrtc and
+    CUDA's device headers are found, else nvcc; None where the one asked for (for "auto",
+    either) is missing (`missing_compiler` says what to install)."""
+    asked = os.environ.get("LAZYKEOPS_CUDA_COMPILER", "auto")
+    if asked not in COMPILER_SETTINGS:
+        raise LazyKeOpsError(f"LAZYKEOPS_CUDA_COMPILER must be one of {COMPILER_SETTINGS}, "
+                             f"got {asked!r}")
+    if asked != "nvcc" and available():
+        return "nvrtc"
+    from .build import nvcc_available
+
+    if asked != "nvrtc" and nvcc_available():
+        return "nvcc"
+    return None
+
+
+def missing_compiler():
+    """What to install when compiler() is None, for error messages."""
+    nvrtc = "libnvrtc (pip install nvidia-cuda-nvrtc, which torch's CUDA wheels bring; or " \
+        "set LAZYKEOPS_NVRTC to its path) with CUDA's headers"
+    nvcc = "nvcc (install the CUDA toolkit or set CUDA_HOME)"
+    asked = os.environ.get("LAZYKEOPS_CUDA_COMPILER", "auto")
+    if asked == "auto":
+        return f"no CUDA compiler was found: neither {nvrtc}, nor {nvcc}"
+    return f"LAZYKEOPS_CUDA_COMPILER={asked}, but no " + (nvrtc if asked == "nvrtc" else nvcc) \
+        + " was found"
+
+
 def chosen():
-    """Whether CUDA kernels are compiled by NVRTC: LAZYKEOPS_CUDA_COMPILER=nvrtc and a
-    libnvrtc found (else nvcc, the default until NVRTC's kernels are measured on a GPU)."""
-    return os.environ.get("LAZYKEOPS_CUDA_COMPILER", "nvcc") == "nvrtc" and available()
+    """Whether CUDA kernels are compiled by NVRTC (compiler())."""
+    return compiler() == "nvrtc"
 
 
 def available():
+    """Whether libnvrtc and CUDA's device headers are found."""
     try:
         library()
+        cuda_include()
         return True
     except NvrtcError:
         return False
@@ -139,11 +177,13 @@ def _check(lib, status, what):
 
 
 def kernel_names(spec):
-    """The name expressions of a spec's kernels in its device-only source: the reduction
-    (its engine's variant and work source) and the merge of the split scheme."""
-    args = "LkFormula, LkReduction, " + ", ".join(CUDA_TYPES[spec.dtype])
+    """The name expressions of a spec's kernels: the reduction (its engine's variant and
+    work source) in codegen.render_source(spec, device_only=True), and the split merge in
+    codegen.render_merge_source(spec)."""
+    types = ", ".join(CUDA_TYPES[spec.dtype])
+    args = f"LkFormula, LkReduction, {types}"
     engine = f"lk::Engine<{args}>"
-    return (f"&lk::reduce<{args}, {engine}::C, {engine}::W>", f"&lk::merge_splits<{args}>")
+    return f"&lk::reduce<{args}, {engine}::C, {engine}::W>", f"&lk::merge_splits<LkReduction, {types}>"
 
 
 @dataclass(frozen=True)

@@ -237,12 +237,12 @@ def check_device(device):
         return None
     import torch
 
-    from .build import nvcc_available
+    from .nvrtc import compiler, missing_compiler
 
     if not torch.cuda.is_available():
         return "--device cuda: torch sees no CUDA device here"
-    if not nvcc_available():
-        return "--device cuda: no nvcc found (install the CUDA toolkit or set CUDA_HOME)"
+    if compiler() is None:
+        return f"--device cuda: {missing_compiler()}"
     return None
 
 

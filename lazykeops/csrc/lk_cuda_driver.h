@@ -103,11 +103,13 @@ struct Loaded {
 }  // namespace lk
 
 extern "C" {
-// One formula's kernels: its cubin and the lowered names of the reduction and the merge
-// (the caller, compile/driver.py, keeps them alive and zeroes `loaded`), and the module
-// loaded on each device so far (published with atomic stores).
+// One formula's kernels: the cubin of its reduction, the cubin of its reduction policy's
+// split merge (built once per policy: compile/driver.py) and their kernels' lowered names
+// (the caller keeps them alive and zeroes `loaded`), and the modules loaded on each
+// device so far (published with atomic stores).
 struct LkKernels {
   const void* cubin;
+  const void* merge_cubin;
   const char* reduce_name;
   const char* merge_name;
   lk::driver::Loaded* loaded[lk::driver::MAX_DEVICES];
@@ -140,9 +142,9 @@ inline bool use_device(int device) {
   return current == ctx || d.ctx_set_current(ctx) == 0;
 }
 
-// The formula's module on `device`, loaded on first use; null on a driver error. A
-// module that needs more shared memory than the device has loads: its launches report
-// LK_STATUS_SHARED_MEMORY.
+// The formula's modules on `device` (its reduction's and its merge's), loaded on first
+// use; null on a driver error. A reduction that needs more shared memory than the device
+// has loads: its launches report LK_STATUS_SHARED_MEMORY.
 inline Loaded* loaded_on(LkKernels* k, int device) {
   if (!use_device(device)) return nullptr;
   Loaded* l = __atomic_load_n(&k->loaded[device], __ATOMIC_ACQUIRE);
@@ -153,14 +155,15 @@ inline Loaded* loaded_on(LkKernels* k, int device) {
   if (l != nullptr) return l;
   const Api& d = api();
   Loaded fresh;
-  CUmodule module;
+  CUmodule module, merge_module;
   CUdeviceptr sizes;
   size_t bytes = 0;
   CUdevice dev;
   int sms = 1, per_sm = 1;
   if (d.module_load_data(&module, k->cubin) != 0 ||
       d.module_get_function(&fresh.reduce, module, k->reduce_name) != 0 ||
-      d.module_get_function(&fresh.merge, module, k->merge_name) != 0 ||
+      d.module_load_data(&merge_module, k->merge_cubin) != 0 ||
+      d.module_get_function(&fresh.merge, merge_module, k->merge_name) != 0 ||
       d.module_get_global(&sizes, &bytes, module, "lk_sizes") != 0 ||
       bytes != sizeof fresh.sizes || d.memcpy_dtoh(fresh.sizes, sizes, bytes) != 0 ||
       d.device_get(&dev, device) != 0 ||

@@ -140,7 +140,7 @@ int cuda_launch(const LkLaunch* a, int64_t nsplit) {
   if (nsplit > 1) {
     const int64_t total = nbatch * nout;
     const int64_t blocks = (total + 255) / 256;
-    merge_splits<F, R, T, S><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
+    merge_splits<R, T, S><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, stream>>>(
         nbatch, nout, (int)nsplit, partial, out);
   }
   return cudaGetLastError() == cudaSuccess ? LK_STATUS_OK : LK_STATUS_FAILED;

@@ -86,7 +86,7 @@ struct Outputs {
   int64_t vstride, voff, istride, ioff;
 };
 
-template <class F, class R, class T, class S>
+template <class R, class T, class S>
 __device__ LK_INLINE void write_outputs(const typename R::State& st, const Outputs<S>& out,
                                         int64_t t) {
   T v[R::VALS > 0 ? R::VALS : 1];
@@ -328,14 +328,16 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Out
       if (partial)
         partial[(b * gridDim.y + blockIdx.y) * nout + i] = st[r];
       else
-        write_outputs<F, R, T, S>(st[r], out, b * nout + i);
+        write_outputs<R, T, S>(st[r], out, b * nout + i);
     }
   }
 }
 
 // The split scheme's second step: one thread per (batch, row) merges its nsplit States in
-// order of j (ties keep the smaller index) and writes the outputs.
-template <class F, class R, class T, class S>
+// order of j (ties keep the smaller index) and writes the outputs. It depends on the
+// reduction policy alone, not on the formula: NVRTC builds it once per policy
+// (compile/driver.py), beside the formulas' reductions.
+template <class R, class T, class S>
 __global__ void merge_splits(int64_t nbatch, int64_t nout, int nsplit,
                              const typename R::State* partial, Outputs<S> out) {
   const int64_t total = nbatch * nout;
@@ -344,7 +346,7 @@ __global__ void merge_splits(int64_t nbatch, int64_t nout, int nsplit,
     const int64_t b = t / nout, i = t - b * nout;
     typename R::State st = partial[b * nsplit * nout + i];
     for (int s = 1; s < nsplit; ++s) R::merge(st, partial[(b * nsplit + s) * nout + i]);
-    write_outputs<F, R, T, S>(st, out, t);
+    write_outputs<R, T, S>(st, out, t);
   }
 }
 

@@ -13,7 +13,7 @@ batch dims broadcast.
 import ctypes
 
 from ..compile import nvrtc
-from ..compile.build import load_kernel, nvcc_available
+from ..compile.build import load_kernel
 from ..compile.codegen import check_stack_size, render_source
 from ..compile.spec import DTYPES, SUM_SCHEMES, KernelSpec, swap_axis
 from ..compile.tensor_cores import mode_for
@@ -197,10 +197,9 @@ class GenredCore:
         if not device.startswith("cuda"):
             raise LazyKeOpsError(f"formula '{self.text}' got arrays on {device}; lazykeops runs "
                                  "on the CPU and on CUDA GPUs")
-        if not nvcc_available() and not nvrtc.chosen():
-            raise LazyKeOpsError(f"formula '{self.text}' got CUDA arrays, but no nvcc was found "
-                                 "(install the CUDA toolkit or set CUDA_HOME; or pip install "
-                                 "nvidia-cuda-nvrtc and set LAZYKEOPS_CUDA_COMPILER=nvrtc)")
+        if nvrtc.compiler() is None:
+            raise LazyKeOpsError(f"formula '{self.text}' got CUDA arrays, but "
+                                 f"{nvrtc.missing_compiler()}")
         if self.ncols:
             raise LazyKeOpsError(f"{self.reduction.name} runs on the CPU only")
 
@@ -279,8 +278,8 @@ class GenredCore:
                          "block_sparse": block_sparse}
             description = f"{self.reduction.name}({self.text})"
             if spec.target == "cuda" and nvrtc.chosen():
-                lib = load_kernel(render_source(spec, device_only=True), description, target,
-                                  interface, nvrtc_names=nvrtc.kernel_names(spec))
+                from ..compile.driver import load_library  # imports torch: CUDA only
+                lib = load_library(spec, description, target, interface)
             else:
                 lib = load_kernel(render_source(spec), description, target, interface)
             self._kernels[key] = lib

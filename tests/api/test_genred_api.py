@@ -203,12 +203,41 @@ def test_formulas_too_large_for_the_engine_are_refused(formula, kwargs):
     assert "too large" in msg and formula in msg
 
 
-def test_cuda_arrays_without_nvcc_are_a_clear_error(monkeypatch):
-    import lazykeops.runtime.genred as genred_module
+@pytest.mark.parametrize("setting, nvrtc_found, nvcc_found, expected", [
+    ("auto", False, False, "no CUDA compiler was found: neither libnvrtc .* nor nvcc"),
+    ("nvrtc", False, True, "LAZYKEOPS_CUDA_COMPILER=nvrtc, but no libnvrtc"),
+    ("nvcc", True, False, "LAZYKEOPS_CUDA_COMPILER=nvcc, but no nvcc"),
+])
+def test_cuda_arrays_without_the_compiler_are_a_clear_error(monkeypatch, setting, nvrtc_found,
+                                                             nvcc_found, expected):
+    from lazykeops.compile import build, nvrtc
 
-    monkeypatch.setattr(genred_module, "nvcc_available", lambda: False)
+    monkeypatch.setenv("LAZYKEOPS_CUDA_COMPILER", setting)
+    monkeypatch.setattr(nvrtc, "available", lambda: nvrtc_found)
+    monkeypatch.setattr(build, "nvcc_available", lambda: nvcc_found)
     routine = lkt.Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
-    with pytest.raises(LazyKeOpsError, match="nvcc"):
+    with pytest.raises(LazyKeOpsError, match=expected):
         routine.core.check_device("cuda:0")
+
+
+@pytest.mark.parametrize("setting, nvrtc_found, nvcc_found, expected", [
+    ("auto", True, True, "nvrtc"), ("auto", False, True, "nvcc"), ("nvcc", True, True, "nvcc"),
+    ("nvrtc", True, False, "nvrtc"),
+])
+def test_the_cuda_compiler_follows_the_setting(monkeypatch, setting, nvrtc_found, nvcc_found,
+                                               expected):
+    from lazykeops.compile import build, nvrtc
+
+    monkeypatch.setenv("LAZYKEOPS_CUDA_COMPILER", setting)
+    monkeypatch.setattr(nvrtc, "available", lambda: nvrtc_found)
+    monkeypatch.setattr(build, "nvcc_available", lambda: nvcc_found)
+    assert nvrtc.compiler() == expected
+    monkeypatch.setenv("LAZYKEOPS_CUDA_COMPILER", "clang")
+    with pytest.raises(LazyKeOpsError, match="LAZYKEOPS_CUDA_COMPILER must be one of"):
+        nvrtc.compiler()
+
+
+def test_arrays_on_another_device_kind_are_a_clear_error():
+    routine = lkt.Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)
     with pytest.raises(LazyKeOpsError, match="CUDA GPUs"):
         routine.core.check_device("mps")

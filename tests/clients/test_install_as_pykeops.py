@@ -75,8 +75,8 @@ def test_module_attributes(pykeops):
     with pytest.raises(ModuleNotFoundError, match="pykeops.nonexistent"):
         importlib.import_module("pykeops.nonexistent")
     import pykeops.config
-    from lazykeops.compile.build import nvcc_available
-    assert pykeops.config.gpu_available is (torch.cuda.is_available() and nvcc_available())
+    from lazykeops.compile.nvrtc import compiler
+    assert pykeops.config.gpu_available is (torch.cuda.is_available() and compiler() is not None)
     assert pykeops.config.torch_found and pykeops.torch_found and pykeops.numpy_found
     assert lazykeops.install_as_pykeops() is pykeops  # idempotent
     from lazykeops.compat.pykeops_modules import PyKeOpsFinder

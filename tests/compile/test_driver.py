@@ -1,8 +1,9 @@
 """The CUDA host side for NVRTC's cubins (compile/driver.py, csrc/lk_cuda_driver.h) without
 a GPU: it builds with the C++ compiler and agrees with Python on the launch ABI and on its
-LkKernels struct; a formula's cubin entry (where NVRTC is found) records its kernels'
-names and loads, and without a CUDA driver its launch reports a failure instead of
-crashing. tests/gpu/test_nvrtc_kernels.py runs the kernels."""
+LkKernels struct; a formula's two cubin entries (its reduction, and the merge its
+reduction policy shares with other formulas: where NVRTC is found) record their kernels'
+names and load again from the cache, and without a CUDA driver a launch reports a failure
+instead of crashing. tests/gpu/test_nvrtc_kernels.py runs the kernels."""
 
 import ctypes
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from lazykeops.compile import build, driver, nvrtc
-from lazykeops.compile.codegen import render_source
+from lazykeops.compile.codegen import render_merge_source, render_source
 from lazykeops.runtime import abi
 from tests.compile.test_cuda_codegen import _spec
 
@@ -20,28 +21,39 @@ def test_host_side_builds_and_matches_the_abi():
     assert host is driver.host()  # built and loaded once
     sizes = host._dll.lk_kernels_bytes
     sizes.restype = ctypes.c_int64
-    assert sizes() == ctypes.sizeof(driver.LkKernels) == 24 + 8 * driver.MAX_DEVICES
+    assert sizes() == ctypes.sizeof(driver.LkKernels) == 32 + 8 * driver.MAX_DEVICES
 
 
 @pytest.mark.skipif(not nvrtc.available(), reason="no libnvrtc")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-driver path")
-def test_a_cubin_entry_without_a_driver_fails_cleanly():
+def test_a_formulas_entries_without_a_driver_fail_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAZYKEOPS_CACHE_DIR", str(tmp_path))
+    build.forget_loaded()
+    before = dict(build.stats)
     spec = _spec("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None, "float32")
-    names = nvrtc.kernel_names(spec)
-    lib = build.load_kernel(render_source(spec, device_only=True), "gauss", "cuda:sm_90",
-                            nvrtc_names=names)
+    lib = driver.load_library(spec, "gauss", "cuda:sm_90", {})
     assert isinstance(lib, driver.CubinLibrary)
-    assert lib.path.suffix == ".cubin" and lib.path.read_bytes()[:4] == b"\x7fELF"
-    assert all(name.startswith(b"_ZN2lk") for name in lib._names)
+    reduction, merge = lib._entries
+    for entry in lib._entries:
+        assert entry.path.suffix == ".cubin" and entry.path.read_bytes()[:4] == b"\x7fELF"
+    assert reduction.name.startswith(b"_ZN2lk6reduce")
+    assert merge.name.startswith(b"_ZN2lk12merge_splits")
+    assert build.stats["builds"] - before["builds"] == 2
     a = abi.new_launch(1, 10, 10)
-    # No driver: the host side cannot load the module (no torch device is asked for here).
+    # No driver: the host side cannot load the modules (no torch device is asked for here).
     status = lib._host.launch(ctypes.byref(a), ctypes.byref(lib._kernels), 0)
     assert status == abi.FAILED
-    # The same source, key and manifest load again from the cache.
+    # Another formula reduced alike builds its reduction only; the first one's entries
+    # load again from the cache, in a new process as here after forget_loaded.
+    cauchy = _spec("Sum", "Inv(G + SqDist(X,Y)) * B", None, None, "float32")
+    other = driver.load_library(cauchy, "cauchy", "cuda:sm_90", {})
+    assert other._entries[1] is merge and other._entries[0].key != reduction.key
+    assert build.stats["builds"] - before["builds"] == 3
     build.forget_loaded()
-    again = build.load_kernel(render_source(spec, device_only=True), "gauss", "cuda:sm_90",
-                              nvrtc_names=names)
-    assert again.key == lib.key and again._names == lib._names
+    again = driver.load_library(spec, "gauss", "cuda:sm_90", {})
+    assert build.stats["builds"] - before["builds"] == 3
+    assert [e.key for e in again._entries] == [reduction.key, merge.key]
+    assert [e.name for e in again._entries] == [reduction.name, merge.name]
 
 
 def _sections(data):
@@ -91,11 +103,11 @@ def test_the_kernels_take_the_parameters_the_host_side_packs(block_sparse):
     spec = dataclasses.replace(_spec("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None, "float32"),
                                block_sparse=block_sparse)
     nargs = len(spec.args)
-    names = nvrtc.kernel_names(spec)
-    compiled = nvrtc.compile_cubin(render_source(spec, device_only=True), names, "90")
-    sections = _sections(compiled.cubin)
-    reduce_info = sections[".nv.info." + compiled.lowered[names[0]]]
-    merge_info = sections[".nv.info." + compiled.lowered[names[1]]]
+    reduction, merge = nvrtc.kernel_names(spec)
+    compiled = nvrtc.compile_cubin(render_source(spec, device_only=True), [reduction], "90")
+    reduce_info = _sections(compiled.cubin)[".nv.info." + compiled.lowered[reduction]]
+    compiled = nvrtc.compile_cubin(render_merge_source(spec), [merge], "90")
+    merge_info = _sections(compiled.cubin)[".nv.info." + compiled.lowered[merge]]
     assert _parameter_sizes(reduce_info) == [8, 8, 8, 56 if block_sparse else 8, 16 * nargs,
                                              48, 8]
     assert _parameter_sizes(merge_info) == [8, 8, 4, 8, 48]

@@ -94,12 +94,13 @@ def test_mixing_devices_is_an_error():
             torch.zeros(4, 3, device=CUDA), torch.zeros(5, 3))
 
 
-def test_cuda_tensors_without_nvcc_are_a_clear_error(monkeypatch):
-    import lazykeops.runtime.genred as genred_module
+def test_cuda_tensors_without_the_compiler_asked_for_are_a_clear_error(monkeypatch):
+    from lazykeops.compile import build
 
-    monkeypatch.setattr(genred_module, "nvcc_available", lambda: False)
+    monkeypatch.setenv("LAZYKEOPS_CUDA_COMPILER", "nvcc")
+    monkeypatch.setattr(build, "nvcc_available", lambda: False)
     x = torch.zeros(4, 3, device=CUDA)
-    with pytest.raises(LazyKeOpsError, match="nvcc"):
+    with pytest.raises(LazyKeOpsError, match="LAZYKEOPS_CUDA_COMPILER=nvcc, but no nvcc"):
         Genred("SqDist(X,Y)", ["X = Vi(3)", "Y = Vj(3)"], axis=1)(x, x)
 
 

@@ -1,10 +1,10 @@
 """CUDA kernels compiled by NVRTC (compile/nvrtc.py) and run by the driver-API host side
-(compile/driver.py, csrc/lk_cuda_driver.h), chosen with LAZYKEOPS_CUDA_COMPILER=nvrtc:
-the same results as the nvcc libraries on the tiled, chunked and tensor-core variants, the
-split scheme (workspace, merge kernel), float16 and block-sparse ranges; the planner and
-the rows per block as the nvcc library reports them. The whole GPU suite runs on NVRTC
-with `LAZYKEOPS_CUDA_COMPILER=nvrtc python -m pytest tests/gpu`. Skipped without a CUDA
-device or libnvrtc (CI)."""
+(compile/driver.py, csrc/lk_cuda_driver.h), the default where libnvrtc is found: the same
+results as the nvcc libraries (LAZYKEOPS_CUDA_COMPILER=nvcc) on the tiled, chunked and
+tensor-core variants, the split scheme (workspace, merge kernel), float16 and block-sparse
+ranges; the planner and the rows per block as the nvcc library reports them. The rest of
+the GPU suite runs on the default compiler. Skipped without a CUDA device or libnvrtc
+(CI)."""
 
 import pytest
 import torch

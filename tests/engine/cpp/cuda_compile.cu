@@ -85,7 +85,7 @@ static_assert(lk::IsChunked<Chunked>::value && !lk::IsChunked<Gaussian>::value, 
 // The kernels of a variant for (F, R, T, S): the skeleton and the split scheme's merge.
 template <class F, class R, class T, class S, class K, class W>
 const void* const kernels[] = {(const void*)&lk::reduce<F, R, T, S, K, W>,
-                               (const void*)&lk::merge_splits<F, R, T, S>};
+                               (const void*)&lk::merge_splits<R, T, S>};
 
 template <class F, class R, class T, class S>
 const void* const* const tiles = kernels<F, R, T, S, lk::TiledVariant<F, R, T, S>, lk::DenseWork>;

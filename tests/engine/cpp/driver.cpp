@@ -4,8 +4,9 @@
 // module's sizes are read and the shared-memory opt-in set past 48 KB; the reduction is
 // launched with the grid, block, shared memory, stream and parameter bytes its kernel
 // declares (lk_cuda_kernel.cuh: reduce); the split scheme asks for its workspace first,
-// then launches the reduction on it and the merge (merge_splits); block-sparse work goes
-// as RangeSets; each device gets its own module and context; mismatches are refused.
+// then launches the reduction on it and the merge (merge_splits, from its own module);
+// block-sparse work goes as RangeSets; each device gets its own modules and context;
+// mismatches are refused.
 #define LK_CUDA_DRIVER_LIBRARY nullptr
 
 #include <cstring>
@@ -50,12 +51,24 @@ int cuModuleLoadData(void** m, const void* image) {
   *m = const_cast<void*>(image);
   return 0;
 }
-int cuModuleGetFunction(void** f, void*, const char* name) {
+int cuModuleGetFunction(void** f, void* module, const char* name);
+int cuModuleGetGlobal_v2(unsigned long long* p, size_t* n, void* module, const char* name);
+}
+
+namespace {
+const unsigned char CUBIN[16] = {0x7f, 'E', 'L', 'F'}, MERGE_CUBIN[16] = {0x7f, 'E', 'L', 'F'};
+}
+
+extern "C" {
+// Each kernel and the launch sizes are found in their own module only (a module is its
+// image here: cuModuleLoadData above).
+int cuModuleGetFunction(void** f, void* module, const char* name) {
+  if (module != (std::strcmp(name, "merge") == 0 ? MERGE_CUBIN : CUBIN)) return 500;
   *f = const_cast<char*>(name);  // the caller's string outlives the test
   return 0;
 }
-int cuModuleGetGlobal_v2(unsigned long long* p, size_t* n, void*, const char* name) {
-  if (std::strcmp(name, "lk_sizes") != 0) return 1;
+int cuModuleGetGlobal_v2(unsigned long long* p, size_t* n, void* module, const char* name) {
+  if (std::strcmp(name, "lk_sizes") != 0 || module != CUBIN) return 500;
   *p = (unsigned long long)(uintptr_t)fake::sizes;
   *n = sizeof fake::sizes;
   return 0;
@@ -92,7 +105,6 @@ namespace {
 
 harness::Report report;
 const char REDUCE[] = "reduce", MERGE[] = "merge";
-const unsigned char CUBIN[16] = {0x7f, 'E', 'L', 'F'};
 
 // A formula's kernels not loaded anywhere yet, whose module will report these launch
 // sizes (tile 256, 16-byte States, a sum), and no launch recorded.
@@ -105,6 +117,7 @@ LkKernels module_with(long long block, long long rows, long long shared, long lo
   fake::launches.clear();
   LkKernels k{};
   k.cubin = CUBIN;
+  k.merge_cubin = MERGE_CUBIN;
   k.reduce_name = REDUCE;
   k.merge_name = MERGE;
   return k;
@@ -261,9 +274,9 @@ int main() {
     LkLaunch a = launch_of(1, 1000, 1000, lk::SCHEME_1D);
     lk_driver_launch(&a, &k, 0);
     lk_driver_launch(&a, &k, 0);
-    c.equal("one load on device 0", 0, fake::loads - before, 1);
+    c.equal("one load of each module on device 0", 0, fake::loads - before, 2);
     c.equal("status on device 1", 0, lk_driver_launch(&a, &k, 1), LK_STATUS_OK);
-    c.equal("a load on device 1", 0, fake::loads - before, 2);
+    c.equal("their loads on device 1", 0, fake::loads - before, 4);
     c.truth("context of device 1 current", fake::current == reinterpret_cast<void*>(0x1001));
     c.equal("device past the table", 0, lk_driver_launch(&a, &k, lk::driver::MAX_DEVICES),
             LK_STATUS_FAILED);
