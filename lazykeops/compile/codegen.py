@@ -107,9 +107,10 @@ def render_tensor_core_struct(formulas, args, plan):
     (for distances) the squared norms of its centred points, and the plan's constants."""
     parts = []
     for m, (kind, scale) in enumerate(zip(plan.kinds, plan.scales)):
-        if kind == "dist":  # >= 0 although rounding may leave a tiny negative difference
+        if kind == "dist":  # at least `floor` (0, or -inf for weights of both signs)
+            # although rounding may leave a tiny negative difference; NaN stays NaN
             parts.append(f"{{ const T d = xn + yn - T(2) * dot; "
-                         f"part[{m}] = T({scale!r}) * (d > T(0) ? d : T(0)); }}")
+                         f"part[{m}] = T({scale!r}) * (d < floor ? floor : d); }}")
         else:
             parts.append(f"part[{m}] = T({scale!r}) * dot;")
     lines = _struct_head(formulas, args, plan.chunks) + [
@@ -118,8 +119,9 @@ def render_tensor_core_struct(formulas, args, plan):
         f"  static constexpr int TC_MODE = {MODES[plan.mode]};  // {plan.mode}",
         f"  static constexpr int TC_X = {plan.x}, TC_Y = {plan.y};",
         f"  static constexpr bool TC_DIST = {'true' if plan.distances else 'false'};",
+        f"  static constexpr int TC_W = {plan.weight};",
         "  template <class T>",
-        "  LK_HD static LK_INLINE void tc_parts(T dot, T xn, T yn, T* part) {",
+        "  LK_HD static LK_INLINE void tc_parts(T dot, T xn, T yn, T floor, T* part) {",
         *[f"    {line}" for line in parts],
         "  }",
         "};",

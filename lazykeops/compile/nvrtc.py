@@ -183,7 +183,8 @@ def kernel_names(spec):
     types = ", ".join(CUDA_TYPES[spec.dtype])
     args = f"LkFormula, LkReduction, {types}"
     engine = f"lk::Engine<{args}>"
-    return f"&lk::reduce<{args}, {engine}::C, {engine}::W>", f"&lk::merge_splits<LkReduction, {types}>"
+    return (f"&lk::reduce<{args}, {engine}::C, {engine}::W>",
+            f"&lk::merge_splits<LkReduction, {types}>")
 
 
 @dataclass(frozen=True)

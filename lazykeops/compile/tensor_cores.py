@@ -6,8 +6,11 @@ sums over their components (compile/chunking.py) of the forms
     s * <X, Y>          (Scalprod, Sum(X * Y), ...)        kind "dot"
     s * |X - Y|^2       (SqDist, SqNorm2(X - Y), Sum((X - Y)**2), Norm2 = sqrt of it)  "dist"
 
-(s a number) needs, per pair, only the scalar product <X, Y> of the pair and, for
-distances, the squared norms |X|^2 and |Y|^2 (per row and per term): the tile of dot
+(s a number), or the same sums weighted componentwise by a parameter W of D components,
+Sum(W * X * Y) and Sum(W * (X - Y)**2) (WeightedSqDist(W, X, Y) with a diagonal weight;
+with a scalar weight it is W * SqDist(X, Y)), needs, per pair, only the scalar product
+<W X, Y> of the pair and, for distances, the squared norms sum W X^2 and sum W Y^2 (per
+row and per term): the tile of dot
 products of a block's rows and a tile of terms is a matrix product, which the tensor cores
 compute (csrc/lk_cuda_mma.cuh); the rest of the formula runs per pair on the finished
 sums, as for a chunked formula. Distances are computed from data centred on one point of
@@ -51,7 +54,8 @@ MAX_NARROW_J = 256
 @dataclass(frozen=True)
 class TensorCorePlan:
     """chunks: the ChunkPlan (its sums are the plan's sums, in order); x, y: the positions
-    of X and Y; kinds, scales: each sum's kind ("dot" or "dist") and number s; mode."""
+    of X and Y; kinds, scales: each sum's kind ("dot" or "dist") and number s; mode;
+    weight: the position of the parameter W weighting every sum, or -1."""
 
     chunks: object
     x: int
@@ -59,6 +63,7 @@ class TensorCorePlan:
     kinds: tuple
     scales: tuple
     mode: str
+    weight: int = -1
 
     @property
     def distances(self):
@@ -111,30 +116,45 @@ def plan_tensor_cores(formulas, args, mode):
     if width < MIN_WIDTH or words > MAX_WORDS:
         return None
     used = {v.params[0] for f in formulas for v in f.variables()}
-    wide = [(p, args[p][0]) for p in sorted(used) if args[p][1] == width]
+    wide = [(p, args[p][0]) for p in sorted(used)
+            if args[p][1] == width and args[p][0] != CAT_P]
     if sorted(c for _, c in wide) != [CAT_I, CAT_J]:
         return None
     x = next(p for p, c in wide if c == CAT_I)
     y = next(p for p, c in wide if c == CAT_J)
     if sum(args[p][1] for p in used if args[p][0] == CAT_J and p != y) > MAX_NARROW_J:
         return None
-    formulas = tuple(_norms_as_sums(f) for f in formulas)
+    formulas = tuple(_as_sums(f) for f in formulas)
     chunks = plan_over(formulas, args, width)
     if chunks is None or chunks.outputs:
         return None
-    shapes = [_classify(node, x, y) for node in chunks.sums]
+    shapes = [_classify(node, x, y, args, width) for node in chunks.sums]
     if not shapes or any(s is None for s in shapes):
         return None
-    kinds = tuple(k for k, _ in shapes)
+    kinds = tuple(k for k, _, _ in shapes)
     if len(set(kinds)) != 1:  # centring is valid for distances only: one kind per formula
         return None
-    return TensorCorePlan(chunks, x, y, kinds, tuple(s for _, s in shapes), mode)
+    weights = {w for _, _, w in shapes}
+    if len(weights) != 1:  # the weight scales the MMA's X operand: one for every sum
+        return None
+    return TensorCorePlan(chunks, x, y, kinds, tuple(s for _, s, _ in shapes), mode,
+                          weights.pop())
 
 
-def _norms_as_sums(formula):
-    """Norm2(e) as Sqrt(SqNorm2(e)): the sum inside is then one the plan can take."""
-    mapping = {n: make("Sqrt", make("SqNorm2", n.args[0]))
-               for n in formula.walk() if n.op == "Norm2"}
+def _as_sums(formula):
+    """Norm2(e) as Sqrt(SqNorm2(e)), WeightedSqDist(w, x, y) as w * SqDist(x, y) for a
+    scalar w and Sum(w * (x - y)**2) for a diagonal one: the sums inside are then ones the
+    plan can take."""
+    mapping = {}
+    for n in formula.walk():
+        if n.op == "Norm2":
+            mapping[n] = make("Sqrt", make("SqNorm2", n.args[0]))
+        elif n.op == "WeightedSqDist":
+            w, x, y = n.args
+            if w.dim == 1:
+                mapping[n] = make("Mult", w, make("SqDist", x, y))
+            elif w.dim == x.dim:
+                mapping[n] = make("Sum", make("Mult", w, make("Square", make("Subtract", x, y))))
     return substitute(formula, mapping) if mapping else formula
 
 
@@ -202,16 +222,36 @@ def _summand(node):
             "Sum": lambda: a[0]}.get(node.op, lambda: None)()
 
 
-def _classify(node, x, y):
-    """("dot", s) or ("dist", s) for a sum of s * x y or of s * (x - y)^2, else None."""
+def _factors(node):
+    """The factors of a product (nested Mult nodes), in order; [node] for another node."""
+    if node.op != "Mult":
+        return [node]
+    return _factors(node.args[0]) + _factors(node.args[1])
+
+
+def _classify(node, x, y, args, width):
+    """(kind, s, weight) for a sum of s * x y ("dot") or of s * (x - y)^2 ("dist"), each
+    possibly times the component of a parameter of `width` components (at position
+    `weight`, else -1), else None."""
     summand = _summand(node)
-    p = _poly(summand, x, y) if summand is not None else None
+    if summand is None:
+        return None
+    factors = _factors(summand)
+    weights = [f for f in factors if f.op == "Var" and tuple(args[f.params[0]]) == (CAT_P, width)]
+    weight = -1
+    if weights:
+        weight = weights[0].params[0]
+        factors.remove(weights[0])
+        summand = factors[0]
+        for f in factors[1:]:
+            summand = make("Mult", summand, f)
+    p = _poly(summand, x, y)
     if not p:
         return None
     if set(p) == {"xy"}:
-        return "dot", p["xy"]
+        return "dot", p["xy"], weight
     s = p.get("xx")
     if set(p) == {"xx", "xy", "yy"} and math.isclose(p["yy"], s) \
             and math.isclose(p["xy"], -2.0 * s):
-        return "dist", s
+        return "dist", s, weight
     return None

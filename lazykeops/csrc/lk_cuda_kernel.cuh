@@ -259,6 +259,13 @@ __device__ LK_INLINE void merge_lanes(typename R::State& st) {
   }
 }
 
+// A row source that reads other arguments while it stages its rows (the tensor cores'
+// weighted distances: the weight) defines bind(args, b), which the kernel calls first.
+template <class Rows, class = void>
+struct ReadsArguments : std::false_type {};
+template <class Rows>
+struct ReadsArguments<Rows, std::void_t<decltype(&Rows::bind)>> : std::true_type {};
+
 template <class F, class R, class T, class S, class K, class W>
 __global__ void __launch_bounds__(LK_CUDA_BLOCK, K::MIN_BLOCKS)
 reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Outputs<S> out,
@@ -281,6 +288,7 @@ reduce(int64_t nbatch, int64_t nout, int64_t nred, W work, ArgTable<F> args, Out
         W::PER_BATCH ? work.template block<K::ROWS>(b, nout, nred) : fixed;
     if (!blk.active) continue;  // the same for every thread of the block
     typename K::Rows rows;
+    if constexpr (ReadsArguments<typename K::Rows>::value) rows.bind(args, b);
     Params<F, T, S, K::P_IN_SHARED, K::BLOCK> params;
     params.shared = shared + Terms::SHARED_SCALARS;
     static_for<F::NARGS>([&](auto v) {

@@ -6,8 +6,10 @@
 // The generated formula defines TC_MODE (the operands' precision: TF32, float16 or
 // bfloat16, accumulated in float32), TC_X / TC_Y (the positions of X and Y), TC_DIST
 // (distances: the data are centred on the block's first row and the squared norms kept),
-// WIDE = D, NCHUNKED sums, `tc_parts(dot, xn, yn, part)` (the sums of a pair from its
-// scalar product and norms) and an `eval` that reads the sums as part<m>().
+// TC_W (the position of a parameter W weighting the sums componentwise, or -1: the MMA's
+// X operand is then W x, and the norms sum W x^2 and sum W y^2), WIDE = D, NCHUNKED sums,
+// `tc_parts(dot, xn, yn, part)` (the sums of a pair from its scalar product and norms)
+// and an `eval` that reads the sums as part<m>().
 //
 // As in attention kernels, a warp owns MT tiles of 16 rows, whose X stays in registers as
 // the MMA's A fragments for the whole batch (staged once through shared memory, centred
@@ -102,7 +104,7 @@ template <> struct MmaOperand<TC_BF16> : HalfOperand<TC_BF16> {};
 #define LK_TC_MT 0
 #endif
 #ifndef LK_TC_TILE
-#define LK_TC_TILE 32
+#define LK_TC_TILE 0
 #endif
 #ifndef LK_TC_MIN_BLOCKS
 #define LK_TC_MIN_BLOCKS 0
@@ -159,7 +161,10 @@ struct MmaConfig {
   using Layout = std::conditional_t<ROW_EPILOGUE, StridedRows<BLOCK>, FragmentRows<MT>>;
   static constexpr int MIN_BLOCKS =
       LK_TC_MIN_BLOCKS > 0 ? LK_TC_MIN_BLOCKS : ROW_EPILOGUE && !NARROW_ROWS ? 0 : 2;
-  static constexpr int TILE = LK_TC_TILE;
+  // 32 terms per tile; 16 for the row epilogue, whose thread per row reads a tile's
+  // products from shared memory (H200, kNN K = 10 at D = 128: 0.92x the time of 32 terms
+  // in TF32, 0.88x in float16).
+  static constexpr int TILE = LK_TC_TILE > 0 ? LK_TC_TILE : ROW_EPILOGUE ? 16 : 32;
   static constexpr int NT = TILE / 8;        // 8-column MMA tiles
   // Threads per row when rounding the tile's Y and the block's X (their norms: shuffles).
   static constexpr int Y_LANES = BLOCK / TILE;
@@ -177,7 +182,7 @@ struct MmaConfig {
   // Shared memory, in 32-bit words, in this order: the tile's narrow j-variables (in T),
   // its rounded Y, the raw copy of the next tile (Y, then each narrow j-variable) - the
   // block's rounded X in their place while it is staged -, the terms' squared norms, the
-  // rows', the centre, the products (ROW_EPILOGUE); then the parameters.
+  // rows', the centre, the weights, the products (ROW_EPILOGUE); then the parameters.
   static constexpr int OFF_Y = TILE * DJNP;
   static constexpr int OFF_RAW = OFF_Y + TILE * STRIDE;
   static constexpr int OFF_RAW_NARROW = OFF_RAW + TILE * RAW_STRIDE / 4;
@@ -186,7 +191,9 @@ struct MmaConfig {
   static constexpr int OFF_NORMS = OFF_Y + (X_WORDS > TILE_WORDS ? X_WORDS : TILE_WORDS);
   static constexpr int OFF_XNORMS = OFF_NORMS + TILE;
   static constexpr int OFF_CENTRE = OFF_XNORMS + ROWS;
-  static constexpr int OFF_DOTS = OFF_CENTRE + (F::TC_DIST ? D : 0);
+  static constexpr bool WEIGHTED = F::TC_W >= 0;
+  static constexpr int OFF_WEIGHTS = OFF_CENTRE + (F::TC_DIST ? D : 0);
+  static constexpr int OFF_DOTS = OFF_WEIGHTS + (WEIGHTED ? D : 0);
   static constexpr int DOTS = TILE + 1;  // floats between rows of products (ROW_EPILOGUE)
   static constexpr int WORDS_BEFORE_PARAMS = OFF_DOTS + (ROW_EPILOGUE ? ROWS * DOTS : 0);
   static constexpr size_t SHARED = ((size_t)WORDS_BEFORE_PARAMS + DPS) * sizeof(T);
@@ -209,35 +216,59 @@ __device__ LK_INLINE uint32_t rounded_word(int w, Get get) {
   return Op::round(v);
 }
 
-// The sum of the squares of the components a word holds.
+// The components of a rounded word, as floats.
 template <class Op>
-__device__ LK_INLINE float word_norm(uint32_t word) {
+__device__ LK_INLINE void word_values(uint32_t word, float* v) {
   if constexpr (Op::PER_WORD == 1) {
-    const float v = __uint_as_float(word);
-    return v * v;
+    v[0] = __uint_as_float(word);
   } else {
     using H2 = typename Op::H2;
     const H2 pair = *reinterpret_cast<const H2*>(&word);
-    const float lo = to_compute(pair.x), hi = to_compute(pair.y);
-    return lo * lo + hi * hi;
+    v[0] = to_compute(pair.x);
+    v[1] = to_compute(pair.y);
   }
 }
 
+// Unweighted sums: every component's weight is 1 (the products by it fold away).
+struct NoWeights {
+  __device__ LK_INLINE float operator()(int) const { return 1.f; }
+};
+
+// The sum of the weighted squares of the components of word w of a row (weight(k): the
+// weight of component k), and with SCALED, the word replaced by the weighted components,
+// rounded again (the MMA's X operand of a weighted sum).
+template <class Op, bool SCALED, class Weight>
+__device__ LK_INLINE float word_norm(uint32_t& word, int w, Weight weight) {
+  float v[Op::PER_WORD];
+  word_values<Op>(word, v);
+  float norm = 0.f;
+  for (int h = 0; h < Op::PER_WORD; ++h) {
+    const float weighted = weight(w * Op::PER_WORD + h) * v[h];
+    norm = h == 0 ? weighted * v[h] : norm + weighted * v[h];
+    v[h] = weighted;
+  }
+  if constexpr (SCALED) word = Op::round(v);
+  return norm;
+}
+
 // Rows 0 .. count - 1 rounded to `dst` (rows of STRIDE words; rows past `valid` zeros) and
-// their squared norms (of the rounded values) to `norms`; get(r, k) reads component k of
-// row r, centred. LANES consecutive threads per row, which sum the norm by shuffles: with
-// count * LANES a multiple of 32 (or LANES = 1), every lane of a warp takes part.
-template <class C, int LANES, class Get>
-__device__ LK_INLINE void round_rows(uint32_t* dst, float* norms, int count, int valid, Get get) {
+// their squared norms (of the rounded values, weighted by weight(k): Weight() = 1 for
+// unweighted sums) to `norms`; get(r, k) reads component k of row r, centred. With SCALED
+// the rows are stored weighted (rounded again). LANES consecutive threads per row, which
+// sum the norm by shuffles: with count * LANES a multiple of 32 (or LANES = 1), every
+// lane of a warp takes part.
+template <class C, int LANES, bool SCALED = false, class Get, class Weight = NoWeights>
+__device__ LK_INLINE void round_rows(uint32_t* dst, float* norms, int count, int valid, Get get,
+                                     Weight weight = {}) {
   using Op = typename C::Op;
   for (int e = threadIdx.x; e < count * LANES; e += C::BLOCK) {
     const int r = e / LANES, part = e - r * LANES;
     float norm = 0.f;
     for (int w = part; w < C::WORDS; w += LANES) {
-      const uint32_t word =
+      uint32_t word =
           r < valid ? rounded_word<Op, C::D>(w, [&](int k) { return get(r, k); }) : 0u;
+      norm += word_norm<Op, SCALED>(word, w, weight);
       dst[r * C::STRIDE + w] = word;
-      norm += word_norm<Op>(word);
     }
     for (int o = LANES / 2; o > 0; o /= 2) norm += __shfl_xor_sync(0xffffffffu, norm, o);
     if (part == 0) norms[r] = norm;
@@ -288,11 +319,30 @@ __device__ LK_INLINE void copy_rows(unsigned char* dst, int dst_stride, const un
 
 // The row source: the narrow i-variables in registers; X as the A fragments of the warp's
 // MMA tiles (registers), staged once per batch, and its rows' squared norms.
+// The weights of a weighted sum's components (staged in shared memory with the X rows,
+// zeros past D), or NoWeights.
+template <class C>
+__device__ LK_INLINE auto component_weights() {
+  if constexpr (C::WEIGHTED) {
+    const float* weights = reinterpret_cast<const float*>(shared_words() + C::OFF_WEIGHTS);
+    return [weights](int k) { return k < C::D ? weights[k] : 0.f; };
+  } else {
+    return NoWeights{};
+  }
+}
+
 template <class F, class C, class T, class S>
 struct MmaRows {
   RegisterRows<F, T, S, C::RPT, typename C::Layout, NarrowArgs> narrow;
   uint32_t a[C::MT][C::KSTEPS][4];
   float xn[C::RPT];
+  const S* weights = nullptr;  // TC_W's components, for a weighted sum
+  // The least distance (tc_parts): 0, but -inf for a weighted one with negative weights.
+  float floor = 0.f;
+
+  __device__ LK_INLINE void bind(const ArgTable<F>& args, int64_t b) {
+    if constexpr (C::WEIGHTED) weights = arg<F, S>(args, F::TC_W, b);
+  }
 
   template <int V>
   __device__ LK_INLINE void stage(const S* src, int64_t row0, int64_t row_end) {
@@ -301,14 +351,23 @@ struct MmaRows {
       uint32_t* xs = words + C::OFF_Y;
       float* norms = reinterpret_cast<float*>(words + C::OFF_XNORMS);
       float* c = reinterpret_cast<float*>(words + C::OFF_CENTRE);
-      if constexpr (F::TC_DIST) {
+      if constexpr (F::TC_DIST)
         for (int k = threadIdx.x; k < C::D; k += C::BLOCK) c[k] = to_compute(src[row0 * C::D + k]);
+      if constexpr (C::WEIGHTED) {  // kept for the block's tiles, which weigh the terms' norms
+        bool negative = false;
+        for (int k = threadIdx.x; k < C::D; k += C::BLOCK) {
+          const float w = to_compute(weights[k]);
+          reinterpret_cast<float*>(words + C::OFF_WEIGHTS)[k] = w;
+          negative = negative || w < 0.f;
+        }
+        if (__syncthreads_or(negative)) floor = -inf<float>();
+      } else if constexpr (F::TC_DIST) {
         __syncthreads();
       }
-      round_rows<C, C::X_LANES>(xs, norms, C::ROWS, C::ROWS, [&](int r, int k) {
+      round_rows<C, C::X_LANES, C::WEIGHTED>(xs, norms, C::ROWS, C::ROWS, [&](int r, int k) {
         const float v = to_compute(src[clamp_row(row0 + r, row_end) * C::D + k]);
         return F::TC_DIST ? v - c[k] : v;
-      });
+      }, component_weights<C>());
       __syncthreads();
       const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
       const int first = (int)(threadIdx.x >> 5) * 16 * C::MT;
@@ -387,7 +446,7 @@ struct MmaTerms {
     round_rows<C, C::Y_LANES>(ys, ynorms, TILE, t.n, [&](int jj, int k) {
       const float v = to_compute(reinterpret_cast<const S*>(yraw + jj * C::RAW_STRIDE)[k]);
       return F::TC_DIST ? v - c[k] : v;
-    });
+    }, component_weights<C>());
     __syncthreads();  // the tile is rounded; its raw buffers are free
     if (t.next > 0) fetch(words, args, b, t.j0 + t.n, t.next);
     // The warp's rows times the tile, as MT x NT MMA tiles of 16 x 8.
@@ -404,7 +463,7 @@ struct MmaTerms {
       }
     auto pair = [&](int r, int jj, float dot) {
       T part[F::NCHUNKED];
-      F::template tc_parts<T>(dot, rows.xn[r], F::TC_DIST ? ynorms[jj] : 0.f, part);
+      F::template tc_parts<T>(dot, rows.xn[r], F::TC_DIST ? ynorms[jj] : 0.f, rows.floor, part);
       T f[F::DIMOUT];
       F::template eval<T>(
           In{{rows.in(r), Y{ynarrow + jj * C::DJNP}, params}, nullptr, nullptr, 0, part}, f);

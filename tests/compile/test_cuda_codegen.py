@@ -34,11 +34,12 @@ WIDE_CASES = [("Sum", "Exp(-SqDist(X,Y) + Scalprod(W, X)) * B", None, None),
 
 # Tensor cores (csrc/lk_cuda_mma.cuh): distances (centred, a ragged K: 70 components) and
 # scalar products, one per reduction family; with narrow j-variables and parameters.
-TC_ALIASES = ["X = Vi(70)", "Y = Vj(70)", "B = Vj(3)", "G = Pm(1)"]
+TC_ALIASES = ["X = Vi(70)", "Y = Vj(70)", "B = Vj(3)", "G = Pm(1)", "W = Pm(70)"]
 TC_CASES = [("Sum", "Exp(-G*SqDist(X,Y)) * B", None, None),
             ("LogSumExp", "(X|Y) * G", "B", None),
             ("ArgMin", "SqNorm2(X-Y)", None, None),
-            ("KMin_ArgKMin", "Sqrt(Sum(Square(X-Y)))", None, 4)]
+            ("KMin_ArgKMin", "Sqrt(Sum(Square(X-Y)))", None, 4),
+            ("ArgMin", "WeightedSqDist(W,X,Y)", None, None)]
 TC_MODES = {"float32": "tf32", "float16": "f16", "bfloat16": "bf16"}
 
 

@@ -1,9 +1,9 @@
 """NVRTC compiles the device code of generated CUDA sources (compile/nvrtc.py): every
 codegen case (tiled, chunked, tensor-core variants, each dtype) to an sm_90 cubin with its
 reduction's lowered name, and the split merge of its reduction policy to another (one
-source per policy: formulas reduced alike share it); a refused source raises NvrtcError with the compiler's first
-error. No GPU needed; skipped where no libnvrtc is found (CI: the CPU wheel of torch comes
-without it; `pip install nvidia-cuda-nvrtc` brings it)."""
+source per policy: formulas reduced alike share it); a refused source raises NvrtcError
+with the compiler's first error. No GPU needed; skipped where no libnvrtc is found (CI:
+the CPU wheel of torch comes without it; `pip install nvidia-cuda-nvrtc` brings it)."""
 
 import pytest
 
@@ -20,7 +20,8 @@ def specs(dtype):
     out = [_spec(*case, dtype) for case in cases]
     out += [_spec(*case, dtype, WIDE_ALIASES) for case in WIDE_CASES[:2]]
     if dtype in TC_MODES:
-        out += [_spec(*case, dtype, TC_ALIASES, TC_MODES[dtype]) for case in TC_CASES[:2]]
+        out += [_spec(*case, dtype, TC_ALIASES, TC_MODES[dtype])
+                for case in (*TC_CASES[:2], TC_CASES[-1])]  # the last: a weighted distance
     return out
 
 

@@ -39,9 +39,29 @@ def test_contractions_of_x_and_y_are_planned_with_their_kind_and_scale(formula, 
     assert p.distances == (kind == "dist")
 
 
+@pytest.mark.parametrize("formula, kind, scale", [
+    ("Exp(-WeightedSqDist(W, X, Y)) * B", "dist", 1.0),
+    ("Sum(W * Square(X - Y))", "dist", 1.0),
+    ("Sum((X - Y) ** 2 * W * IntCst(3))", "dist", 3.0),
+    ("Sum(X * W * Y)", "dot", 1.0),
+])
+def test_sums_weighted_by_a_parameter_are_planned_with_the_weight(formula, kind, scale):
+    p = plan(formula)
+    assert p is not None and p.weight == 4
+    assert p.kinds == (kind,) and p.scales == (scale,)
+
+
+def test_a_scalar_weight_is_a_number_times_the_distance():
+    p = plan("Exp(-WeightedSqDist(G, X, Y)) * B")
+    assert p is not None and p.weight == -1 and p.kinds == ("dist",)
+    assert plan("Exp(-SqDist(X, Y)) * B").weight == -1
+
+
 @pytest.mark.parametrize("formula", [
-    "Exp(-WeightedSqDist(W, X, Y))",   # weights: not in this plan yet
-    "Sum(W * X * Y)",                  # a wide parameter
+    "Sum(W * W * X * Y)",              # two weights
+    "Sum(W * Square(X - Y)) + SqDist(X, Y)",  # weighted and not: one X operand
+    "WeightedSqDist(W, X, Y) + Sum(Square(X - W))",  # W also outside a weight
+    "Sum(Z * X * Y)",                  # an i-variable as the weight
     "Sum(X * X * Y)",                  # degree 3
     "Sum(Square(X - IntCst(2) * Y))",  # not a distance, not a product alone
     "Sum(Exp(X - Y))",                 # not polynomial

@@ -183,3 +183,52 @@ def test_gradients_through_a_tensor_core_forward(precision):
     ref = torch.exp(-sqdist(xr, y)) @ b
     (gr,) = torch.autograd.grad((ref ** 2).sum(), xr)
     torch.testing.assert_close(gx.double().cpu(), gr, rtol=5e-3, atol=5e-3 * gr.abs().max())
+
+
+@pytest.mark.parametrize("signs", ["positive", "mixed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_weighted_distances_and_products(precision, signs, dtype):
+    # WeightedSqDist with a diagonal weight (a parameter of D components, which scales the
+    # MMA's X operand and weighs the norms) and with a scalar one, and a weighted scalar
+    # product; weights of both signs give negative "distances", which must not be clamped.
+    precision("high")
+    x, y, b = points(800, 333, shift=10.0)
+    w = torch.rand(D, generator=torch.Generator().manual_seed(7), dtype=torch.float64) + 0.5
+    if signs == "mixed":
+        w[::3] *= -3.0
+    args = [t.to(CUDA, dtype) for t in (x, y, b, w, torch.tensor([0.75], dtype=torch.float64))]
+    xd, yd, bd, wd, gd = (t.double().cpu() for t in args)  # the inputs as rounded
+    weighted = ((xd.unsqueeze(1) - yd.unsqueeze(0)) ** 2 * wd).sum(-1)
+    aliases = aliases_for(1) + [f"W = Pm({D})", "G = Pm(1)"]
+    name = str(dtype)[6:]
+    tol = 3e-3 if dtype == torch.float32 else 6e-3
+    for formula, want in [
+        ("Exp(-WeightedSqDist(W,X,Y) / IntCst(8)) * B", torch.exp(-weighted / 8) @ bd),
+        ("Exp(-WeightedSqDist(G,X,Y)) * B", torch.exp(-gd * sqdist(xd, yd)) @ bd),
+        # / 1024: the sums (about 1e5) within float16's range
+        ("Sum(W * X * Y) * B / IntCst(1024)", (xd * wd) @ yd.T @ bd / 1024),
+    ]:
+        routine = Genred(formula, aliases, axis=1)
+        assert planned(routine, name), formula
+        got = routine(*args).double().cpu()
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max(),
+                                   msg=lambda m: f"{formula}: {m}")
+    argmin = Genred("WeightedSqDist(W,X,Y)", aliases_for(1, False) + [f"W = Pm({D})"],
+                    reduction_op="Min_ArgMin", axis=1)
+    assert planned(argmin, name)
+    values, idx = argmin(args[0], args[1], args[3])
+    best = weighted.min(1, keepdim=True).values
+    atol = 2e-3 * (weighted.max() - weighted.min()).item()
+    torch.testing.assert_close(values.double().cpu(), best, rtol=0, atol=atol)
+    assert (weighted.gather(1, idx.long().cpu()) - best).max() < atol
+    if signs == "mixed":
+        assert best.max() < 0  # negative minima: computed, not clamped to 0
+
+
+def test_nan_data_give_nan_through_the_tensor_cores(precision):
+    precision("high")
+    x, y, b = points(300, 200)
+    x[5, 3] = float("nan")
+    conv = Genred("Exp(-SqDist(X,Y)) * B", aliases_for(1), axis=1)
+    got = conv(*[t.float().to(CUDA) for t in (x, y, b)]).cpu()
+    assert got[5].isnan().all() and not got[:5].isnan().any() and not got[6:].isnan().any()
