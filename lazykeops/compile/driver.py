@@ -25,13 +25,18 @@ from .codegen import engine_defines, render_merge_source, render_source
 from .nvrtc import SIZES, kernel_names
 
 MAX_DEVICES = 64  # lk_cuda_driver.h: MAX_DEVICES
+# The CUresults of a refused cubin most likely here (cuda.h's names).
+DRIVER_ERRORS = {-1: "(launch sizes of another layout)", 200: "CUDA_ERROR_INVALID_IMAGE",
+                 209: "CUDA_ERROR_NO_BINARY_FOR_GPU", 218: "CUDA_ERROR_INVALID_PTX",
+                 222: "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", 500: "CUDA_ERROR_NOT_FOUND"}
 
 
 class LkKernels(ctypes.Structure):
-    """lk_cuda_driver.h's LkKernels: the cubins, their kernels' names, the loaded modules."""
+    """lk_cuda_driver.h's LkKernels: the cubins, their kernels' names, the driver's error
+    if it refused them, the loaded modules."""
     _fields_ = [("cubin", ctypes.c_void_p), ("merge_cubin", ctypes.c_void_p),
-                ("reduce_name", ctypes.c_char_p),
-                ("merge_name", ctypes.c_char_p), ("loaded", ctypes.c_void_p * MAX_DEVICES)]
+                ("reduce_name", ctypes.c_char_p), ("merge_name", ctypes.c_char_p),
+                ("load_error", ctypes.c_longlong), ("loaded", ctypes.c_void_p * MAX_DEVICES)]
 
 
 def host_source():
@@ -133,8 +138,20 @@ class CubinLibrary:
         self._host = host()
         self._block_rows = None
 
+    def refusal(self):
+        """Why the CUDA driver refused these cubins (after a launch returned MODULE_LOAD)."""
+        from .nvrtc import version
+
+        code = self._kernels.load_error
+        name = DRIVER_ERRORS.get(code, "")
+        return (f"the CUDA driver refused the kernels NVRTC {'.'.join(map(str, version()))} "
+                f"compiled for {self.target} (CUresult {code}{' ' + name if name else ''}): "
+                "a driver older than that CUDA release cannot load them; update the driver, "
+                "or set LAZYKEOPS_CUDA_COMPILER=nvcc")
+
     def launch(self, a_ref):
-        """lk_launch's contract: LK_STATUS_OK, NEEDS_WORKSPACE with the size written, ..."""
+        """lk_launch's contract: LK_STATUS_OK, NEEDS_WORKSPACE with the size written, ...,
+        MODULE_LOAD when the driver refuses the cubins (`refusal` says why)."""
         return self._host.launch(a_ref, ctypes.byref(self._kernels), torch.cuda.current_device())
 
     def plan(self, nbatch, nout, nred, scheme=0):

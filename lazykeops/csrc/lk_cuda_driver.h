@@ -105,13 +105,15 @@ struct Loaded {
 extern "C" {
 // One formula's kernels: the cubin of its reduction, the cubin of its reduction policy's
 // split merge (built once per policy: compile/driver.py) and their kernels' lowered names
-// (the caller keeps them alive and zeroes `loaded`), and the modules loaded on each
-// device so far (published with atomic stores).
+// (the caller keeps them alive and zeroes the rest), the driver's error when it refused
+// them (a CUresult, -1 for launch sizes of another layout), and the modules loaded on
+// each device so far (published with atomic stores).
 struct LkKernels {
   const void* cubin;
   const void* merge_cubin;
   const char* reduce_name;
   const char* merge_name;
+  long long load_error;
   lk::driver::Loaded* loaded[lk::driver::MAX_DEVICES];
 };
 }
@@ -143,8 +145,9 @@ inline bool use_device(int device) {
 }
 
 // The formula's modules on `device` (its reduction's and its merge's), loaded on first
-// use; null on a driver error. A reduction that needs more shared memory than the device
-// has loads: its launches report LK_STATUS_SHARED_MEMORY.
+// use; null on a driver error (k->load_error says which, when the modules were refused).
+// A reduction that needs more shared memory than the device has loads: its launches
+// report LK_STATUS_SHARED_MEMORY.
 inline Loaded* loaded_on(LkKernels* k, int device) {
   if (!use_device(device)) return nullptr;
   Loaded* l = __atomic_load_n(&k->loaded[device], __ATOMIC_ACQUIRE);
@@ -160,13 +163,18 @@ inline Loaded* loaded_on(LkKernels* k, int device) {
   size_t bytes = 0;
   CUdevice dev;
   int sms = 1, per_sm = 1;
-  if (d.module_load_data(&module, k->cubin) != 0 ||
-      d.module_get_function(&fresh.reduce, module, k->reduce_name) != 0 ||
-      d.module_load_data(&merge_module, k->merge_cubin) != 0 ||
-      d.module_get_function(&fresh.merge, merge_module, k->merge_name) != 0 ||
-      d.module_get_global(&sizes, &bytes, module, "lk_sizes") != 0 ||
-      bytes != sizeof fresh.sizes || d.memcpy_dtoh(fresh.sizes, sizes, bytes) != 0 ||
-      d.device_get(&dev, device) != 0 ||
+  CUresult refused = 0;
+  auto loads = [&](CUresult r) { return (refused = r) == 0; };
+  if (!loads(d.module_load_data(&module, k->cubin)) ||
+      !loads(d.module_get_function(&fresh.reduce, module, k->reduce_name)) ||
+      !loads(d.module_load_data(&merge_module, k->merge_cubin)) ||
+      !loads(d.module_get_function(&fresh.merge, merge_module, k->merge_name)) ||
+      !loads(d.module_get_global(&sizes, &bytes, module, "lk_sizes")) ||
+      !loads(bytes == sizeof fresh.sizes ? 0 : -1)) {
+    k->load_error = refused;
+    return nullptr;
+  }
+  if (d.memcpy_dtoh(fresh.sizes, sizes, bytes) != 0 || d.device_get(&dev, device) != 0 ||
       d.device_get_attribute(&sms, ATTR_MULTIPROCESSOR_COUNT, dev) != 0 ||
       d.device_get_attribute(&fresh.shared_limit, ATTR_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
                              dev) != 0)
@@ -260,7 +268,8 @@ inline int launch(LkLaunch* a, const Loaded& l) {
       LkLaunch* a, LkKernels* k, int device) {                                          \
     if (!lk::launch_matches(a)) return LK_STATUS_ABI_MISMATCH;                          \
     const lk::driver::Loaded* l = lk::driver::loaded_on(k, device);                     \
-    return l == nullptr ? LK_STATUS_FAILED : lk::driver::launch(a, *l);                 \
+    if (l == nullptr) return k->load_error != 0 ? LK_STATUS_MODULE_LOAD : LK_STATUS_FAILED; \
+    return lk::driver::launch(a, *l);                                                   \
   }                                                                                     \
   /* The launch sizes (lk_sizes[], S_COUNT of them) into `out`; 0, or -1 on an error. */ \
   extern "C" __attribute__((visibility("default"))) int lk_driver_sizes(                 \

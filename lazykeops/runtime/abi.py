@@ -24,9 +24,10 @@ STATUS = {
     "ABI_MISMATCH": 4,  # the caller's struct is not this library's
     "NEEDS_WORKSPACE": 5,
     "RANGES_MISMATCH": 6,  # ranges given to a dense library, or none to a block-sparse one
+    "MODULE_LOAD": 7,  # the CUDA driver refused NVRTC's cubin (compile/driver.py: why)
 }
 OK, FAILED, SHARED_MEMORY = STATUS["OK"], STATUS["FAILED"], STATUS["SHARED_MEMORY"]
-NEEDS_WORKSPACE = STATUS["NEEDS_WORKSPACE"]
+NEEDS_WORKSPACE, MODULE_LOAD = STATUS["NEEDS_WORKSPACE"], STATUS["MODULE_LOAD"]
 
 # backend= -> the CUDA engine's scheme: auto, one block per row range (1D), split j ranges.
 SCHEMES = {"auto": 0, "GPU": 0, "GPU_1D": 1, "GPU_2D": 2}

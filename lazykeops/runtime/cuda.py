@@ -18,6 +18,7 @@ import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from ..errors import LazyKeOpsError
 from ..formula.slicing import components
 from . import abi
 
@@ -62,6 +63,8 @@ def launch_cuda(core, dtype, like, a, backend, ranges=None):
                 if len(_WORKSPACE_BYTES) > 4096:  # many distinct sizes: forget the old ones
                     _WORKSPACE_BYTES.clear()
                 need = _WORKSPACE_BYTES[key] = a.workspace_bytes
+            if status == abi.MODULE_LOAD:  # the one status whose message is the library's
+                raise LazyKeOpsError(f"formula '{core.text}': {lib.refusal()}")
             if status:
                 return status
     return abi.OK

@@ -21,7 +21,7 @@ def test_host_side_builds_and_matches_the_abi():
     assert host is driver.host()  # built and loaded once
     sizes = host._dll.lk_kernels_bytes
     sizes.restype = ctypes.c_int64
-    assert sizes() == ctypes.sizeof(driver.LkKernels) == 32 + 8 * driver.MAX_DEVICES
+    assert sizes() == ctypes.sizeof(driver.LkKernels) == 40 + 8 * driver.MAX_DEVICES
 
 
 @pytest.mark.skipif(not nvrtc.available(), reason="no libnvrtc")
@@ -43,6 +43,12 @@ def test_a_formulas_entries_without_a_driver_fail_cleanly(tmp_path, monkeypatch)
     # No driver: the host side cannot load the modules (no torch device is asked for here).
     status = lib._host.launch(ctypes.byref(a), ctypes.byref(lib._kernels), 0)
     assert status == abi.FAILED
+    # A refused cubin's message (tests/engine/cpp/driver.cpp checks the code reaches it).
+    lib._kernels.load_error = 222
+    message = lib.refusal()
+    assert "CUresult 222 CUDA_ERROR_UNSUPPORTED_PTX_VERSION" in message
+    assert "LAZYKEOPS_CUDA_COMPILER=nvcc" in message and "cuda:sm_90" in message
+    lib._kernels.load_error = 0
     # Another formula reduced alike builds its reduction only; the first one's entries
     # load again from the cache, in a new process as here after forget_loaded.
     cauchy = _spec("Sum", "Inv(G + SqDist(X,Y)) * B", None, None, "float32")

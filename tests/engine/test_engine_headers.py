@@ -64,7 +64,7 @@ CASES = {
              "sparse_large_cluster", "row_blocks"],
     "driver": ["dense_1d_launch", "split_asks_for_its_workspace_then_merges",
                "shared_memory_opt_in_and_limit", "block_sparse_work_and_mismatches",
-               "a_module_per_device"],
+               "a_module_per_device", "a_refused_cubin_reports_the_drivers_error"],
 }
 
 # policies.cpp tests the policies' algorithms, not the CPU engine's vectorised loops (those

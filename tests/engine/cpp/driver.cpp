@@ -6,7 +6,7 @@
 // declares (lk_cuda_kernel.cuh: reduce); the split scheme asks for its workspace first,
 // then launches the reduction on it and the merge (merge_splits, from its own module);
 // block-sparse work goes as RangeSets; each device gets its own modules and context;
-// mismatches are refused.
+// mismatches are refused; a cubin the driver refuses is reported with its error.
 #define LK_CUDA_DRIVER_LIBRARY nullptr
 
 #include <cstring>
@@ -30,6 +30,7 @@ struct Launch {
 std::vector<Launch> launches;
 std::vector<int> reduce_bytes, merge_bytes;  // the kernels' parameter sizes, in order
 int opt_in_calls = 0, opt_in_value = 0, loads = 0;
+int refuse_merge = 0;  // the CUresult cuModuleLoadData returns for the merge's image
 void* current = nullptr;
 }  // namespace fake
 
@@ -46,11 +47,7 @@ int cuDeviceGetAttribute(int* v, int attr, int) {
   *v = attr == 16 ? 132 : attr == 97 ? 232448 : 0;  // SMs, opt-in shared memory per block
   return 0;
 }
-int cuModuleLoadData(void** m, const void* image) {
-  ++fake::loads;
-  *m = const_cast<void*>(image);
-  return 0;
-}
+int cuModuleLoadData(void** m, const void* image);
 int cuModuleGetFunction(void** f, void* module, const char* name);
 int cuModuleGetGlobal_v2(unsigned long long* p, size_t* n, void* module, const char* name);
 }
@@ -60,8 +57,14 @@ const unsigned char CUBIN[16] = {0x7f, 'E', 'L', 'F'}, MERGE_CUBIN[16] = {0x7f, 
 }
 
 extern "C" {
+int cuModuleLoadData(void** m, const void* image) {
+  if (image == MERGE_CUBIN && fake::refuse_merge != 0) return fake::refuse_merge;
+  ++fake::loads;
+  *m = const_cast<void*>(image);
+  return 0;
+}
 // Each kernel and the launch sizes are found in their own module only (a module is its
-// image here: cuModuleLoadData above).
+// image here).
 int cuModuleGetFunction(void** f, void* module, const char* name) {
   if (module != (std::strcmp(name, "merge") == 0 ? MERGE_CUBIN : CUBIN)) return 500;
   *f = const_cast<char*>(name);  // the caller's string outlives the test
@@ -280,6 +283,19 @@ int main() {
     c.truth("context of device 1 current", fake::current == reinterpret_cast<void*>(0x1001));
     c.equal("device past the table", 0, lk_driver_launch(&a, &k, lk::driver::MAX_DEVICES),
             LK_STATUS_FAILED);
+    report.add(c);
+  }
+  {
+    harness::Case c("a_refused_cubin_reports_the_drivers_error");
+    LkKernels k = module_with(256, 512, 4096);
+    fake::refuse_merge = 222;  // CUDA_ERROR_UNSUPPORTED_PTX_VERSION: a driver too old
+    LkLaunch a = launch_of(1, 1000, 1000, lk::SCHEME_1D);
+    c.equal("status", 0, lk_driver_launch(&a, &k, 0), LK_STATUS_MODULE_LOAD);
+    c.equal("error", 0, k.load_error, 222);
+    c.equal("no launch", 0, (int64_t)fake::launches.size(), 0);
+    long long out[8];
+    c.equal("no sizes", 0, lk_driver_sizes(&k, 0, out), -1);
+    fake::refuse_merge = 0;
     report.add(c);
   }
   return report.exit_code();
