@@ -22,7 +22,7 @@ import torch
 from ..runtime.abi import ABI_VERSION, LAUNCH_BYTES, LkLaunch, new_launch, source_prelude
 from .build import load_kernel
 from .codegen import engine_defines, render_merge_source, render_source
-from .nvrtc import SIZES, kernel_names
+from .nvrtc import SIZES, kernel_names, version
 
 MAX_DEVICES = 64  # lk_cuda_driver.h: MAX_DEVICES
 # The CUresults of a refused cubin most likely here (cuda.h's names).
@@ -140,8 +140,6 @@ class CubinLibrary:
 
     def refusal(self):
         """Why the CUDA driver refused these cubins (after a launch returned MODULE_LOAD)."""
-        from .nvrtc import version
-
         code = self._kernels.load_error
         name = DRIVER_ERRORS.get(code, "")
         return (f"the CUDA driver refused the kernels NVRTC {'.'.join(map(str, version()))} "

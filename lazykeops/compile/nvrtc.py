@@ -21,6 +21,7 @@ import glob
 import os
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..errors import LazyKeOpsError
 from .build import CSRC
@@ -78,6 +79,7 @@ def _headers():
     yield from _search(("cu*/include", "cuda_runtime/include"), ("include", "targets/*/include"))
 
 
+@lru_cache(maxsize=None)
 def cuda_include():
     """The folder of cuda_fp16.h for NVRTC; NvrtcError if there is none."""
     for folder in _headers():
@@ -153,8 +155,10 @@ def chosen():
     return compiler() == "nvrtc"
 
 
+@lru_cache(maxsize=None)
 def available():
-    """Whether libnvrtc and CUDA's device headers are found."""
+    """Whether libnvrtc and CUDA's device headers are found (asked once per process: each
+    GPU call checks that it has a compiler, and the headers' search globs folders)."""
     try:
         library()
         cuda_include()

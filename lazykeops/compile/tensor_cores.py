@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 from ..errors import LazyKeOpsError
-from ..formula.autodiff import substitute
 from ..formula.node import CAT_I, CAT_J, CAT_P, OPS, make
 from .chunking import plan_over
 
@@ -124,8 +123,7 @@ def plan_tensor_cores(formulas, args, mode):
     y = next(p for p, c in wide if c == CAT_J)
     if sum(args[p][1] for p in used if args[p][0] == CAT_J and p != y) > MAX_NARROW_J:
         return None
-    formulas = tuple(_as_sums(f) for f in formulas)
-    chunks = plan_over(formulas, args, width)
+    chunks = plan_over(formulas, args, width)  # WeightedSqDist and Norm2 as sums
     if chunks is None or chunks.outputs:
         return None
     shapes = [_classify(node, x, y, args, width) for node in chunks.sums]
@@ -139,23 +137,6 @@ def plan_tensor_cores(formulas, args, mode):
         return None
     return TensorCorePlan(chunks, x, y, kinds, tuple(s for _, s, _ in shapes), mode,
                           weights.pop())
-
-
-def _as_sums(formula):
-    """Norm2(e) as Sqrt(SqNorm2(e)), WeightedSqDist(w, x, y) as w * SqDist(x, y) for a
-    scalar w and Sum(w * (x - y)**2) for a diagonal one: the sums inside are then ones the
-    plan can take."""
-    mapping = {}
-    for n in formula.walk():
-        if n.op == "Norm2":
-            mapping[n] = make("Sqrt", make("SqNorm2", n.args[0]))
-        elif n.op == "WeightedSqDist":
-            w, x, y = n.args
-            if w.dim == 1:
-                mapping[n] = make("Mult", w, make("SqDist", x, y))
-            elif w.dim == x.dim:
-                mapping[n] = make("Sum", make("Mult", w, make("Square", make("Subtract", x, y))))
-    return substitute(formula, mapping) if mapping else formula
 
 
 # A summand as a polynomial of degree <= 2 in x = X_k and y = Y_k: {monomial: coefficient},

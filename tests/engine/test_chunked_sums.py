@@ -102,6 +102,27 @@ def test_several_sums_and_wide_parameters():
     torch.testing.assert_close(routine(x, y, b, w), torch.exp(k) @ b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_weighted_distances_and_norms_are_chunked_as_sums(dtype):
+    # WeightedSqDist (diagonal and scalar weights) and Norm2 are sums in disguise
+    # (chunking.as_sums): planned, and equal to their float64 values.
+    dim = 300
+    x, y, b = wide_inputs(dim)
+    w = torch.rand(dim, dtype=torch.float64) - 0.2  # weights of both signs
+    g = torch.tensor([0.7], dtype=torch.float64)
+    aliases = [f"X = Vi({dim})", f"Y = Vj({dim})", "B = Vj(2)", f"W = Pm({dim})", "G = Pm(1)"]
+    diff2 = (x[:, None] - y[None]) ** 2
+    for formula, k in [("Exp(-WeightedSqDist(W,X,Y)) * B", torch.exp(-(diff2 * w).sum(-1))),
+                       ("Exp(-WeightedSqDist(G,X,Y)) * B", torch.exp(-0.7 * diff2.sum(-1))),
+                       ("Exp(-Norm2(X-Y)) * B", torch.exp(-diff2.sum(-1).sqrt()))]:
+        assert cpu_plan(formula, aliases) is not None, formula
+        got = Genred(formula, aliases, axis=1)(*[t.to(dtype) for t in (x, y, b, w, g)])
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(got.double(), k @ b, rtol=tol, atol=tol)
+    assert cpu_plan("Exp(-WeightedSqDist(W,X,Y)) * B",
+                    aliases[:3] + [f"W = Pm({dim * dim})"]) is None  # a full matrix: not a sum
+
+
 def test_batched_lazytensor_nearest_neighbours_over_wide_embeddings():
     x = torch.rand(3, 40, 100, dtype=torch.float64)
     y = torch.rand(3, 90, 100, dtype=torch.float64)

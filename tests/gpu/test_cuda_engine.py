@@ -138,3 +138,20 @@ def test_narrow_variables_inside_a_chunked_sum(b_category):
     on_gpu = routine(x.to(CUDA), y.to(CUDA), b.to(CUDA))
     torch.testing.assert_close(on_gpu.cpu().double().view(-1), dense, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(routine(x, y, b).double().view(-1), dense, rtol=1e-5, atol=1e-3)
+
+
+def test_weighted_distances_and_norms_of_wide_variables_are_chunked_sums():
+    # chunking.as_sums: WeightedSqDist (diagonal, scalar weights) and Norm2 over D = 200 on
+    # the CUDA cores' chunked path (float64: no tensor cores), against float64 references.
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(300, 200, generator=g) / 10, torch.rand(400, 200, generator=g) / 10
+    b, w = torch.randn(400, 2, generator=g), torch.rand(200, generator=g) - 0.2
+    x, y, b, w = (t.double() for t in (x, y, b, w))
+    aliases = ["X = Vi(200)", "Y = Vj(200)", "B = Vj(2)", "W = Pm(200)", "G = Pm(1)"]
+    gain = torch.tensor([0.7], dtype=torch.float64)
+    diff2 = (x[:, None] - y[None]) ** 2
+    for formula, k in [("Exp(-WeightedSqDist(W,X,Y)) * B", torch.exp(-(diff2 * w).sum(-1))),
+                       ("Exp(-WeightedSqDist(G,X,Y)) * B", torch.exp(-0.7 * diff2.sum(-1))),
+                       ("Exp(-Norm2(X-Y)) * B", torch.exp(-diff2.sum(-1).sqrt()))]:
+        got = Genred(formula, aliases, axis=1)(*[t.to(CUDA) for t in (x, y, b, w, gain)])
+        torch.testing.assert_close(got.cpu(), k @ b, rtol=1e-10, atol=1e-10, msg=formula)
