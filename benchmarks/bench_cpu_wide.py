@@ -4,8 +4,9 @@ and dense torch, float32.
 
     python benchmarks/bench_cpu_wide.py [--quick]
 
-Gaussian conv sum_j exp(-|x_i - y_j|^2) b_j, argKmin K=10 of |x_i - y_j|^2, and the
-conv's forward + gradient in x, at N = M = 5,000, D from 3 to 1,024. Medians of 3 runs after a warm one (compile excluded);
+Gaussian conv sum_j exp(-|x_i - y_j|^2) b_j, the same with WeightedSqDist (a diagonal
+weight), argKmin K=10 of |x_i - y_j|^2, and the conv's forward + gradient in x, at
+N = M = 5,000, D from 3 to 1,024. Medians of 3 runs after a warm one (compile excluded);
 runs over a second are timed once. Prints a table for benchmarks/RESULTS.md.
 """
 
@@ -41,8 +42,11 @@ def workloads(d):
     x = torch.rand(N, d, generator=g) / d ** 0.5
     y = torch.rand(N, d, generator=g) / d ** 0.5
     b = torch.randn(N, 1, generator=g)
+    w = torch.rand(d, generator=g) + 0.5
     dims = [f"X = Vi({d})", f"Y = Vj({d})"]
     conv = Genred("Exp(-SqDist(X,Y)) * B", dims + ["B = Vj(1)"], axis=1)
+    weighted = Genred("Exp(-WeightedSqDist(W,X,Y)) * B", dims + ["B = Vj(1)", f"W = Pm({d})"],
+                      axis=1)
     knn = Genred("SqDist(X,Y)", dims, reduction_op="ArgKMin", axis=1, opt_arg=10)
     xg = x.clone().requires_grad_()
 
@@ -51,6 +55,8 @@ def workloads(d):
 
     return [("Gaussian conv", lambda: conv(x, y, b),
              lambda: torch.exp(-torch.cdist(x, y) ** 2) @ b),
+            ("weighted Gaussian conv", lambda: weighted(x, y, b, w),
+             lambda: torch.exp(-torch.cdist(x * w.sqrt(), y * w.sqrt()) ** 2) @ b),
             ("argKmin K=10", lambda: knn(x, y),
              lambda: (torch.cdist(x, y) ** 2).topk(10, 1, largest=False).indices),
             # The gradient's output has D components, c_ij (x_i - y_j): a chunked output.
