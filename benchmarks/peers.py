@@ -146,7 +146,8 @@ def main(argv=None):
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     print("| workload | N | M (K) | D | setting | lazykeops ms | Flash-KMeans ms | "
           "FlashSinkhorn ms |\n|---|---|---|---|---|---|---|---|")
-    keys = sorted({k for times in results.values() for k in times}, key=str)
+    # In the order the rows ran (lazykeops's first), not sorted as text.
+    keys = list(dict.fromkeys(k for lib in LIBRARIES for k in results[lib]))
     for key in keys:
         cells = [results[lib].get(key) for lib in LIBRARIES]
         text = [f"{c * 1e3:.3g}" if c is not None else "" for c in cells]
