@@ -10,13 +10,12 @@ sums over their components (compile/chunking.py) of the forms
 Sum(W * X * Y) and Sum(W * (X - Y)**2) (WeightedSqDist(W, X, Y) with a diagonal weight;
 with a scalar weight it is W * SqDist(X, Y)), needs, per pair, only the scalar product
 <W X, Y> of the pair and, for distances, the squared norms sum W X^2 and sum W Y^2 (per
-row and per term): the tile of dot
-products of a block's rows and a tile of terms is a matrix product, which the tensor cores
-compute (csrc/lk_cuda_mma.cuh); the rest of the formula runs per pair on the finished
-sums, as for a chunked formula. Distances are computed from data centred on one point of
-the block (a distance does not change when both points move): the operands rounded to
-TF32 or to a half precision then lose precision relative to the block's spread, not to
-the distance from the origin.
+row and per term): the tile of dot products of a block's rows and a tile of terms is a
+matrix product, which the tensor cores compute (csrc/lk_cuda_mma.cuh); the rest of the
+formula runs per pair on the finished sums, as for a chunked formula. Distances are
+computed from data centred on one point of the block (a distance does not change when
+both points move): the operands rounded to TF32 or to a half precision then lose
+precision relative to the block's spread, not to the distance from the origin.
 
 The operand precision (`mode`, `mode_for`) is the caller's: "tf32" for float32 data where
 torch allows it (torch.get_float32_matmul_precision() "high" or "medium", or the same
@@ -218,7 +217,8 @@ def _classify(node, x, y, args, width):
     if summand is None:
         return None
     factors = _factors(summand)
-    weights = [f for f in factors if f.op == "Var" and tuple(args[f.params[0]]) == (CAT_P, width)]
+    weights = [f for f in factors
+               if f.op == "Var" and tuple(args[f.params[0]]) == (CAT_P, width)]
     weight = -1
     if weights:
         weight = weights[0].params[0]

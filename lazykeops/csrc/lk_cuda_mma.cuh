@@ -8,8 +8,8 @@
 // (distances: the data are centred on the block's first row and the squared norms kept),
 // TC_W (the position of a parameter W weighting the sums componentwise, or -1: the MMA's
 // X operand is then W x, and the norms sum W x^2 and sum W y^2), WIDE = D, NCHUNKED sums,
-// `tc_parts(dot, xn, yn, part)` (the sums of a pair from its scalar product and norms)
-// and an `eval` that reads the sums as part<m>().
+// `tc_parts(dot, xn, yn, floor, part)` (the sums of a pair from its scalar product and
+// norms; distances at least `floor`) and an `eval` that reads the sums as part<m>().
 //
 // As in attention kernels, a warp owns MT tiles of 16 rows, whose X stays in registers as
 // the MMA's A fragments for the whole batch (staged once through shared memory, centred
@@ -317,8 +317,6 @@ __device__ LK_INLINE void copy_rows(unsigned char* dst, int dst_stride, const un
   }
 }
 
-// The row source: the narrow i-variables in registers; X as the A fragments of the warp's
-// MMA tiles (registers), staged once per batch, and its rows' squared norms.
 // The weights of a weighted sum's components (staged in shared memory with the X rows,
 // zeros past D), or NoWeights.
 template <class C>
@@ -331,6 +329,8 @@ __device__ LK_INLINE auto component_weights() {
   }
 }
 
+// The row source: the narrow i-variables in registers; X as the A fragments of the warp's
+// MMA tiles (registers), staged once per batch, and its rows' squared norms.
 template <class F, class C, class T, class S>
 struct MmaRows {
   RegisterRows<F, T, S, C::RPT, typename C::Layout, NarrowArgs> narrow;
