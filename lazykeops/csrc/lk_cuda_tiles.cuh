@@ -33,9 +33,16 @@ struct CudaConfig {
   static constexpr int BLOCK = LK_CUDA_BLOCK;
   static constexpr int PAD = 16 / sizeof(T);
   static constexpr int DJP = (DJ + PAD - 1) / PAD * PAD;  // row stride of a tile
-  // Two rows per thread while their i-variables and accumulators stay small in registers.
+  // Several rows per thread while their i-variables and accumulators stay small in
+  // registers: each term's shared-memory load and loop step then serve more pairs. Four
+  // rows for the narrowest (H200, benchmarks/RESULTS.md "Rows per thread": a D = 3
+  // Gaussian sum 1.12x faster than on two rows, LogSumExp 1.02x; a Gaussian gradient, 10
+  // words, 1.03x slower on four), two up to 24 words, one past it (an ArgKMin K = 10 on
+  // two rows is 1.5x slower than on one).
   static constexpr int ACC = (int)(sizeof(typename R::template Acc<T>) / sizeof(T));
-  static constexpr int RPT = LK_CUDA_RPT > 0 ? LK_CUDA_RPT : (DI + ACC + F::DIMOUT <= 24) ? 2 : 1;
+  static constexpr int ROW_WORDS = DI + ACC + F::DIMOUT;
+  static constexpr int RPT = LK_CUDA_RPT > 0 ? LK_CUDA_RPT
+                             : ROW_WORDS <= 8 ? 4 : ROW_WORDS <= 24 ? 2 : 1;
   static constexpr int ROWS = BLOCK * RPT;
   using Layout = StridedRows<BLOCK>;
   static constexpr int MIN_BLOCKS = 0;
