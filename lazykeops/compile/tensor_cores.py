@@ -44,8 +44,9 @@ MIN_WIDTH = 32
 MAX_WORDS = 160
 # Components of the narrow j-variables a plan takes: each tile holds them twice in shared
 # memory (raw, as copied ahead, and converted), 32 terms x 256 components x 8 bytes = 64 KB
-# beside the 84 KB above; past that the tile would pass the block's limit where the
-# CUDA-core path still runs (around 700 components beside a D = 128 X, Y in TF32).
+# beside the 84 KB above (lk_cuda_mma.cuh takes longer tiles only where they fit beside
+# X's staging memory); past that the tile would pass the block's limit where the CUDA-core
+# path still runs (around 700 components beside a D = 128 X, Y in TF32).
 MAX_NARROW_J = 256
 
 

@@ -161,21 +161,34 @@ struct MmaConfig {
   using Layout = std::conditional_t<ROW_EPILOGUE, StridedRows<BLOCK>, FragmentRows<MT>>;
   static constexpr int MIN_BLOCKS =
       LK_TC_MIN_BLOCKS > 0 ? LK_TC_MIN_BLOCKS : ROW_EPILOGUE && !NARROW_ROWS ? 0 : 2;
-  // 32 terms per tile; 16 for the row epilogue, whose thread per row reads a tile's
-  // products from shared memory (H200, kNN K = 10 at D = 128: 0.92x the time of 32 terms
-  // in TF32, 0.88x in float16).
-  static constexpr int TILE = LK_TC_TILE > 0 ? LK_TC_TILE : ROW_EPILOGUE ? 16 : 32;
-  static constexpr int NT = TILE / 8;        // 8-column MMA tiles
+  static constexpr int STRIDE = WORDS + 4;   // words between rounded rows (bank spread)
+  static constexpr int RAW_STRIDE = ((D * (int)sizeof(S) + 15) / 16 + 1) * 16;  // bytes
+  // The warps multiply their rows by SUB terms at a time (NT 8-column MMA tiles: 4 x MT
+  // accumulator fragments in registers) and evaluate those pairs before the next SUB.
+  // A tile (the terms between two barriers) holds several: each tile costs the block two
+  // barriers, the conversion of its Y and the copy of the next, which 32 terms per tile
+  // did not pay for (H200: a D = 3 Gaussian sum on 32-term tiles ran at a quarter of the
+  // CUDA cores' speed, whatever the MMA's share). Tiles of up to 128 terms, their Y and narrow
+  // j-variables within the memory that stages X (or 40 KB); 16 terms for the row epilogue,
+  // whose thread per row reads a tile's products from shared memory (H200, kNN K = 10 at
+  // D = 128: 0.92x the time of 32 terms in TF32, 0.88x in float16).
+  static constexpr int SUB = !ROW_EPILOGUE ? 32 : LK_TC_TILE > 0 ? LK_TC_TILE : 16;
+  static constexpr int NT = SUB / 8;
+  static constexpr int DJN = narrow_offset<F>(CAT_J, F::NARGS);
+  static constexpr int DJNP = (DJN + 3) / 4 * 4;
+  // A term's bytes in a tile: Y rounded and raw, the narrow j-variables converted and raw.
+  static constexpr int TERM_BYTES = STRIDE * 4 + RAW_STRIDE + DJNP * 4 + DJN * (int)sizeof(S);
+  static constexpr int TILE_BYTES = ROWS * STRIDE * 4 > 40 * 1024 ? ROWS * STRIDE * 4 : 40 * 1024;
+  static constexpr int TILE = ROW_EPILOGUE ? SUB
+                              : LK_TC_TILE > 0 ? LK_TC_TILE
+                              : 128 * TERM_BYTES <= TILE_BYTES ? 128
+                              : 64 * TERM_BYTES <= TILE_BYTES ? 64 : SUB;
   // Threads per row when rounding the tile's Y and the block's X (their norms: shuffles).
   static constexpr int Y_LANES = BLOCK / TILE;
   static constexpr int X_LANES = BLOCK >= ROWS ? BLOCK / ROWS : 1;
-  static_assert(TILE % 8 == 0 && BLOCK % TILE == 0 && Y_LANES <= 32 &&
+  static_assert(TILE % SUB == 0 && BLOCK % TILE == 0 && Y_LANES <= 32 &&
                     (Y_LANES & (Y_LANES - 1)) == 0 && (X_LANES & (X_LANES - 1)) == 0,
-                "a tile is 8-column MMA tiles, a power of two of threads per term");
-  static constexpr int STRIDE = WORDS + 4;   // words between rounded rows (bank spread)
-  static constexpr int RAW_STRIDE = ((D * (int)sizeof(S) + 15) / 16 + 1) * 16;  // bytes
-  static constexpr int DJN = narrow_offset<F>(CAT_J, F::NARGS);
-  static constexpr int DJNP = (DJN + 3) / 4 * 4;
+                "a tile is SUB-term pieces, a power of two of threads per term");
   static constexpr int DP = packed_size<F>(CAT_P);
   static constexpr bool P_IN_SHARED = params_in_shared<F, T>();
   static constexpr int DPS = P_IN_SHARED ? DP : 0;
@@ -449,18 +462,20 @@ struct MmaTerms {
     }, component_weights<C>());
     __syncthreads();  // the tile is rounded; its raw buffers are free
     if (t.next > 0) fetch(words, args, b, t.j0 + t.n, t.next);
-    // The warp's rows times the tile, as MT x NT MMA tiles of 16 x 8.
     const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     float acc[C::MT][C::NT][4];
-    LK_UNROLL for (int mt = 0; mt < C::MT; ++mt)
-      LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
-        LK_UNROLL for (int k = 0; k < 4; ++k) acc[mt][nt][k] = 0.f;
-    LK_UNROLL for (int s = 0; s < C::KSTEPS; ++s)
-      LK_UNROLL for (int nt = 0; nt < C::NT; ++nt) {
-        const uint32_t* col = ys + (nt * 8 + g) * C::STRIDE + s * 8 + q;
-        const uint32_t b0 = col[0], b1 = col[4];
-        LK_UNROLL for (int mt = 0; mt < C::MT; ++mt) Op::mma(acc[mt][nt], rows.a[mt][s], b0, b1);
-      }
+    // The warp's rows times terms s0 .. s0 + SUB - 1, as MT x NT MMA tiles of 16 x 8.
+    auto multiply = [&](int s0) {
+      LK_UNROLL for (int mt = 0; mt < C::MT; ++mt)
+        LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
+          LK_UNROLL for (int k = 0; k < 4; ++k) acc[mt][nt][k] = 0.f;
+      LK_UNROLL for (int s = 0; s < C::KSTEPS; ++s)
+        LK_UNROLL for (int nt = 0; nt < C::NT; ++nt) {
+          const uint32_t* col = ys + (s0 + nt * 8 + g) * C::STRIDE + s * 8 + q;
+          const uint32_t b0 = col[0], b1 = col[4];
+          LK_UNROLL for (int mt = 0; mt < C::MT; ++mt) Op::mma(acc[mt][nt], rows.a[mt][s], b0, b1);
+        }
+    };
     auto pair = [&](int r, int jj, float dot) {
       T part[F::NCHUNKED];
       F::template tc_parts<T>(dot, rows.xn[r], F::TC_DIST ? ynorms[jj] : 0.f, rows.floor, part);
@@ -470,6 +485,7 @@ struct MmaTerms {
       push(r, f, t.j0 + jj);
     };
     if constexpr (C::ROW_EPILOGUE) {
+      multiply(0);
       // The products to the rows' threads through shared memory (read after this
       // barrier; written again after the next tile's first).
       float* dots = shared + C::OFF_DOTS;
@@ -488,14 +504,18 @@ struct MmaTerms {
       LK_UNROLL for (int jj = 0; jj < TILE; ++jj)
         if (jj < t.n) pair(0, jj, mine[jj]);
     } else {
-      // The thread's pairs: each of its rows (acc[r / 2][.][2 * (r % 2) + .]) with terms
-      // 8 * nt + 2 * q and the next, in increasing j; a row after the other.
-      LK_UNROLL for (int r = 0; r < C::RPT; ++r)
-        LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
-          LK_UNROLL for (int h = 0; h < 2; ++h) {
-            const int jj = nt * 8 + 2 * q + h;
-            if (jj < t.n) pair(r, jj, acc[r >> 1][nt][2 * (r & 1) + h]);
-          }
+      // The thread's pairs of each piece: each of its rows (acc[r / 2][.][2 * (r % 2) + .])
+      // with terms s0 + 8 * nt + 2 * q and the next, in increasing j; a row after the
+      // other.
+      LK_NO_UNROLL for (int s0 = 0; s0 < t.n; s0 += C::SUB) {
+        multiply(s0);
+        LK_UNROLL for (int r = 0; r < C::RPT; ++r)
+          LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
+            LK_UNROLL for (int h = 0; h < 2; ++h) {
+              const int jj = s0 + nt * 8 + 2 * q + h;
+              if (jj < t.n) pair(r, jj, acc[r >> 1][nt][2 * (r & 1) + h]);
+            }
+      }
     }
   }
 };
