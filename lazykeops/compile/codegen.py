@@ -103,16 +103,18 @@ def _struct_head(formulas, args, chunks):
 
 def render_tensor_core_struct(formulas, args, plan):
     """C++ text of `struct LkFormula` for the tensor-core variant (csrc/lk_cuda_mma.cuh):
-    `eval` on the plan's sums, `tc_parts`, which makes them of a pair's scalar product and
-    (for distances) the squared norms of its centred points, and the plan's constants."""
+    `eval` on the plan's sums, `tc_parts`, which makes them of a pair's MMA accumulator
+    (the scalar product; for distances, started at -yn / 2 so that it holds yn / 2 - <x, y>
+    and the distance is xn - 2 acc) and the row's squared norm xn, and the plan's
+    constants."""
     parts = []
     for m, (kind, scale) in enumerate(zip(plan.kinds, plan.scales)):
         if kind == "dist":  # at least `floor` (0, or -inf for weights of both signs)
             # although rounding may leave a tiny negative difference; NaN stays NaN
-            parts.append(f"{{ const T d = xn + yn - T(2) * dot; "
+            parts.append(f"{{ const T d = fma(T(-2), acc, xn); "
                          f"part[{m}] = T({scale!r}) * (d < floor ? floor : d); }}")
         else:
-            parts.append(f"part[{m}] = T({scale!r}) * dot;")
+            parts.append(f"part[{m}] = T({scale!r}) * acc;")
     lines = _struct_head(formulas, args, plan.chunks) + [
         f"  static constexpr int WIDE = {plan.chunks.width};",
         f"  static constexpr int NCHUNKED = {len(plan.chunks.sums)};",
@@ -121,7 +123,7 @@ def render_tensor_core_struct(formulas, args, plan):
         f"  static constexpr bool TC_DIST = {'true' if plan.distances else 'false'};",
         f"  static constexpr int TC_W = {plan.weight};",
         "  template <class T>",
-        "  LK_HD static LK_INLINE void tc_parts(T dot, T xn, T yn, T floor, T* part) {",
+        "  LK_HD static LK_INLINE void tc_parts(T acc, T xn, T floor, T* part) {",
         *[f"    {line}" for line in parts],
         "  }",
         "};",

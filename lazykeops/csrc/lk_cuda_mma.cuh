@@ -8,8 +8,9 @@
 // (distances: the data are centred on the block's first row and the squared norms kept),
 // TC_W (the position of a parameter W weighting the sums componentwise, or -1: the MMA's
 // X operand is then W x, and the norms sum W x^2 and sum W y^2), WIDE = D, NCHUNKED sums,
-// `tc_parts(dot, xn, yn, floor, part)` (the sums of a pair from its scalar product and
-// norms; distances at least `floor`) and an `eval` that reads the sums as part<m>().
+// `tc_parts(acc, xn, floor, part)` (the sums of a pair from its MMA accumulator, which for
+// distances starts at -yn / 2, and the row's squared norm: xn - 2 acc = xn + yn - 2 <x, y>,
+// at least `floor`) and an `eval` that reads the sums as part<m>().
 //
 // As in attention kernels, a warp owns MT tiles of 16 rows, whose X stays in registers as
 // the MMA's A fragments for the whole batch (staged once through shared memory, centred
@@ -402,6 +403,17 @@ struct MmaRows {
   __device__ LK_INLINE auto in(int r) const { return narrow.in(r); }
 };
 
+// body(std::false_type()) where `whole` (no term to check against the tile's end), else
+// body(std::true_type()): the pieces of whole tiles evaluate their pairs without a branch
+// each.
+template <class Body>
+__device__ LK_INLINE void whole_or_ragged(bool whole, Body body) {
+  if (whole)
+    body(std::false_type());
+  else
+    body(std::true_type());
+}
+
 template <class F, class C, class T, class S>
 struct MmaTerms {
   static constexpr int TILE = C::TILE;
@@ -464,11 +476,17 @@ struct MmaTerms {
     if (t.next > 0) fetch(words, args, b, t.j0 + t.n, t.next);
     const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
     float acc[C::MT][C::NT][4];
-    // The warp's rows times terms s0 .. s0 + SUB - 1, as MT x NT MMA tiles of 16 x 8.
+    // The warp's rows times terms s0 .. s0 + SUB - 1, as MT x NT MMA tiles of 16 x 8. For
+    // distances the accumulators start at minus half their terms' squared norms (fragment
+    // k holds term 2 q + k % 2 of its 8), which saves every pair two additions.
     auto multiply = [&](int s0) {
-      LK_UNROLL for (int mt = 0; mt < C::MT; ++mt)
-        LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
-          LK_UNROLL for (int k = 0; k < 4; ++k) acc[mt][nt][k] = 0.f;
+      LK_UNROLL for (int nt = 0; nt < C::NT; ++nt) {
+        float start[2] = {0.f, 0.f};
+        if constexpr (F::TC_DIST)
+          LK_UNROLL for (int h = 0; h < 2; ++h) start[h] = -0.5f * ynorms[s0 + nt * 8 + 2 * q + h];
+        LK_UNROLL for (int mt = 0; mt < C::MT; ++mt)
+          LK_UNROLL for (int k = 0; k < 4; ++k) acc[mt][nt][k] = start[k & 1];
+      }
       LK_UNROLL for (int s = 0; s < C::KSTEPS; ++s)
         LK_UNROLL for (int nt = 0; nt < C::NT; ++nt) {
           const uint32_t* col = ys + (s0 + nt * 8 + g) * C::STRIDE + s * 8 + q;
@@ -478,7 +496,7 @@ struct MmaTerms {
     };
     auto pair = [&](int r, int jj, float dot) {
       T part[F::NCHUNKED];
-      F::template tc_parts<T>(dot, rows.xn[r], F::TC_DIST ? ynorms[jj] : 0.f, rows.floor, part);
+      F::template tc_parts<T>(dot, rows.xn[r], rows.floor, part);
       T f[F::DIMOUT];
       F::template eval<T>(
           In{{rows.in(r), Y{ynarrow + jj * C::DJNP}, params}, nullptr, nullptr, 0, part}, f);
@@ -501,20 +519,25 @@ struct MmaTerms {
         }
       __syncthreads();
       const float* mine = dots + threadIdx.x * C::DOTS;
-      LK_UNROLL for (int jj = 0; jj < TILE; ++jj)
-        if (jj < t.n) pair(0, jj, mine[jj]);
+      whole_or_ragged(t.n == TILE, [&](auto ragged) {
+        LK_UNROLL for (int jj = 0; jj < TILE; ++jj)
+          if (!decltype(ragged)::value || jj < t.n) pair(0, jj, mine[jj]);
+      });
     } else {
-      // The thread's pairs of each piece: each of its rows (acc[r / 2][.][2 * (r % 2) + .])
-      // with terms s0 + 8 * nt + 2 * q and the next, in increasing j; a row after the
-      // other.
+      // The thread's pairs of each piece: terms s0 + 8 * nt + 2 * q and the next, in
+      // increasing j, each with the thread's rows (acc[r / 2][.][2 * (r % 2) + .]), which
+      // share its reads of the term's narrow j-variables.
       LK_NO_UNROLL for (int s0 = 0; s0 < t.n; s0 += C::SUB) {
         multiply(s0);
-        LK_UNROLL for (int r = 0; r < C::RPT; ++r)
+        whole_or_ragged(s0 + C::SUB <= t.n, [&](auto ragged) {
           LK_UNROLL for (int nt = 0; nt < C::NT; ++nt)
             LK_UNROLL for (int h = 0; h < 2; ++h) {
               const int jj = s0 + nt * 8 + 2 * q + h;
-              if (jj < t.n) pair(r, jj, acc[r >> 1][nt][2 * (r & 1) + h]);
+              if (!decltype(ragged)::value || jj < t.n)
+                LK_UNROLL for (int r = 0; r < C::RPT; ++r)
+                  pair(r, jj, acc[r >> 1][nt][2 * (r & 1) + h]);
             }
+        });
       }
     }
   }
